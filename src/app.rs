@@ -1,0 +1,125 @@
+//! Assembly: every long-lived part built once from the [`Config`], no globals.
+//!
+//! `App::build` does all the start-up I/O (key file, secrets from env or files, policy
+//! files) and fails with a [`ConfigError`] naming the field, before any port is bound.
+//! It starts no task and opens no socket; `server::run` does.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::client_auth::{AuthMethod, ClientAuthenticator};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, KeySource};
+use crate::exchange::Exchanger;
+use crate::jose::KeySet;
+use crate::keys::{SigningKey, jwks_document};
+use crate::mint::Minter;
+use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
+use crate::policy::PolicyEngine;
+use crate::token::TokenValidator;
+
+/// The running service's parts.
+pub struct App {
+    exchanger: Exchanger,
+    max_body_bytes: usize,
+    jwks: Bytes,
+    metadata: Bytes,
+}
+
+impl App {
+    /// Builds every part. Reads the key file, client secrets and policy files.
+    pub fn build(config: &Config, clock: Clock) -> Result<App, ConfigError> {
+        let key = match &config.signing.key {
+            KeySource::File(path) => SigningKey::from_pem_file(config.signing.algorithm, path)
+                .map_err(|e| {
+                    ConfigError::new(
+                        &config.origin,
+                        "signing.key_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?,
+            KeySource::Ephemeral => SigningKey::ephemeral(config.signing.algorithm)
+                .map_err(|e| ConfigError::new(&config.origin, "signing", e.to_string()))?,
+        };
+        let own_keys =
+            KeySet::from_keys(vec![key.verifying_key().map_err(|e| {
+                ConfigError::new(&config.origin, "signing", e.to_string())
+            })?]);
+        let jwks = Bytes::from(jwks_document(&[&key]).to_string());
+        let metadata = Bytes::from(metadata(config).to_string());
+
+        let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
+        let policy = PolicyEngine::load(config)?;
+        let http = upstream_client().map_err(|e| {
+            ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
+        })?;
+        let validator = TokenValidator::new(config, own_keys, key.alg(), &http, clock.clone());
+        let minter = Minter::new(config.issuer.clone(), key, config.tokens.act_includes_iss);
+        Ok(App {
+            exchanger: Exchanger::new(clients, validator, policy, minter, clock),
+            max_body_bytes: config.server.max_body_bytes,
+            jwks,
+            metadata,
+        })
+    }
+
+    /// The exchange pipeline.
+    pub fn exchanger(&self) -> &Exchanger {
+        &self.exchanger
+    }
+
+    /// Largest accepted request body.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// `GET /.well-known/jwks.json`, serialised once.
+    pub fn jwks_document(&self) -> Bytes {
+        self.jwks.clone()
+    }
+
+    /// `GET /.well-known/oauth-authorization-server`, serialised once.
+    pub fn metadata_document(&self) -> Bytes {
+        self.metadata.clone()
+    }
+
+    /// Readiness: our key is loaded (it is, once built) and every required issuer's keys
+    /// have been fetched.
+    pub fn is_ready(&self) -> bool {
+        self.exchanger.validator().is_ready()
+    }
+}
+
+/// The HTTP client for upstream JWKS: no redirects, bounded connect and total time
+/// (EXCHANGE-RULES §4), rustls with aws-lc-rs.
+fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .user_agent(concat!("gleipnir/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// RFC 8414 §2 authorization server metadata.
+fn metadata(config: &Config) -> serde_json::Value {
+    let presentable =
+        [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken].map(TokenType::urn);
+    serde_json::json!({
+        "issuer": config.issuer,
+        "token_endpoint": config.token_endpoint(),
+        "jwks_uri": config.jwks_uri(),
+        "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": [
+            AuthMethod::ClientSecretBasic.as_str(),
+            AuthMethod::ClientSecretPost.as_str(),
+        ],
+        // Not registered by RFC 8414; named after RFC 8693's parameters.
+        "subject_token_types_supported": presentable,
+        "actor_token_types_supported": presentable,
+        "requested_token_types_supported": [TokenType::AccessToken.urn(), TokenType::Jwt.urn()],
+        "token_signing_alg_values_supported": [config.signing.algorithm.as_str()],
+    })
+}

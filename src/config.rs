@@ -1,0 +1,733 @@
+//! Configuration: one TOML file, parsed into raw serde structs (`deny_unknown_fields`),
+//! then validated completely into an immutable [`Config`] (DESIGN.md habit 7).
+//!
+//! [`Config::from_toml`] is pure; [`Config::load`] reads the file. Everything that needs
+//! the outside world (secrets from env or files, the key file, the policy directory) is
+//! resolved by `App::build`, still before any port is bound. Every error names the file,
+//! the field and the reason.
+
+mod secret;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use secret::{Secret, SecretSource};
+
+use crate::jose::JwsAlgorithm;
+use crate::oauth::TokenType;
+
+/// A configuration problem: in which file, which field, and why.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{file}: {field}: {reason}")]
+pub struct ConfigError {
+    /// The file (or `<embedded>`).
+    pub file: String,
+    /// The field path, e.g. `issuers[corp].jwks_uri`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A problem with `field` of `file`.
+    pub fn new(
+        file: impl Into<String>,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Names an issuer whose tokens we accept: the service itself or a configured upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IssuerId(u16);
+
+impl IssuerId {
+    /// gleipnir itself (its own tokens, for multi-hop re-exchange).
+    pub const SELF: IssuerId = IssuerId(0);
+
+    /// The upstream issuer at `index` of [`Config::issuers`].
+    pub fn upstream(index: usize) -> IssuerId {
+        IssuerId(u16::try_from(index + 1).unwrap_or(u16::MAX))
+    }
+
+    /// The index into [`Config::issuers`], or `None` for [`IssuerId::SELF`].
+    pub fn upstream_index(self) -> Option<usize> {
+        usize::from(self.0).checked_sub(1)
+    }
+}
+
+/// The name policies use for the service's own issuer.
+pub const SELF_ISSUER_NAME: &str = "self";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for error messages.
+    pub origin: String,
+    /// Our `iss` value and the base URL of our endpoints.
+    pub issuer: String,
+    /// Listeners and request limits.
+    pub server: ServerConfig,
+    /// The signing key.
+    pub signing: SigningConfig,
+    /// Token validation and issuance settings.
+    pub tokens: TokenConfig,
+    /// Where the policy files are.
+    pub policy: PolicySource,
+    /// Upstream issuers we trust, in file order ([`IssuerId::upstream`]).
+    pub issuers: Vec<IssuerConfig>,
+    /// Registered clients.
+    pub clients: Vec<ClientConfig>,
+}
+
+/// Listeners and request limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The public listener (`/token`, `/.well-known/*`).
+    pub listen: SocketAddr,
+    /// The admin listener (`/livez`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Where the signing key comes from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A PEM file (PKCS#8; SEC1 also accepted for ES256).
+    File(PathBuf),
+    /// A key generated at start-up and never written down. Only `gleipnir dev` uses
+    /// this; a config file cannot ask for it.
+    Ephemeral,
+}
+
+/// The signing key.
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    /// ES256 (default) or EdDSA.
+    pub algorithm: JwsAlgorithm,
+    /// The private key.
+    pub key: KeySource,
+}
+
+/// Token validation and issuance settings.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Largest subject/actor token accepted, checked before decoding.
+    pub max_token_bytes: usize,
+    /// Clock skew allowed on `exp`, `nbf`, `iat`, in seconds.
+    pub leeway_seconds: u64,
+    /// Upper bound for every client's `max_depth`.
+    pub max_depth: usize,
+    /// Upper bound for every client's `ttl_seconds`.
+    pub max_ttl_seconds: u64,
+    /// Whether `act` members carry `iss` besides `sub`.
+    pub act_includes_iss: bool,
+}
+
+/// Where policy files come from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// Every `*.toml` file directly in this directory.
+    Dir(PathBuf),
+    /// Files compiled into the binary (`gleipnir dev`): (name, text).
+    Embedded(Vec<(String, String)>),
+}
+
+/// An upstream issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Short name used in policies.
+    pub name: String,
+    /// The exact `iss` value of its tokens.
+    pub issuer: String,
+    /// Where its JWKS is.
+    pub jwks_uri: reqwest::Url,
+    /// Algorithms accepted from it.
+    pub algorithms: Vec<JwsAlgorithm>,
+    /// Token types accepted from it as subject or actor token.
+    pub token_types: Vec<TokenType>,
+    /// Readiness waits for its keys.
+    pub required: bool,
+}
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `client_id`.
+    pub id: String,
+    /// The client secret's source.
+    pub secret: SecretSource,
+    /// `aud` values that name this client in subject tokens issued for it.
+    pub audiences: Vec<String>,
+    /// The `sub` of this client's own actor tokens.
+    pub actor_sub: String,
+}
+
+// ---- raw file structs ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: String,
+    #[serde(default)]
+    server: RawServer,
+    signing: RawSigning,
+    #[serde(default)]
+    tokens: RawTokens,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    algorithm: Option<String>,
+    key_file: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    max_token_bytes: Option<usize>,
+    leeway_seconds: Option<u64>,
+    max_depth: Option<usize>,
+    max_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    act_includes_iss: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: String,
+    issuer: String,
+    jwks_uri: String,
+    algorithms: Option<Vec<String>>,
+    token_types: Option<Vec<String>>,
+    #[serde(default)]
+    allow_http: bool,
+    #[serde(default = "default_true")]
+    required: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    id: String,
+    secret: secret::RawSecret,
+    audiences: Option<Vec<String>>,
+    actor_sub: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Defaults, with the bounds a value must stay within.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+const DEFAULT_MAX_BODY: usize = 64 * 1024;
+const DEFAULT_MAX_TOKEN: usize = 16 * 1024;
+const DEFAULT_LEEWAY: u64 = 30;
+const DEFAULT_MAX_DEPTH: usize = 4;
+const DEFAULT_MAX_TTL: u64 = 3600;
+/// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
+pub const MAX_CHAIN_DEPTH: usize = 16;
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), "-", e.to_string()))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text. `origin` names it in errors and anchors
+    /// relative paths (its parent directory). Reads nothing.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let file = origin.display().to_string();
+        let base = origin.parent().unwrap_or(Path::new("")).to_path_buf();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let mut reason = e.message().to_string();
+            if let Some(span) = e.span() {
+                let line = text
+                    .get(..span.start)
+                    .map_or(0, |t| t.lines().count().max(1));
+                reason = format!("{reason} (line {line})");
+            }
+            ConfigError::new(&file, "toml", reason)
+        })?;
+        let err = |field: &str, reason: &str| ConfigError::new(&file, field, reason);
+
+        let issuer = validate_issuer_url(&raw.issuer).map_err(|r| err("issuer", &r))?;
+
+        let server = ServerConfig {
+            listen: parse_addr(raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
+                .map_err(|r| err("server.listen", &r))?,
+            admin_listen: parse_addr(
+                raw.server
+                    .admin_listen
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ADMIN_LISTEN),
+            )
+            .map_err(|r| err("server.admin_listen", &r))?,
+            max_body_bytes: bounded(raw.server.max_body_bytes, DEFAULT_MAX_BODY, 1024, 1 << 20)
+                .map_err(|r| err("server.max_body_bytes", &r))?,
+        };
+
+        let algorithm = match raw.signing.algorithm.as_deref() {
+            None | Some("ES256") => JwsAlgorithm::Es256,
+            Some("EdDSA") => JwsAlgorithm::EdDsa,
+            Some(_) => return Err(err("signing.algorithm", "must be ES256 or EdDSA")),
+        };
+        if raw.signing.key_file.is_empty() {
+            return Err(err("signing.key_file", "must name a PEM file"));
+        }
+        let signing = SigningConfig {
+            algorithm,
+            key: KeySource::File(base.join(&raw.signing.key_file)),
+        };
+
+        let tokens = TokenConfig {
+            max_token_bytes: bounded(
+                raw.tokens.max_token_bytes,
+                DEFAULT_MAX_TOKEN,
+                1024,
+                64 * 1024,
+            )
+            .map_err(|r| err("tokens.max_token_bytes", &r))?,
+            leeway_seconds: bounded(raw.tokens.leeway_seconds, DEFAULT_LEEWAY, 0, 300)
+                .map_err(|r| err("tokens.leeway_seconds", &r))?,
+            max_depth: bounded(raw.tokens.max_depth, DEFAULT_MAX_DEPTH, 1, MAX_CHAIN_DEPTH)
+                .map_err(|r| err("tokens.max_depth", &r))?,
+            max_ttl_seconds: bounded(raw.tokens.max_ttl_seconds, DEFAULT_MAX_TTL, 1, 86_400)
+                .map_err(|r| err("tokens.max_ttl_seconds", &r))?,
+            act_includes_iss: raw.tokens.act_includes_iss,
+        };
+
+        let policy = PolicySource::Dir(base.join(raw.policy.dir.as_deref().unwrap_or("policies")));
+
+        let mut issuers = Vec::with_capacity(raw.issuers.len());
+        let mut names = HashSet::new();
+        let mut isses = HashSet::from([issuer.clone()]);
+        for (i, raw_issuer) in raw.issuers.into_iter().enumerate() {
+            let at = |f: &str| {
+                format!(
+                    "issuers[{}].{f}",
+                    if raw_issuer.name.is_empty() {
+                        i.to_string()
+                    } else {
+                        raw_issuer.name.clone()
+                    }
+                )
+            };
+            let valid_name = !raw_issuer.name.is_empty()
+                && raw_issuer
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(err(
+                    &at("name"),
+                    "must be non-empty letters, digits, '-' or '_'",
+                ));
+            }
+            if raw_issuer.name == SELF_ISSUER_NAME {
+                return Err(err(
+                    &at("name"),
+                    "\"self\" is reserved for gleipnir's own issuer",
+                ));
+            }
+            if !names.insert(raw_issuer.name.clone()) {
+                return Err(err(&at("name"), "duplicate issuer name"));
+            }
+            if raw_issuer.issuer.is_empty() {
+                return Err(err(&at("issuer"), "must not be empty"));
+            }
+            if !isses.insert(raw_issuer.issuer.clone()) {
+                return Err(err(
+                    &at("issuer"),
+                    "duplicate issuer (or equal to our own issuer)",
+                ));
+            }
+            let jwks_uri = reqwest::Url::parse(&raw_issuer.jwks_uri)
+                .map_err(|e| err(&at("jwks_uri"), &format!("not a URL: {e}")))?;
+            match jwks_uri.scheme() {
+                "https" => {}
+                "http" if raw_issuer.allow_http => {}
+                "http" => {
+                    return Err(err(
+                        &at("jwks_uri"),
+                        "must be https (set allow_http = true only for loopback tests)",
+                    ));
+                }
+                _ => return Err(err(&at("jwks_uri"), "must be an https URL")),
+            }
+            let algorithms = match raw_issuer.algorithms {
+                None => JwsAlgorithm::DEFAULT_ALLOWED.to_vec(),
+                Some(names) if names.is_empty() => {
+                    return Err(err(&at("algorithms"), "must not be empty"));
+                }
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        JwsAlgorithm::from_name(n).ok_or_else(|| {
+                            err(
+                                &at("algorithms"),
+                                &format!(
+                                    "unsupported algorithm {n:?} (asymmetric JWS algorithms only)"
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let token_types = match raw_issuer.token_types {
+                None => vec![TokenType::AccessToken],
+                Some(names) if names.is_empty() => {
+                    return Err(err(&at("token_types"), "must not be empty"));
+                }
+                Some(names) => names
+                    .iter()
+                    .map(|n| match TokenType::from_name(n) {
+                        Some(
+                            t @ (TokenType::AccessToken | TokenType::Jwt | TokenType::IdToken),
+                        ) => Ok(t),
+                        _ => Err(err(
+                            &at("token_types"),
+                            &format!("{n:?} is not one of access_token, jwt, id_token"),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            issuers.push(IssuerConfig {
+                name: raw_issuer.name,
+                issuer: raw_issuer.issuer,
+                jwks_uri,
+                algorithms,
+                token_types,
+                required: raw_issuer.required,
+            });
+        }
+
+        let mut clients = Vec::with_capacity(raw.clients.len());
+        let mut ids = HashSet::new();
+        for (i, raw_client) in raw.clients.into_iter().enumerate() {
+            let at = |f: &str| {
+                format!(
+                    "clients[{}].{f}",
+                    if raw_client.id.is_empty() {
+                        i.to_string()
+                    } else {
+                        raw_client.id.clone()
+                    }
+                )
+            };
+            if raw_client.id.is_empty() || raw_client.id.chars().any(char::is_control) {
+                return Err(err(
+                    &at("id"),
+                    "must be non-empty, without control characters",
+                ));
+            }
+            if !ids.insert(raw_client.id.clone()) {
+                return Err(err(&at("id"), "duplicate client id"));
+            }
+            let secret = raw_client
+                .secret
+                .validate(&base)
+                .map_err(|r| err(&at("secret"), &r))?;
+            let audiences = raw_client
+                .audiences
+                .unwrap_or_else(|| vec![raw_client.id.clone()]);
+            if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+                return Err(err(&at("audiences"), "must list non-empty values"));
+            }
+            let actor_sub = raw_client
+                .actor_sub
+                .unwrap_or_else(|| raw_client.id.clone());
+            if actor_sub.is_empty() {
+                return Err(err(&at("actor_sub"), "must not be empty"));
+            }
+            clients.push(ClientConfig {
+                id: raw_client.id,
+                secret,
+                audiences,
+                actor_sub,
+            });
+        }
+
+        Ok(Config {
+            origin: file,
+            issuer,
+            server,
+            signing,
+            tokens,
+            policy,
+            issuers,
+            clients,
+        })
+    }
+
+    /// The id of the issuer a policy names (`self` or a configured name).
+    pub fn issuer_id(&self, name: &str) -> Option<IssuerId> {
+        if name == SELF_ISSUER_NAME {
+            return Some(IssuerId::SELF);
+        }
+        self.issuers
+            .iter()
+            .position(|i| i.name == name)
+            .map(IssuerId::upstream)
+    }
+
+    /// The name of an issuer, for logs and explanations.
+    pub fn issuer_name(&self, id: IssuerId) -> &str {
+        id.upstream_index()
+            .and_then(|i| self.issuers.get(i))
+            .map_or(SELF_ISSUER_NAME, |i| i.name.as_str())
+    }
+
+    /// Our token endpoint URL (RFC 8414 `token_endpoint`).
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.issuer.trim_end_matches('/'))
+    }
+
+    /// Our JWKS URL (RFC 8414 `jwks_uri`).
+    pub fn jwks_uri(&self) -> String {
+        format!(
+            "{}/.well-known/jwks.json",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+}
+
+/// RFC 8414 §2: the issuer is an https URL with no query or fragment. Plain http is
+/// accepted for loopback hosts only (the sidecar and `gleipnir dev`).
+fn validate_issuer_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment (RFC 8414 §2)".into());
+    }
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match url.scheme() {
+        "https" => Ok(value.to_string()),
+        "http" if loopback => Ok(value.to_string()),
+        _ => Err("must be an https URL (http only for localhost/127.0.0.1/[::1])".into()),
+    }
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an address:port (e.g. 127.0.0.1:8080)"))
+}
+
+fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(format!("must be between {min} and {max}"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+issuer = "https://sts.example.com"
+[signing]
+key_file = "keys/signing.pem"
+[[issuers]]
+name = "corp"
+issuer = "https://idp.example.com/realms/corp"
+jwks_uri = "https://idp.example.com/realms/corp/protocol/openid-connect/certs"
+[[clients]]
+id = "bff"
+secret = { env = "BFF_SECRET" }
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/gleipnir/gleipnir.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.max_body_bytes, 64 * 1024);
+        assert_eq!(c.tokens.max_token_bytes, 16 * 1024);
+        assert_eq!(c.tokens.leeway_seconds, 30);
+        assert_eq!(c.tokens.max_depth, 4);
+        assert_eq!(c.signing.algorithm, JwsAlgorithm::Es256);
+        assert!(
+            matches!(&c.signing.key, KeySource::File(p) if p == Path::new("/etc/gleipnir/keys/signing.pem"))
+        );
+        assert!(
+            matches!(&c.policy, PolicySource::Dir(p) if p == Path::new("/etc/gleipnir/policies"))
+        );
+        let corp = &c.issuers[0];
+        assert_eq!(corp.algorithms, JwsAlgorithm::DEFAULT_ALLOWED);
+        assert_eq!(corp.token_types, [TokenType::AccessToken]);
+        assert_eq!(c.clients[0].audiences, ["bff"]);
+        assert_eq!(c.clients[0].actor_sub, "bff");
+        assert_eq!(c.issuer_id("corp"), Some(IssuerId::upstream(0)));
+        assert_eq!(c.issuer_id("self"), Some(IssuerId::SELF));
+        assert_eq!(c.issuer_name(IssuerId::upstream(0)), "corp");
+        assert_eq!(c.token_endpoint(), "https://sts.example.com/token");
+    }
+
+    #[test]
+    fn errors_name_file_field_and_reason() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "issuer = \"https://sts.example.com\"",
+                "issuer = \"ftp://x\"",
+                "issuer",
+            ),
+            (
+                "issuer = \"https://sts.example.com\"",
+                "issuer = \"https://x/?a=b\"",
+                "issuer",
+            ),
+            (
+                "issuer = \"https://sts.example.com\"",
+                "issuer = \"http://sts.example.com\"",
+                "issuer",
+            ),
+            (
+                "key_file = \"keys/signing.pem\"",
+                "key_file = \"k.pem\"\nalgorithm = \"HS256\"",
+                "signing.algorithm",
+            ),
+            ("name = \"corp\"", "name = \"self\"", "issuers[self].name"),
+            ("name = \"corp\"", "name = \"co rp\"", "issuers[co rp].name"),
+            (
+                "jwks_uri = \"https://idp",
+                "jwks_uri = \"http://idp",
+                "issuers[corp].jwks_uri",
+            ),
+            (
+                "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"",
+                "jwks_uri = \"https://i/\"\nalgorithms = [\"HS256\"]",
+                "issuers[corp].algorithms",
+            ),
+            (
+                "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"",
+                "jwks_uri = \"https://i/\"\ntoken_types = [\"refresh_token\"]",
+                "issuers[corp].token_types",
+            ),
+            (
+                "secret = { env = \"BFF_SECRET\" }",
+                "secret = { env = \"A\", value = \"b\" }",
+                "clients[bff].secret",
+            ),
+            (
+                "secret = { env = \"BFF_SECRET\" }",
+                "secret = {}",
+                "clients[bff].secret",
+            ),
+            (
+                "[signing]",
+                "[server]\nlisten = \"nowhere\"\n[signing]",
+                "server.listen",
+            ),
+            (
+                "[signing]",
+                "[server]\nmax_body_bytes = 10\n[signing]",
+                "server.max_body_bytes",
+            ),
+            (
+                "[signing]",
+                "[tokens]\nmax_depth = 0\n[signing]",
+                "tokens.max_depth",
+            ),
+            (
+                "[signing]",
+                "[tokens]\nleeway_seconds = 3600\n[signing]",
+                "tokens.leeway_seconds",
+            ),
+            ("[signing]", "unknown_field = 1\n[signing]", "toml"),
+        ];
+        for (from, to, field) in cases {
+            let text = MINIMAL.replacen(from, to, 1);
+            assert_ne!(text, MINIMAL, "case {field} did not change the text");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.file, "/etc/gleipnir/gleipnir.toml");
+            assert_eq!(&e.field, field, "{to}: {e}");
+            assert!(!e.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let dup_issuer = format!(
+            "{MINIMAL}\n[[issuers]]\nname = \"corp\"\nissuer = \"https://other\"\njwks_uri = \"https://other/jwks\"\n"
+        );
+        assert_eq!(parse(&dup_issuer).unwrap_err().field, "issuers[corp].name");
+        let dup_iss = format!(
+            "{MINIMAL}\n[[issuers]]\nname = \"corp2\"\nissuer = \"https://idp.example.com/realms/corp\"\njwks_uri = \"https://other/jwks\"\n"
+        );
+        assert_eq!(parse(&dup_iss).unwrap_err().field, "issuers[corp2].issuer");
+        let dup_client =
+            format!("{MINIMAL}\n[[clients]]\nid = \"bff\"\nsecret = {{ value = \"x\" }}\n");
+        assert_eq!(parse(&dup_client).unwrap_err().field, "clients[bff].id");
+    }
+
+    #[test]
+    fn unknown_field_error_gives_the_line() {
+        let e = parse(&MINIMAL.replace("[[clients]]", "[[clients]]\nscret = 1")).unwrap_err();
+        assert!(e.reason.contains("scret"), "{e}");
+        assert!(e.reason.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn secret_sources_resolve_without_revealing_values() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "from-file\n").unwrap();
+        let source = SecretSource::File(dir.path().join("s"));
+        assert_eq!(source.resolve().unwrap().expose(), b"from-file");
+        let missing = SecretSource::Env("GLEIPNIR_TEST_SURELY_UNSET".into());
+        assert!(
+            missing
+                .resolve()
+                .unwrap_err()
+                .contains("GLEIPNIR_TEST_SURELY_UNSET")
+        );
+        let value = SecretSource::Value(zeroize::Zeroizing::new("hunter2".into()));
+        assert!(!format!("{value:?}").contains("hunter2"));
+    }
+}

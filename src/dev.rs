@@ -1,0 +1,254 @@
+//! `gleipnir dev`: the embedded default. Runs the real service on loopback with an
+//! ephemeral signing key, demo clients and a demo policy, next to a built-in demo issuer
+//! (its own key, its JWKS over HTTP, and an endpoint that mints demo subject and actor
+//! tokens for anyone who asks). It prints a ready-to-paste delegation example.
+//!
+//! Everything here exists only in dev mode: a configuration file cannot ask for an
+//! ephemeral key, embedded policies or the demo issuer. The service says loudly that it is
+//! in dev mode, at start and whenever the demo issuer mints a token.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::config::{Config, KeySource, PolicySource};
+use crate::http::response::{self, Body};
+use crate::jose::{JwsAlgorithm, b64_encode};
+use crate::keys::{SigningKey, jwks_document};
+use crate::oauth::form::FormBody;
+
+/// Where dev mode listens.
+#[derive(Debug, Clone, Copy)]
+pub struct DevAddresses {
+    /// The STS's public listener.
+    pub listen: SocketAddr,
+    /// The STS's admin listener.
+    pub admin_listen: SocketAddr,
+    /// The demo issuer.
+    pub demo_issuer_listen: SocketAddr,
+}
+
+/// Demo client credentials (printed in the example; dev mode only).
+pub const DEMO_CLIENTS: [(&str, &str); 2] = [
+    ("bff", "bff-dev-secret"),
+    ("orders-api", "orders-api-dev-secret"),
+];
+
+/// The demo policy: the BFF may impersonate or delegate toward orders-api; orders-api may
+/// continue the chain toward payments-api with its own actor token.
+pub const DEMO_POLICY: &str = r#"
+[clients.bff]
+impersonate = true
+delegate = true
+subject_issuers = ["demo"]
+actor_issuers = ["demo"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+scopes = ["orders:read", "orders:write"]
+ttl_seconds = 300
+
+[clients.orders-api]
+delegate = true
+subject_issuers = ["self"]
+actor_issuers = ["demo"]
+audiences = ["payments-api"]
+default_audience = "payments-api"
+scopes = ["orders:read"]
+ttl_seconds = 120
+"#;
+
+fn dev_config(addrs: &DevAddresses, issuer_url: &str, jwks_uri: &str) -> Result<Config, String> {
+    let clients: String = DEMO_CLIENTS
+        .iter()
+        .map(|(id, secret)| {
+            format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n")
+        })
+        .collect();
+    let text = format!(
+        r#"
+issuer = "http://{listen}"
+[server]
+listen = "{listen}"
+admin_listen = "{admin}"
+[signing]
+key_file = "(ephemeral)"
+[[issuers]]
+name = "demo"
+issuer = "{issuer_url}"
+jwks_uri = "{jwks_uri}"
+allow_http = true
+algorithms = ["ES256"]
+{clients}"#,
+        listen = addrs.listen,
+        admin = addrs.admin_listen,
+    );
+    let mut config = Config::from_toml(&text, Path::new("<dev>")).map_err(|e| e.to_string())?;
+    config.signing.key = KeySource::Ephemeral;
+    config.policy = PolicySource::Embedded(vec![("<dev policy>".into(), DEMO_POLICY.into())]);
+    Ok(config)
+}
+
+/// The demo issuer: signs whatever subject and actor tokens it is asked for.
+struct DemoIssuer {
+    iss: String,
+    key: SigningKey,
+    header: String,
+}
+
+impl DemoIssuer {
+    fn new(iss: String) -> Result<Self, String> {
+        let key = SigningKey::ephemeral(JwsAlgorithm::Es256).map_err(|e| e.to_string())?;
+        let header = b64_encode(
+            format!(r#"{{"alg":"ES256","kid":"{}","typ":"at+jwt"}}"#, key.kid()).as_bytes(),
+        );
+        Ok(Self { iss, key, header })
+    }
+
+    /// `POST /token` with form fields `sub` (required), `aud`, `client_id`, `scope`,
+    /// `may_act`, `ttl` (seconds, ≤ 3600): answers the signed token as plain text.
+    fn mint(&self, form: &FormBody, now: u64) -> Result<String, &'static str> {
+        let one = |name: &'static str| form.single(name).map_err(|_| "repeated parameter");
+        let sub = one("sub")?.ok_or("sub is required")?;
+        let ttl = match one("ttl")? {
+            Some(t) => t
+                .parse::<u64>()
+                .ok()
+                .filter(|t| (1..=3600).contains(t))
+                .ok_or("ttl must be 1..3600")?,
+            None => 600,
+        };
+        let mut claims = serde_json::Map::new();
+        claims.insert("iss".into(), json!(self.iss));
+        claims.insert("sub".into(), json!(sub));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + ttl));
+        for name in ["aud", "client_id", "scope"] {
+            if let Some(v) = one(name)? {
+                claims.insert(name.into(), json!(v));
+            }
+        }
+        if let Some(actor) = one("may_act")? {
+            claims.insert("may_act".into(), json!({ "sub": actor }));
+        }
+        let payload = serde_json::Value::Object(claims).to_string();
+        let mut token = format!("{}.{}", self.header, b64_encode(payload.as_bytes()));
+        let signature = self
+            .key
+            .sign(token.as_bytes())
+            .map_err(|_| "signing failed")?;
+        token.push('.');
+        token.push_str(&b64_encode(&signature));
+        tracing::warn!(sub, "DEV MODE: demo issuer minted a token on request");
+        Ok(token)
+    }
+
+    async fn handle(&self, request: Request<Incoming>, clock: &Clock) -> Response<Body> {
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/jwks.json") => {
+                response::json(StatusCode::OK, jwks_document(&[&self.key]).to_string())
+            }
+            (&Method::POST, "/token") => {
+                let (parts, body) = request.into_parts();
+                let minted =
+                    match crate::http::body::read_form(&parts.headers, body, 16 * 1024).await {
+                        Ok(form) => self.mint(&form, clock.now()),
+                        Err(_) => Err("send an application/x-www-form-urlencoded body"),
+                    };
+                let (status, text) = match minted {
+                    Ok(token) => (StatusCode::OK, token),
+                    Err(reason) => (StatusCode::BAD_REQUEST, reason.to_owned()),
+                };
+                let mut r = Response::new(Body::from(text));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain"),
+                );
+                r
+            }
+            _ => response::not_found(),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}"))
+}
+
+/// Runs dev mode until `shutdown` completes.
+pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let issuer_listener = bind(addrs.demo_issuer_listen, "--demo-issuer-listen").await?;
+    let public = bind(addrs.listen, "--listen").await?;
+    let admin = bind(addrs.admin_listen, "--admin-listen").await?;
+    // Port 0 asks the OS for a free port: use the addresses actually bound.
+    let bound = DevAddresses {
+        listen: public.local_addr().map_err(|e| e.to_string())?,
+        admin_listen: admin.local_addr().map_err(|e| e.to_string())?,
+        demo_issuer_listen: issuer_listener.local_addr().map_err(|e| e.to_string())?,
+    };
+    let issuer_url = format!("http://{}", bound.demo_issuer_listen);
+    let config = dev_config(&bound, &issuer_url, &format!("{issuer_url}/jwks.json"))?;
+    let app = Arc::new(App::build(&config, Clock::System).map_err(|e| e.to_string())?);
+    let demo = Arc::new(DemoIssuer::new(issuer_url)?);
+
+    eprintln!("{}", banner());
+    println!("{}", example(&bound));
+
+    let (stop, stopped) = watch::channel(false);
+    let clock = Clock::System;
+    let demo_server = tokio::spawn(crate::server::serve(
+        issuer_listener,
+        move |req| {
+            let demo = Arc::clone(&demo);
+            let clock = clock.clone();
+            async move { demo.handle(req, &clock).await }
+        },
+        stopped,
+    ));
+    crate::server::run(app, public, admin, shutdown).await;
+    let _ = stop.send(true);
+    let _ = demo_server.await;
+    Ok(())
+}
+
+fn banner() -> &'static str {
+    "\
+################################################################################
+#  gleipnir DEV MODE: ephemeral signing key, demo clients with published        #
+#  secrets, and a demo issuer that signs tokens for anyone who asks.            #
+#  Never expose it beyond loopback; never use it in production.                 #
+################################################################################"
+}
+
+/// The delegation example printed at start (the README shows the same steps).
+pub fn example(addrs: &DevAddresses) -> String {
+    let sts = format!("http://{}", addrs.listen);
+    let iss = format!("http://{}", addrs.demo_issuer_listen);
+    format!(
+        r#"gleipnir dev is serving {sts} (admin http://{admin}); demo issuer at {iss}
+
+# 1. A user token for alice, issued to the BFF, and the BFF's own actor token:
+SUBJECT=$(curl -s {iss}/token -d sub=alice -d aud=bff -d scope='orders:read orders:write')
+ACTOR=$(curl -s {iss}/token -d sub=bff -d client_id=bff)
+
+# 2. The BFF exchanges them for a token orders-api accepts, acting for alice:
+curl -s -u bff:bff-dev-secret {sts}/token \
+  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  -d subject_token="$SUBJECT" -d subject_token_type=urn:ietf:params:oauth:token-type:access_token \
+  -d actor_token="$ACTOR" -d actor_token_type=urn:ietf:params:oauth:token-type:access_token \
+  -d audience=orders-api -d scope=orders:read
+"#,
+        admin = addrs.admin_listen,
+    )
+}

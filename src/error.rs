@@ -1,0 +1,323 @@
+//! The one mapping from internal errors to wire errors (RFC 6749 §5.2, RFC 8693 §2.2.2,
+//! RFC 8707, EXCHANGE-RULES §7). Exhaustive, without a catch-all arm: a new error variant
+//! does not compile until someone decides what the client sees.
+//!
+//! The client gets the OAuth code and a short fixed description; the detail (which
+//! claim, which issuer) goes to the log with the request id.
+
+use http::StatusCode;
+use thiserror::Error;
+
+use crate::client_auth::ClientAuthError;
+use crate::exchange::RequestError;
+use crate::mint::MintError;
+use crate::oauth::ErrorCode;
+use crate::policy::PolicyError;
+use crate::token::TokenError;
+
+/// Everything that can end an exchange early, by stage.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The HTTP request or its parameters.
+    #[error("request: {0}")]
+    Request(#[from] RequestError),
+    /// Client authentication.
+    #[error("client authentication: {0}")]
+    Client(#[from] ClientAuthError),
+    /// The subject token.
+    #[error("subject_token: {0}")]
+    Subject(TokenError),
+    /// The actor token.
+    #[error("actor_token: {0}")]
+    Actor(TokenError),
+    /// The delegation policy.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+    /// Minting (a bug or a crypto failure).
+    #[error("mint: {0}")]
+    Mint(#[from] MintError),
+}
+
+impl ExchangeError {
+    /// The stage, for logs and metric labels.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            ExchangeError::Request(_) => "request",
+            ExchangeError::Client(_) => "client_auth",
+            ExchangeError::Subject(_) => "subject_token",
+            ExchangeError::Actor(_) => "actor_token",
+            ExchangeError::Policy(_) => "policy",
+            ExchangeError::Mint(_) => "mint",
+        }
+    }
+
+    /// The refusal reason within the stage, for logs and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ExchangeError::Request(e) => e.as_str(),
+            ExchangeError::Client(e) => e.as_str(),
+            ExchangeError::Subject(e) | ExchangeError::Actor(e) => e.as_str(),
+            ExchangeError::Policy(e) => e.as_str(),
+            ExchangeError::Mint(e) => e.as_str(),
+        }
+    }
+}
+
+/// What the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `error`.
+    pub code: ErrorCode,
+    /// `error_description`: fixed text, never data from the request.
+    pub description: &'static str,
+    /// Send `WWW-Authenticate: Basic` (RFC 6749 §5.2: 401 after header authentication).
+    pub www_authenticate: bool,
+    /// Send `Retry-After` with this many seconds.
+    pub retry_after: Option<u32>,
+}
+
+const fn wire(status: StatusCode, code: ErrorCode, description: &'static str) -> WireError {
+    WireError {
+        status,
+        code,
+        description,
+        www_authenticate: false,
+        retry_after: None,
+    }
+}
+
+const BAD: StatusCode = StatusCode::BAD_REQUEST;
+
+/// Maps an exchange error to its wire form. `basic_auth_used` says whether the request
+/// carried an Authorization header, which decides `WWW-Authenticate` on a 401.
+pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
+    use ErrorCode::*;
+    match *error {
+        ExchangeError::Request(e) => match e {
+            RequestError::BodyTooLarge => wire(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                InvalidRequest,
+                "request body too large",
+            ),
+            RequestError::BodyTimeout => wire(
+                StatusCode::REQUEST_TIMEOUT,
+                InvalidRequest,
+                "request body timed out",
+            ),
+            RequestError::BodyRead => wire(BAD, InvalidRequest, "request body could not be read"),
+            RequestError::UnsupportedContentType => wire(
+                BAD,
+                InvalidRequest,
+                "content type must be application/x-www-form-urlencoded",
+            ),
+            RequestError::MalformedBody => wire(BAD, InvalidRequest, "malformed form body"),
+            RequestError::RepeatedParameter(_) => {
+                wire(BAD, InvalidRequest, "a parameter appears more than once")
+            }
+            RequestError::MissingParameter(_) => {
+                wire(BAD, InvalidRequest, "a required parameter is missing")
+            }
+            RequestError::UnsupportedGrantType => wire(
+                BAD,
+                UnsupportedGrantType,
+                "only token exchange is supported",
+            ),
+            RequestError::UnsupportedTokenType(_) => wire(
+                BAD,
+                InvalidRequest,
+                "unsupported subject or actor token type",
+            ),
+            RequestError::ActorTypeWithoutToken => {
+                wire(BAD, InvalidRequest, "actor_token_type requires actor_token")
+            }
+            RequestError::UnsupportedRequestedType => {
+                wire(BAD, InvalidRequest, "unsupported requested_token_type")
+            }
+            RequestError::InvalidResource => wire(
+                BAD,
+                InvalidTarget,
+                "resource must be an absolute URI without fragment",
+            ),
+            RequestError::MalformedScope => wire(BAD, InvalidScope, "malformed scope"),
+        },
+        ExchangeError::Client(e) => {
+            let unauthorized = |description| WireError {
+                www_authenticate: basic_auth_used,
+                ..wire(StatusCode::UNAUTHORIZED, InvalidClient, description)
+            };
+            match e {
+                ClientAuthError::MissingCredentials => {
+                    unauthorized("client authentication required")
+                }
+                ClientAuthError::MalformedBasic => unauthorized("malformed Basic credentials"),
+                ClientAuthError::UnsupportedScheme => {
+                    unauthorized("unsupported authentication scheme")
+                }
+                ClientAuthError::UnknownClient | ClientAuthError::WrongSecret => {
+                    unauthorized("client authentication failed")
+                }
+                ClientAuthError::MultipleMethods => wire(
+                    BAD,
+                    InvalidRequest,
+                    "more than one client authentication method",
+                ),
+                ClientAuthError::ClientIdMismatch => {
+                    wire(BAD, InvalidRequest, "client_id does not match credentials")
+                }
+                ClientAuthError::SecretWithoutId => {
+                    wire(BAD, InvalidRequest, "client_secret without client_id")
+                }
+                ClientAuthError::RepeatedParameter => {
+                    wire(BAD, InvalidRequest, "a parameter appears more than once")
+                }
+            }
+        }
+        ExchangeError::Subject(e) => token_wire(
+            e,
+            "subject_token is invalid",
+            "subject_token is expired or not yet valid",
+        ),
+        ExchangeError::Actor(e) => token_wire(
+            e,
+            "actor_token is invalid",
+            "actor_token is expired or not yet valid",
+        ),
+        ExchangeError::Policy(e) => match e {
+            PolicyError::ClientNotEnabled => {
+                wire(BAD, UnauthorizedClient, "client may not use token exchange")
+            }
+            PolicyError::ImpersonationNotAllowed => wire(
+                BAD,
+                UnauthorizedClient,
+                "client may not exchange without an actor_token",
+            ),
+            PolicyError::DelegationNotAllowed => wire(
+                BAD,
+                UnauthorizedClient,
+                "client may not exchange with an actor_token",
+            ),
+            PolicyError::SubjectIssuerNotAccepted => wire(
+                BAD,
+                InvalidRequest,
+                "subject_token issuer not accepted for this client",
+            ),
+            PolicyError::ActorIssuerNotAccepted => wire(
+                BAD,
+                InvalidRequest,
+                "actor_token issuer not accepted for this client",
+            ),
+            PolicyError::ActorNotBoundToClient => wire(
+                BAD,
+                InvalidRequest,
+                "actor_token does not belong to the client",
+            ),
+            PolicyError::ActorTokenDelegated => wire(
+                BAD,
+                InvalidRequest,
+                "actor_token must not carry a delegation chain",
+            ),
+            PolicyError::SubjectNotBoundToClient => wire(
+                BAD,
+                InvalidRequest,
+                "subject_token was not issued to this client or actor",
+            ),
+            PolicyError::MayActMismatch => wire(
+                BAD,
+                InvalidRequest,
+                "actor not permitted by subject_token may_act",
+            ),
+            PolicyError::ActorInChain => {
+                wire(BAD, InvalidRequest, "actor already in the delegation chain")
+            }
+            PolicyError::ChainTooDeep => wire(BAD, InvalidRequest, "delegation chain too deep"),
+            PolicyError::TargetNotAllowed => {
+                wire(BAD, InvalidTarget, "audience or resource not allowed")
+            }
+            PolicyError::TooManyTargets => {
+                wire(BAD, InvalidTarget, "too many audiences or resources")
+            }
+            PolicyError::NoTarget => wire(
+                BAD,
+                InvalidRequest,
+                "no audience or resource requested and no default",
+            ),
+            PolicyError::ScopeNotGranted => wire(
+                BAD,
+                InvalidScope,
+                "requested scope exceeds what may be granted",
+            ),
+            PolicyError::LifetimeExhausted => {
+                wire(BAD, InvalidRequest, "presented tokens leave no lifetime")
+            }
+        },
+        ExchangeError::Mint(e) => match e {
+            MintError::Serialize | MintError::Crypto => wire(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ServerError,
+                "internal error",
+            ),
+        },
+    }
+}
+
+fn token_wire(e: TokenError, invalid: &'static str, expired: &'static str) -> WireError {
+    use ErrorCode::*;
+    match e {
+        TokenError::KeysUnavailable => WireError {
+            retry_after: Some(5),
+            ..wire(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TemporarilyUnavailable,
+                "issuer keys unavailable, retry later",
+            )
+        },
+        TokenError::Expired | TokenError::NotYetValid | TokenError::IssuedInFuture => {
+            wire(BAD, InvalidRequest, expired)
+        }
+        TokenError::TooLarge
+        | TokenError::NotCompactJws
+        | TokenError::MalformedHeader
+        | TokenError::MalformedClaims
+        | TokenError::CritHeader
+        | TokenError::KeyInHeader
+        | TokenError::UnsupportedAlgorithm
+        | TokenError::AlgorithmNotAllowed
+        | TokenError::UnknownIssuer
+        | TokenError::TokenTypeNotAccepted
+        | TokenError::TypMismatch
+        | TokenError::UnknownKid
+        | TokenError::KidRequired
+        | TokenError::AlgorithmKeyMismatch
+        | TokenError::BadSignature
+        | TokenError::MissingClaim(_)
+        | TokenError::InvalidClaim(_) => wire(BAD, InvalidRequest, invalid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn www_authenticate_only_after_header_authentication() {
+        let e = ExchangeError::Client(ClientAuthError::WrongSecret);
+        assert!(to_wire(&e, true).www_authenticate);
+        assert!(!to_wire(&e, false).www_authenticate);
+        assert_eq!(to_wire(&e, false).status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn unavailable_keys_are_503_with_retry_after() {
+        let w = to_wire(&ExchangeError::Subject(TokenError::KeysUnavailable), false);
+        assert_eq!(
+            (w.status, w.code, w.retry_after),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TemporarilyUnavailable,
+                Some(5)
+            )
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! The one place where the stages meet, in order (DESIGN.md):
+//! request parameters → client authentication → subject (and actor) token validation →
+//! policy decision → minting. Each step's output type proves the step before it.
+
+mod request;
+
+pub use request::{PresentedToken, RequestError, TokenExchangeRequest};
+
+use crate::audit::AuditRecord;
+use crate::client_auth::ClientAuthenticator;
+use crate::clock::Clock;
+use crate::error::ExchangeError;
+use crate::mint::{IssuedToken, Minter};
+use crate::oauth::form::FormBody;
+use crate::policy::{PolicyEngine, Targets};
+use crate::token::{Actor, Subject, TokenValidator};
+
+/// The token-exchange pipeline.
+pub struct Exchanger {
+    clients: ClientAuthenticator,
+    validator: TokenValidator,
+    policy: PolicyEngine,
+    minter: Minter,
+    clock: Clock,
+}
+
+impl Exchanger {
+    /// Assembles the pipeline from its stages.
+    pub fn new(
+        clients: ClientAuthenticator,
+        validator: TokenValidator,
+        policy: PolicyEngine,
+        minter: Minter,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            clients,
+            validator,
+            policy,
+            minter,
+            clock,
+        }
+    }
+
+    /// The token validator (readiness, warm-up).
+    pub fn validator(&self) -> &TokenValidator {
+        &self.validator
+    }
+
+    /// The minter (its key is published in our JWKS).
+    pub fn minter(&self) -> &Minter {
+        &self.minter
+    }
+
+    /// Runs one exchange and writes its audit record.
+    pub async fn exchange(
+        &self,
+        request_id: &str,
+        authorization: Option<&[u8]>,
+        form: &FormBody,
+    ) -> Result<IssuedToken, ExchangeError> {
+        let mut audit = AuditRecord::default();
+        let result = self.run(authorization, form, &mut audit).await;
+        match &result {
+            Ok((grant, issued)) => audit.granted(request_id, grant, issued),
+            Err(error) => audit.refused(request_id, error),
+        }
+        result.map(|(_, issued)| issued)
+    }
+
+    async fn run(
+        &self,
+        authorization: Option<&[u8]>,
+        form: &FormBody,
+        audit: &mut AuditRecord,
+    ) -> Result<(crate::policy::Grant, IssuedToken), ExchangeError> {
+        let request = TokenExchangeRequest::from_form(form)?;
+        let client = self.clients.authenticate(authorization, form)?;
+        audit.client_id = Some(client.id().to_owned());
+
+        let subject = self
+            .validator
+            .validate::<Subject>(&request.subject.token, request.subject.token_type)
+            .await
+            .map_err(ExchangeError::Subject)?;
+        audit.subject = Some((subject.iss().to_owned(), subject.sub().to_owned()));
+        let actor = match &request.actor {
+            Some(presented) => {
+                let actor = self
+                    .validator
+                    .validate::<Actor>(&presented.token, presented.token_type)
+                    .await
+                    .map_err(ExchangeError::Actor)?;
+                audit.actor = Some((actor.iss().to_owned(), actor.sub().to_owned()));
+                Some(actor)
+            }
+            None => None,
+        };
+
+        let targets = Targets {
+            audiences: &request.audiences,
+            resources: &request.resources,
+            scope: request.scope.as_deref(),
+            requested_token_type: request.requested_token_type,
+        };
+        let grant =
+            self.policy
+                .decide(&client, &subject, actor.as_ref(), targets, self.clock.now())?;
+        let issued = self.minter.mint(&grant)?;
+        Ok((grant, issued))
+    }
+}

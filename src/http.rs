@@ -1,0 +1,99 @@
+//! The HTTP edge: routing by (method, path) for the public and admin listeners. With
+//! `server`, the only module that knows hyper. Handlers turn a request into a response;
+//! they never fail (every error has its response).
+
+pub mod body;
+pub mod response;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::error::{ExchangeError, to_wire};
+use response::Body;
+
+/// Response header carrying the request id also written to the logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The public listener: `/token` and the `/.well-known` documents (EXCHANGE-RULES §1).
+pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let request_id = new_request_id();
+    let mut response = match (request.method(), request.uri().path()) {
+        (&Method::POST, "/token") => token(app, &request_id, request).await,
+        (_, "/token") => response::method_not_allowed("POST"),
+        (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
+            response::json(StatusCode::OK, app.jwks_document())
+        }
+        (&Method::GET | &Method::HEAD, "/.well-known/oauth-authorization-server") => {
+            response::json(StatusCode::OK, app.metadata_document())
+        }
+        (_, "/.well-known/jwks.json" | "/.well-known/oauth-authorization-server") => {
+            response::method_not_allowed("GET, HEAD")
+        }
+        _ => response::not_found(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let result = match body::read_form(&parts.headers, body, app.max_body_bytes()).await {
+        Ok(form) => {
+            app.exchanger()
+                .exchange(request_id, authorization, &form)
+                .await
+        }
+        Err(e) => {
+            let error = ExchangeError::Request(e);
+            tracing::info!(target: "audit", request_id, decision = "refused", stage = error.stage(), reason = error.reason());
+            Err(error)
+        }
+    };
+    match result {
+        Ok(issued) => response::token(&issued),
+        Err(error) => {
+            let wire = to_wire(&error, authorization.is_some());
+            if wire.status.is_server_error() {
+                tracing::error!(
+                    request_id,
+                    stage = error.stage(),
+                    reason = error.reason(),
+                    "exchange failed"
+                );
+            }
+            response::error(&wire)
+        }
+    }
+}
+
+/// The admin listener: liveness and readiness (EXCHANGE-RULES §1). `/metrics` is not
+/// built yet (the operations issue adds it).
+pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/livez") => {
+            response::json(StatusCode::OK, r#"{"status":"live"}"#)
+        }
+        (&Method::GET | &Method::HEAD, "/readyz") if app.is_ready() => {
+            response::json(StatusCode::OK, r#"{"status":"ready"}"#)
+        }
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            response::json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#)
+        }
+        (_, "/livez" | "/readyz") => response::method_not_allowed("GET, HEAD"),
+        _ => response::not_found(),
+    }
+}
+
+/// 128 random bits, hex: unique enough to find a request in the logs.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return "unknown".into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

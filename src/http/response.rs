@@ -1,0 +1,93 @@
+//! Building responses: JSON bodies with the headers RFC 6749 §5.1 asks for.
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::error::WireError;
+use crate::mint::IssuedToken;
+
+/// The response body type of every endpoint.
+pub type Body = Full<Bytes>;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+
+fn build(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+/// A JSON document (JWKS, metadata, probes).
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    build(status, body)
+}
+
+/// RFC 8693 §2.2.1 success response, not cacheable (RFC 6749 §5.1).
+pub fn token(issued: &IssuedToken) -> Response<Body> {
+    #[derive(serde::Serialize)]
+    struct TokenResponse<'a> {
+        access_token: &'a str,
+        issued_token_type: &'static str,
+        token_type: &'static str,
+        expires_in: u64,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        scope: &'a str,
+    }
+    let body = serde_json::to_vec(&TokenResponse {
+        access_token: &issued.access_token,
+        issued_token_type: issued.issued_token_type.urn(),
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        scope: &issued.scope,
+    })
+    .unwrap_or_default();
+    let mut response = build(StatusCode::OK, body);
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    headers.insert(PRAGMA, NO_CACHE);
+    response
+}
+
+/// RFC 6749 §5.2 error response.
+pub fn error(wire: &WireError) -> Response<Body> {
+    let body =
+        serde_json::json!({ "error": wire.code.as_str(), "error_description": wire.description });
+    let mut response = build(wire.status, body.to_string());
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    headers.insert(PRAGMA, NO_CACHE);
+    if wire.www_authenticate {
+        headers.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gleipnir\""),
+        );
+    }
+    if let Some(seconds) = wire.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// 404 for paths we do not serve.
+pub fn not_found() -> Response<Body> {
+    build(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#)
+}
+
+/// 405 with the methods the path allows.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = build(
+        StatusCode::METHOD_NOT_ALLOWED,
+        r#"{"error":"invalid_request","error_description":"method not allowed"}"#,
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}

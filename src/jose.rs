@@ -1,0 +1,539 @@
+//! JOSE primitives on aws-lc-rs: JWS algorithms, public keys parsed from JWKs, and
+//! base64url. A supporting module used by `token` (verification) and `keys` (signing).
+//!
+//! Keys are decoded once, when a JWKS is fetched, into [`aws_lc_rs::signature::ParsedPublicKey`],
+//! each bound to exactly one algorithm. A token's `alg` header only selects among the
+//! algorithms a key was bound to; it never decides how a key is used (RFC 8725 §3.1).
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents, VerificationAlgorithm};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Largest JWKS document accepted (EXCHANGE-RULES §4).
+pub const MAX_JWKS_BYTES: usize = 128 * 1024;
+/// Most keys accepted in one JWKS (EXCHANGE-RULES §4).
+pub const MAX_JWKS_KEYS: usize = 64;
+
+/// Base64url without padding, strict (RFC 7515 §2): padding and stray bits are errors.
+pub fn b64_decode(input: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(input).ok()
+}
+
+/// Base64url without padding.
+pub fn b64_encode(input: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(input)
+}
+
+/// The asymmetric JWS algorithms gleipnir can verify (RFC 7518 §3, RFC 8037).
+/// `none` and the HMAC family are deliberately not representable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JwsAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512
+    Rs512,
+    /// RSASSA-PSS with SHA-256
+    Ps256,
+    /// RSASSA-PSS with SHA-384
+    Ps384,
+    /// RSASSA-PSS with SHA-512
+    Ps512,
+    /// ECDSA P-256 with SHA-256
+    Es256,
+    /// ECDSA P-384 with SHA-384
+    Es384,
+    /// Ed25519
+    EdDsa,
+}
+
+impl JwsAlgorithm {
+    /// Every algorithm, in a stable order.
+    pub const ALL: [JwsAlgorithm; 9] = [
+        JwsAlgorithm::Rs256,
+        JwsAlgorithm::Rs384,
+        JwsAlgorithm::Rs512,
+        JwsAlgorithm::Ps256,
+        JwsAlgorithm::Ps384,
+        JwsAlgorithm::Ps512,
+        JwsAlgorithm::Es256,
+        JwsAlgorithm::Es384,
+        JwsAlgorithm::EdDsa,
+    ];
+
+    /// The per-issuer allow-list when none is configured (EXCHANGE-RULES §4).
+    pub const DEFAULT_ALLOWED: [JwsAlgorithm; 4] = [
+        JwsAlgorithm::Rs256,
+        JwsAlgorithm::Ps256,
+        JwsAlgorithm::Es256,
+        JwsAlgorithm::EdDsa,
+    ];
+
+    /// The `alg` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwsAlgorithm::Rs256 => "RS256",
+            JwsAlgorithm::Rs384 => "RS384",
+            JwsAlgorithm::Rs512 => "RS512",
+            JwsAlgorithm::Ps256 => "PS256",
+            JwsAlgorithm::Ps384 => "PS384",
+            JwsAlgorithm::Ps512 => "PS512",
+            JwsAlgorithm::Es256 => "ES256",
+            JwsAlgorithm::Es384 => "ES384",
+            JwsAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Parses an `alg` value exactly (case-sensitive, RFC 7515 §4.1.1).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    fn key_family(self) -> KeyFamily {
+        match self {
+            JwsAlgorithm::Rs256
+            | JwsAlgorithm::Rs384
+            | JwsAlgorithm::Rs512
+            | JwsAlgorithm::Ps256
+            | JwsAlgorithm::Ps384
+            | JwsAlgorithm::Ps512 => KeyFamily::Rsa,
+            JwsAlgorithm::Es256 => KeyFamily::P256,
+            JwsAlgorithm::Es384 => KeyFamily::P384,
+            JwsAlgorithm::EdDsa => KeyFamily::Ed25519,
+        }
+    }
+
+    fn verification(self) -> &'static dyn VerificationAlgorithm {
+        match self {
+            JwsAlgorithm::Rs256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            JwsAlgorithm::Rs384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            JwsAlgorithm::Rs512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+            JwsAlgorithm::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
+            JwsAlgorithm::Ps384 => &signature::RSA_PSS_2048_8192_SHA384,
+            JwsAlgorithm::Ps512 => &signature::RSA_PSS_2048_8192_SHA512,
+            JwsAlgorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+            JwsAlgorithm::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
+            JwsAlgorithm::EdDsa => &signature::ED25519,
+        }
+    }
+
+    fn rsa_parameters(self) -> Option<&'static signature::RsaParameters> {
+        match self {
+            JwsAlgorithm::Rs256 => Some(&signature::RSA_PKCS1_2048_8192_SHA256),
+            JwsAlgorithm::Rs384 => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
+            JwsAlgorithm::Rs512 => Some(&signature::RSA_PKCS1_2048_8192_SHA512),
+            JwsAlgorithm::Ps256 => Some(&signature::RSA_PSS_2048_8192_SHA256),
+            JwsAlgorithm::Ps384 => Some(&signature::RSA_PSS_2048_8192_SHA384),
+            JwsAlgorithm::Ps512 => Some(&signature::RSA_PSS_2048_8192_SHA512),
+            JwsAlgorithm::Es256 | JwsAlgorithm::Es384 | JwsAlgorithm::EdDsa => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyFamily {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+/// A public key bound to one algorithm, parsed once.
+pub struct VerifyingKey {
+    kid: Option<String>,
+    alg: JwsAlgorithm,
+    key: ParsedPublicKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl VerifyingKey {
+    /// A key from raw public key bytes: an uncompressed EC point (`04 || x || y`) or an
+    /// Ed25519 public key. Used for the service's own signing keys.
+    pub fn from_public_bytes(
+        kid: Option<String>,
+        alg: JwsAlgorithm,
+        bytes: &[u8],
+    ) -> Result<Self, JwkError> {
+        let key = ParsedPublicKey::new(alg.verification(), bytes).map_err(|_| JwkError::BadKey)?;
+        Ok(Self { kid, alg, key })
+    }
+
+    /// The `kid` the key was published with.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The one algorithm this key verifies.
+    pub fn alg(&self) -> JwsAlgorithm {
+        self.alg
+    }
+
+    /// Whether `signature` is this key's signature over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_sig(message, signature).is_ok()
+    }
+}
+
+/// Why one JWK was not usable. A JWKS skips such keys one by one.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum JwkError {
+    /// `kty`, `crv` or `alg` names something not supported (or `oct`, which is never used).
+    #[error("unsupported key type, curve or algorithm")]
+    Unsupported,
+    /// `use` is not `sig` or `key_ops` lacks `verify`.
+    #[error("key is not for signature verification")]
+    NotForVerification,
+    /// The key's algorithm is not in the issuer's allow-list.
+    #[error("key algorithm not allowed for this issuer")]
+    AlgorithmNotAllowed,
+    /// Missing or malformed members, or a key the crypto library rejects.
+    #[error("malformed key material")]
+    BadKey,
+}
+
+/// Why a whole JWKS document was refused.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum JwksError {
+    /// The document is not a JSON object with a `keys` array.
+    #[error("JWKS is not a JSON object with a keys array")]
+    Malformed,
+    /// More than [`MAX_JWKS_KEYS`] keys.
+    #[error("JWKS has more than {MAX_JWKS_KEYS} keys")]
+    TooManyKeys,
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    key_ops: Option<Vec<String>>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+/// The usable keys of one issuer.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+}
+
+/// The result of looking a token's `kid`/`alg` up in a [`KeySet`].
+#[derive(Debug)]
+pub enum KeyLookup<'a> {
+    /// The one key to verify with.
+    Found(&'a VerifyingKey),
+    /// No key has this `kid` (or, without `kid`, no key has this `alg`).
+    UnknownKid,
+    /// Keys with this `kid` exist, but none is bound to the token's `alg`.
+    AlgorithmMismatch,
+    /// No `kid` and several keys could match: refuse rather than try them all.
+    KidRequired,
+}
+
+impl KeySet {
+    /// A key set from already-parsed keys (the service's own keys).
+    pub fn from_keys(keys: Vec<VerifyingKey>) -> Self {
+        Self { keys }
+    }
+
+    /// Parses a JWKS document (RFC 7517 §5), keeping only keys usable for verification
+    /// with an algorithm in `allowed`. Returns the set and how many keys were skipped.
+    pub fn from_jwks(json: &[u8], allowed: &[JwsAlgorithm]) -> Result<(Self, usize), JwksError> {
+        let raw: RawJwks = serde_json::from_slice(json).map_err(|_| JwksError::Malformed)?;
+        if raw.keys.len() > MAX_JWKS_KEYS {
+            return Err(JwksError::TooManyKeys);
+        }
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        let mut skipped = 0;
+        for value in raw.keys {
+            match parse_jwk(value, allowed) {
+                Ok(parsed) => keys.extend(parsed),
+                Err(_) => skipped += 1,
+            }
+        }
+        Ok((Self { keys }, skipped))
+    }
+
+    /// How many (key, algorithm) bindings the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Finds the key for a token header. The algorithm must be one the key is bound to.
+    pub fn find(&self, kid: Option<&str>, alg: JwsAlgorithm) -> KeyLookup<'_> {
+        match kid {
+            Some(kid) => {
+                let mut seen = false;
+                for key in self.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
+                    if key.alg == alg {
+                        return KeyLookup::Found(key);
+                    }
+                    seen = true;
+                }
+                if seen {
+                    KeyLookup::AlgorithmMismatch
+                } else {
+                    KeyLookup::UnknownKid
+                }
+            }
+            None => {
+                let mut candidates = self.keys.iter().filter(|k| k.alg == alg);
+                match (candidates.next(), candidates.next()) {
+                    (Some(key), None) => KeyLookup::Found(key),
+                    (Some(_), Some(_)) => KeyLookup::KidRequired,
+                    (None, _) => KeyLookup::UnknownKid,
+                }
+            }
+        }
+    }
+}
+
+/// Parses one JWK into the verifying keys it yields: one per algorithm it may be used
+/// with (an RSA key without `alg` may serve both RS256 and PS256 when both are allowed).
+fn parse_jwk(
+    value: serde_json::Value,
+    allowed: &[JwsAlgorithm],
+) -> Result<Vec<VerifyingKey>, JwkError> {
+    let raw: RawJwk = serde_json::from_value(value).map_err(|_| JwkError::BadKey)?;
+    if raw.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err(JwkError::NotForVerification);
+    }
+    if raw
+        .key_ops
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+    {
+        return Err(JwkError::NotForVerification);
+    }
+    let family = match (raw.kty.as_str(), raw.crv.as_deref()) {
+        ("RSA", None) => KeyFamily::Rsa,
+        ("EC", Some("P-256")) => KeyFamily::P256,
+        ("EC", Some("P-384")) => KeyFamily::P384,
+        ("OKP", Some("Ed25519")) => KeyFamily::Ed25519,
+        _ => return Err(JwkError::Unsupported),
+    };
+    // The algorithms this key may verify: its declared `alg`, or every allowed
+    // algorithm of its family.
+    let algs: Vec<JwsAlgorithm> = match raw.alg.as_deref() {
+        Some(name) => {
+            let alg = JwsAlgorithm::from_name(name).ok_or(JwkError::Unsupported)?;
+            if alg.key_family() != family {
+                return Err(JwkError::Unsupported);
+            }
+            if !allowed.contains(&alg) {
+                return Err(JwkError::AlgorithmNotAllowed);
+            }
+            vec![alg]
+        }
+        None => allowed
+            .iter()
+            .copied()
+            .filter(|a| a.key_family() == family)
+            .collect(),
+    };
+    if algs.is_empty() {
+        return Err(JwkError::AlgorithmNotAllowed);
+    }
+    let b64 = |member: &Option<String>| {
+        member
+            .as_deref()
+            .and_then(b64_decode)
+            .ok_or(JwkError::BadKey)
+    };
+    let mut keys = Vec::with_capacity(algs.len());
+    match family {
+        KeyFamily::Rsa => {
+            let components = RsaPublicKeyComponents {
+                n: b64(&raw.n)?,
+                e: b64(&raw.e)?,
+            };
+            for alg in algs {
+                let params = alg.rsa_parameters().ok_or(JwkError::Unsupported)?;
+                let key = components
+                    .to_parsed_public_key(params)
+                    .map_err(|_| JwkError::BadKey)?;
+                keys.push(VerifyingKey {
+                    kid: raw.kid.clone(),
+                    alg,
+                    key,
+                });
+            }
+        }
+        KeyFamily::P256 | KeyFamily::P384 => {
+            let coordinate_len = if family == KeyFamily::P256 { 32 } else { 48 };
+            let (x, y) = (b64(&raw.x)?, b64(&raw.y)?);
+            if x.len() != coordinate_len || y.len() != coordinate_len {
+                return Err(JwkError::BadKey);
+            }
+            let mut point = Vec::with_capacity(1 + 2 * coordinate_len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            for alg in algs {
+                keys.push(VerifyingKey::from_public_bytes(
+                    raw.kid.clone(),
+                    alg,
+                    &point,
+                )?);
+            }
+        }
+        KeyFamily::Ed25519 => {
+            let x = b64(&raw.x)?;
+            if x.len() != 32 {
+                return Err(JwkError::BadKey);
+            }
+            for alg in algs {
+                keys.push(VerifyingKey::from_public_bytes(raw.kid.clone(), alg, &x)?);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    use serde_json::json;
+
+    fn p256() -> (EcdsaKeyPair, serde_json::Value) {
+        let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "kid": "ec1",
+            "x": b64_encode(&point[1..33]), "y": b64_encode(&point[33..]),
+        });
+        (pair, jwk)
+    }
+
+    #[test]
+    fn es256_key_verifies_its_signature_and_nothing_else() {
+        let (pair, jwk) = p256();
+        let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap();
+        let (set, skipped) = KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap();
+        assert_eq!((set.len(), skipped), (1, 0));
+        let sig = pair.sign(&SystemRandom::new(), b"msg").unwrap();
+        let KeyLookup::Found(key) = set.find(Some("ec1"), JwsAlgorithm::Es256) else {
+            panic!("key not found")
+        };
+        assert!(key.verify(b"msg", sig.as_ref()));
+        assert!(!key.verify(b"other", sig.as_ref()));
+    }
+
+    #[test]
+    fn algorithm_must_fit_the_key() {
+        let (_, jwk) = p256();
+        let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap();
+        let (set, _) = KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap();
+        assert!(matches!(
+            set.find(Some("ec1"), JwsAlgorithm::Rs256),
+            KeyLookup::AlgorithmMismatch
+        ));
+        assert!(matches!(
+            set.find(Some("nope"), JwsAlgorithm::Es256),
+            KeyLookup::UnknownKid
+        ));
+        assert!(matches!(
+            set.find(None, JwsAlgorithm::Es256),
+            KeyLookup::Found(_)
+        ));
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_one_by_one() {
+        let (_, good) = p256();
+        let ed = Ed25519KeyPair::generate().unwrap();
+        let jwks = serde_json::to_vec(&json!({ "keys": [
+            { "kty": "oct", "k": "c2VjcmV0" },
+            { "kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA" },
+            { "kty": "EC", "crv": "secp256k1", "x": "AAAA", "y": "AAAA" },
+            { "kty": "RSA", "n": "AQAB", "e": "AQAB", "use": "enc" },
+            { "kty": "WAT" },
+            "not an object",
+            { "kty": "OKP", "crv": "Ed25519", "kid": "ed", "alg": "EdDSA",
+              "x": b64_encode(ed.public_key().as_ref()) },
+            good,
+        ]}))
+        .unwrap();
+        let (set, skipped) = KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap();
+        assert_eq!((set.len(), skipped), (2, 6));
+        assert!(matches!(
+            set.find(None, JwsAlgorithm::EdDsa),
+            KeyLookup::Found(_)
+        ));
+    }
+
+    #[test]
+    fn declared_alg_outside_allow_list_is_skipped() {
+        let (_, mut jwk) = p256();
+        jwk["alg"] = json!("ES256");
+        let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap();
+        let (set, skipped) = KeySet::from_jwks(&jwks, &[JwsAlgorithm::Rs256]).unwrap();
+        assert_eq!((set.len(), skipped), (0, 1));
+    }
+
+    #[test]
+    fn too_many_keys_or_no_keys_array_is_refused() {
+        let keys: Vec<_> = (0..=MAX_JWKS_KEYS).map(|_| json!({"kty": "oct"})).collect();
+        let jwks = serde_json::to_vec(&json!({ "keys": keys })).unwrap();
+        assert_eq!(
+            KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap_err(),
+            JwksError::TooManyKeys
+        );
+        assert_eq!(
+            KeySet::from_jwks(b"[]", &JwsAlgorithm::DEFAULT_ALLOWED).unwrap_err(),
+            JwksError::Malformed
+        );
+    }
+
+    #[test]
+    fn none_and_hmac_are_not_algorithms() {
+        for name in ["none", "HS256", "HS384", "HS512", "es256", ""] {
+            assert_eq!(JwsAlgorithm::from_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn strict_base64url() {
+        assert_eq!(b64_decode("AQAB"), Some(vec![1, 0, 1]));
+        assert_eq!(b64_decode("AQAB="), None);
+        assert_eq!(b64_decode("AQ+B"), None);
+        assert_eq!(b64_decode("AR"), None, "non-zero trailing bits");
+    }
+}

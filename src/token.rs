@@ -1,0 +1,474 @@
+//! Stage 3: subject and actor token validation (EXCHANGE-RULES §4, RFC 8725).
+//!
+//! [`TokenValidator::validate`] turns a compact JWS into a [`VerifiedToken<Role>`], which
+//! only this module can build. The order is cheap-to-costly: size cap before decoding,
+//! strict header (no `crit`, no key-carrying headers), strict claims, issuer by exact
+//! `iss`, declared token type against the issuer and the `typ` header, the algorithm
+//! from the issuer's allow-list and from the key (never from the token alone), time
+//! against our clock, then the signature. Our own issuer is trusted with the keys we sign
+//! with, so a token we issued can be exchanged again.
+
+mod claims;
+pub mod jwks;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use thiserror::Error;
+
+pub use claims::ActorId;
+
+use crate::clock::Clock;
+use crate::config::{Config, IssuerId};
+use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
+use crate::oauth::TokenType;
+use jwks::JwksCache;
+
+/// Why a subject or actor token was refused. Each variant is one fact.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Larger than `tokens.max_token_bytes`, refused before decoding.
+    #[error("token exceeds the size limit")]
+    TooLarge,
+    /// Not three base64url segments (a JWE or an opaque token, for instance).
+    #[error("not a compact JWS")]
+    NotCompactJws,
+    /// The header is not the JSON we expect (or announces a JWE).
+    #[error("malformed header")]
+    MalformedHeader,
+    /// The claims are not a JSON object (or repeat a member).
+    #[error("malformed claims")]
+    MalformedClaims,
+    /// A `crit` header: we understand no extension (RFC 7515 §4.1.11).
+    #[error("crit header present")]
+    CritHeader,
+    /// `jku`, `jwk`, `x5u` or `x5c`: keys are never taken from a token.
+    #[error("key-carrying header present")]
+    KeyInHeader,
+    /// `alg` is `none`, an HMAC algorithm or unknown.
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// `alg` is not in this issuer's allow-list.
+    #[error("algorithm not allowed for issuer")]
+    AlgorithmNotAllowed,
+    /// `iss` is not a configured issuer.
+    #[error("untrusted issuer")]
+    UnknownIssuer,
+    /// The declared token type is not accepted from this issuer.
+    #[error("token type not accepted from issuer")]
+    TokenTypeNotAccepted,
+    /// The `typ` header does not fit the declared token type.
+    #[error("typ header does not match declared token type")]
+    TypMismatch,
+    /// No key of the issuer has this `kid`.
+    #[error("unknown kid")]
+    UnknownKid,
+    /// No `kid`, and the issuer has several keys for the algorithm.
+    #[error("kid required")]
+    KidRequired,
+    /// The key named by `kid` is not bound to the token's algorithm.
+    #[error("algorithm does not match key")]
+    AlgorithmKeyMismatch,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// A required claim is absent.
+    #[error("missing claim {0}")]
+    MissingClaim(&'static str),
+    /// A claim has the wrong JSON type or an impossible value.
+    #[error("invalid claim {0}")]
+    InvalidClaim(&'static str),
+    /// `exp` is in the past beyond the leeway.
+    #[error("expired")]
+    Expired,
+    /// `nbf` is in the future beyond the leeway.
+    #[error("not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future beyond the leeway.
+    #[error("issued in the future")]
+    IssuedInFuture,
+    /// The issuer's keys could not be fetched and none are cached.
+    #[error("issuer keys unavailable")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// A stable name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenError::TooLarge => "too_large",
+            TokenError::NotCompactJws => "not_compact_jws",
+            TokenError::MalformedHeader => "malformed_header",
+            TokenError::MalformedClaims => "malformed_claims",
+            TokenError::CritHeader => "crit_header",
+            TokenError::KeyInHeader => "key_in_header",
+            TokenError::UnsupportedAlgorithm => "unsupported_algorithm",
+            TokenError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            TokenError::UnknownIssuer => "unknown_issuer",
+            TokenError::TokenTypeNotAccepted => "token_type_not_accepted",
+            TokenError::TypMismatch => "typ_mismatch",
+            TokenError::UnknownKid => "unknown_kid",
+            TokenError::KidRequired => "kid_required",
+            TokenError::AlgorithmKeyMismatch => "algorithm_key_mismatch",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::MissingClaim(_) => "missing_claim",
+            TokenError::InvalidClaim(_) => "invalid_claim",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The role a token plays in an exchange.
+pub trait Role: sealed::Sealed {}
+/// The subject token's role.
+#[derive(Debug)]
+pub enum Subject {}
+/// The actor token's role.
+#[derive(Debug)]
+pub enum Actor {}
+impl sealed::Sealed for Subject {}
+impl sealed::Sealed for Actor {}
+impl Role for Subject {}
+impl Role for Actor {}
+
+/// A token whose signature, issuer, type and times were checked. Only
+/// [`TokenValidator::validate`] builds one.
+#[derive(Debug)]
+pub struct VerifiedToken<R: Role> {
+    issuer: IssuerId,
+    iss: String,
+    sub: String,
+    exp: u64,
+    aud: Vec<String>,
+    scope: Vec<String>,
+    client_id: Option<String>,
+    azp: Option<String>,
+    jti: Option<String>,
+    act: Vec<ActorId>,
+    may_act: Option<ActorId>,
+    token_type: TokenType,
+    role: PhantomData<R>,
+}
+
+impl<R: Role> VerifiedToken<R> {
+    /// Which configured issuer signed it.
+    pub fn issuer(&self) -> IssuerId {
+        self.issuer
+    }
+    /// `iss`.
+    pub fn iss(&self) -> &str {
+        &self.iss
+    }
+    /// `sub`.
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+    /// `exp`.
+    pub fn exp(&self) -> u64 {
+        self.exp
+    }
+    /// `aud` values (empty when absent).
+    pub fn aud(&self) -> &[String] {
+        &self.aud
+    }
+    /// `scope`, split on spaces.
+    pub fn scope(&self) -> &[String] {
+        &self.scope
+    }
+    /// `client_id` (RFC 9068 §2.2).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+    /// `azp` (OpenID Connect Core §2).
+    pub fn azp(&self) -> Option<&str> {
+        self.azp.as_deref()
+    }
+    /// `jti`.
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+    /// The delegation chain already in the token, current actor first.
+    pub fn act(&self) -> &[ActorId] {
+        &self.act
+    }
+    /// `may_act` (RFC 8693 §4.4).
+    pub fn may_act(&self) -> Option<&ActorId> {
+        self.may_act.as_ref()
+    }
+    /// The token type the request declared and the token proved.
+    pub fn token_type(&self) -> TokenType {
+        self.token_type
+    }
+    /// The (`iss`, `sub`) identity as an actor entry.
+    pub fn identity(&self) -> ActorId {
+        ActorId {
+            sub: self.sub.clone(),
+            iss: Some(self.iss.clone()),
+        }
+    }
+}
+
+enum IssuerKeys {
+    /// Our own keys, in memory.
+    Local(KeySet),
+    /// An upstream issuer's JWKS.
+    Remote(Box<JwksCache>),
+}
+
+struct TrustedIssuer {
+    id: IssuerId,
+    algorithms: Vec<JwsAlgorithm>,
+    token_types: Vec<TokenType>,
+    required: bool,
+    keys: IssuerKeys,
+}
+
+/// Validates subject and actor tokens against the trusted issuers.
+pub struct TokenValidator {
+    by_iss: HashMap<String, TrustedIssuer>,
+    clock: Clock,
+    leeway: u64,
+    max_bytes: usize,
+}
+
+impl TokenValidator {
+    /// Builds the issuer table: our own issuer (with `own_keys`) and every configured one.
+    pub fn new(
+        config: &Config,
+        own_keys: KeySet,
+        own_alg: JwsAlgorithm,
+        http: &reqwest::Client,
+        clock: Clock,
+    ) -> Self {
+        let mut by_iss = HashMap::with_capacity(config.issuers.len() + 1);
+        by_iss.insert(
+            config.issuer.clone(),
+            TrustedIssuer {
+                id: IssuerId::SELF,
+                algorithms: vec![own_alg],
+                token_types: vec![TokenType::AccessToken, TokenType::Jwt],
+                required: false,
+                keys: IssuerKeys::Local(own_keys),
+            },
+        );
+        for (index, issuer) in config.issuers.iter().enumerate() {
+            by_iss.insert(
+                issuer.issuer.clone(),
+                TrustedIssuer {
+                    id: IssuerId::upstream(index),
+                    algorithms: issuer.algorithms.clone(),
+                    token_types: issuer.token_types.clone(),
+                    required: issuer.required,
+                    keys: IssuerKeys::Remote(Box::new(JwksCache::new(
+                        issuer.name.clone(),
+                        issuer.jwks_uri.clone(),
+                        issuer.algorithms.clone(),
+                        http.clone(),
+                    ))),
+                },
+            );
+        }
+        Self {
+            by_iss,
+            clock,
+            leeway: config.tokens.leeway_seconds,
+            max_bytes: config.tokens.max_token_bytes,
+        }
+    }
+
+    /// Whether every required upstream issuer has had its keys fetched.
+    pub fn is_ready(&self) -> bool {
+        self.remote()
+            .all(|(required, cache)| !required || cache.has_keys())
+    }
+
+    /// Fetches every upstream JWKS until it succeeds once, so the first exchange does not
+    /// wait and `/readyz` turns ready. Runs until every issuer has keys.
+    pub async fn warm_up(&self) {
+        let mut delay = std::time::Duration::from_millis(250);
+        loop {
+            let mut pending = false;
+            for (_, cache) in self.remote() {
+                if !cache.has_keys() && cache.keys().await.is_err() {
+                    pending = true;
+                }
+            }
+            if !pending {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
+
+    fn remote(&self) -> impl Iterator<Item = (bool, &JwksCache)> {
+        self.by_iss.values().filter_map(|i| match &i.keys {
+            IssuerKeys::Remote(cache) => Some((i.required, cache.as_ref())),
+            IssuerKeys::Local(_) => None,
+        })
+    }
+
+    /// Validates a token presented as `declared` (RFC 8693 §2.1 `*_token_type`).
+    pub async fn validate<R: Role>(
+        &self,
+        token: &str,
+        declared: TokenType,
+    ) -> Result<VerifiedToken<R>, TokenError> {
+        if token.len() > self.max_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::NotCompactJws);
+        };
+        let header = b64_decode(h64).ok_or(TokenError::NotCompactJws)?;
+        let header = claims::parse_header(&header)?;
+        let alg = JwsAlgorithm::from_name(&header.alg).ok_or(TokenError::UnsupportedAlgorithm)?;
+        let payload = b64_decode(p64).ok_or(TokenError::NotCompactJws)?;
+        let signature = b64_decode(s64).ok_or(TokenError::NotCompactJws)?;
+        let claims = claims::parse_claims(&payload)?;
+
+        // RFC 8725 §3.8: the issuer is matched exactly; it selects the keys.
+        let issuer = self
+            .by_iss
+            .get(&claims.iss)
+            .ok_or(TokenError::UnknownIssuer)?;
+        if !issuer.token_types.contains(&declared) {
+            return Err(TokenError::TokenTypeNotAccepted);
+        }
+        if !typ_fits(header.typ.as_deref(), declared) {
+            return Err(TokenError::TypMismatch);
+        }
+        if !issuer.algorithms.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+
+        // RFC 7519 §4.1.4/§4.1.5/§4.1.6, against our clock with a leeway.
+        let now = self.clock.now();
+        let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
+        if exp.saturating_add(self.leeway) <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway))
+        {
+            return Err(TokenError::IssuedInFuture);
+        }
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::MissingClaim("sub"))?;
+
+        // The signed input is the two first segments exactly as received (RFC 7515 §5.2).
+        let signing_input = token
+            .get(..h64.len() + 1 + p64.len())
+            .ok_or(TokenError::NotCompactJws)?;
+        let kid = header.kid.as_deref();
+        let verified = match &issuer.keys {
+            IssuerKeys::Local(keys) => verify_with(keys, kid, alg, signing_input, &signature),
+            IssuerKeys::Remote(cache) => {
+                let fetched = cache
+                    .keys()
+                    .await
+                    .map_err(|_| TokenError::KeysUnavailable)?;
+                match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {
+                    Err(TokenError::UnknownKid) => {
+                        let refreshed = cache
+                            .refresh_for_unknown_kid(&fetched)
+                            .await
+                            .map_err(|_| TokenError::KeysUnavailable)?;
+                        verify_with(&refreshed.keys, kid, alg, signing_input, &signature)
+                    }
+                    other => other,
+                }
+            }
+        };
+        verified?;
+
+        Ok(VerifiedToken {
+            issuer: issuer.id,
+            iss: claims.iss,
+            sub,
+            exp,
+            aud: claims.aud,
+            scope: claims.scope,
+            client_id: claims.client_id,
+            azp: claims.azp,
+            jti: claims.jti,
+            act: claims.act,
+            may_act: claims.may_act,
+            token_type: declared,
+            role: PhantomData,
+        })
+    }
+}
+
+fn verify_with(
+    keys: &KeySet,
+    kid: Option<&str>,
+    alg: JwsAlgorithm,
+    input: &str,
+    signature: &[u8],
+) -> Result<(), TokenError> {
+    match keys.find(kid, alg) {
+        KeyLookup::Found(key) if key.verify(input.as_bytes(), signature) => Ok(()),
+        KeyLookup::Found(_) => Err(TokenError::BadSignature),
+        KeyLookup::UnknownKid => Err(TokenError::UnknownKid),
+        KeyLookup::AlgorithmMismatch => Err(TokenError::AlgorithmKeyMismatch),
+        KeyLookup::KidRequired => Err(TokenError::KidRequired),
+    }
+}
+
+/// Whether the `typ` header fits the declared type. Media types compare case-insensitively
+/// and may omit `application/` (RFC 7515 §4.1.9). An access token must be explicitly typed
+/// `at+jwt` (RFC 9068 §2.1), which keeps ID tokens and other JWTs from passing as one.
+fn typ_fits(typ: Option<&str>, declared: TokenType) -> bool {
+    let typ = typ.map(|t| {
+        let lower = t.to_ascii_lowercase();
+        match lower.strip_prefix("application/") {
+            Some(rest) => rest.to_owned(),
+            None => lower,
+        }
+    });
+    match declared {
+        TokenType::AccessToken => typ.as_deref() == Some("at+jwt"),
+        TokenType::Jwt => matches!(typ.as_deref(), None | Some("jwt" | "at+jwt")),
+        TokenType::IdToken => matches!(typ.as_deref(), None | Some("jwt")),
+        TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_rules() {
+        assert!(typ_fits(Some("at+jwt"), TokenType::AccessToken));
+        assert!(typ_fits(Some("application/AT+JWT"), TokenType::AccessToken));
+        assert!(!typ_fits(Some("JWT"), TokenType::AccessToken));
+        assert!(!typ_fits(None, TokenType::AccessToken));
+        assert!(typ_fits(Some("JWT"), TokenType::Jwt));
+        assert!(typ_fits(None, TokenType::Jwt));
+        assert!(!typ_fits(Some("logout+jwt"), TokenType::Jwt));
+        assert!(typ_fits(None, TokenType::IdToken));
+        assert!(!typ_fits(Some("at+jwt"), TokenType::IdToken));
+        assert!(!typ_fits(Some("JWT"), TokenType::RefreshToken));
+    }
+}

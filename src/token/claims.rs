@@ -1,0 +1,448 @@
+//! Strict decoding of a JWT's header and claims (RFC 7519, RFC 8725).
+//!
+//! Each claim is first captured as raw JSON, then decoded on its own, so a claim of the
+//! wrong type is refused and named (`iss` as an array, `exp` as a string), never ignored.
+//! Duplicate members among the claims we read are refused by serde. JSON nesting is
+//! bounded by serde_json's recursion limit and the token size cap before it.
+
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+
+use super::TokenError;
+use crate::config::MAX_CHAIN_DEPTH;
+
+/// Deepest JSON nesting accepted in a header or claims set (EXCHANGE-RULES §4).
+pub(super) const MAX_JSON_DEPTH: usize = 32;
+
+/// Whether `json` nests arrays/objects at most `max` deep. A linear scan that skips
+/// string contents; run before any decoding so a hostile token costs one pass.
+fn nesting_within(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Largest NumericDate accepted: 9999-12-31T23:59:59Z. Bigger values (`1e19`) are refused.
+const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A party in a delegation chain: identity only (EXCHANGE-RULES §5 rule 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActorId {
+    /// The actor's subject identifier.
+    pub sub: String,
+    /// The actor's issuer, when the token said it.
+    pub iss: Option<String>,
+}
+
+/// The protected header members we act on.
+pub(super) struct Header {
+    pub alg: String,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+    typ: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    #[serde(default, deserialize_with = "present")]
+    jku: bool,
+    #[serde(default, deserialize_with = "present")]
+    jwk: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5u: bool,
+    #[serde(default, deserialize_with = "present")]
+    x5c: bool,
+    #[serde(default, deserialize_with = "present")]
+    enc: bool,
+}
+
+/// True whenever the member is there, whatever its value (even `null`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// Decodes the protected header. RFC 8725 §3.1 and EXCHANGE-RULES §4: `crit` is refused
+/// (we understand no extensions); key-carrying headers are refused, never followed.
+pub(super) fn parse_header(json: &[u8]) -> Result<Header, TokenError> {
+    if !nesting_within(json, MAX_JSON_DEPTH) {
+        return Err(TokenError::MalformedHeader);
+    }
+    let raw: RawHeader = serde_json::from_slice(json).map_err(|_| TokenError::MalformedHeader)?;
+    if raw.enc {
+        return Err(TokenError::MalformedHeader);
+    }
+    if raw.crit {
+        return Err(TokenError::CritHeader);
+    }
+    if raw.jku || raw.jwk || raw.x5u || raw.x5c {
+        return Err(TokenError::KeyInHeader);
+    }
+    Ok(Header {
+        alg: raw.alg,
+        kid: raw.kid,
+        typ: raw.typ,
+    })
+}
+
+#[derive(Deserialize)]
+struct RawClaims<'a> {
+    #[serde(borrow)]
+    iss: Option<&'a RawValue>,
+    #[serde(borrow)]
+    sub: Option<&'a RawValue>,
+    #[serde(borrow)]
+    aud: Option<&'a RawValue>,
+    #[serde(borrow)]
+    exp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    nbf: Option<&'a RawValue>,
+    #[serde(borrow)]
+    iat: Option<&'a RawValue>,
+    #[serde(borrow)]
+    jti: Option<&'a RawValue>,
+    #[serde(borrow)]
+    scope: Option<&'a RawValue>,
+    #[serde(borrow)]
+    client_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    azp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    act: Option<&'a RawValue>,
+    #[serde(borrow)]
+    may_act: Option<&'a RawValue>,
+}
+
+/// The claims of a token, typed, not yet trusted.
+#[derive(Debug)]
+pub(super) struct Claims {
+    pub iss: String,
+    pub sub: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: Option<u64>,
+    pub nbf: Option<u64>,
+    pub iat: Option<u64>,
+    pub jti: Option<String>,
+    pub scope: Vec<String>,
+    pub client_id: Option<String>,
+    pub azp: Option<String>,
+    /// Prior actors, the current (outermost `act`) first.
+    pub act: Vec<ActorId>,
+    pub may_act: Option<ActorId>,
+}
+
+fn claim<T: DeserializeOwned>(
+    raw: Option<&RawValue>,
+    name: &'static str,
+) -> Result<Option<T>, TokenError> {
+    raw.map(|r| serde_json::from_str::<T>(r.get()).map_err(|_| TokenError::InvalidClaim(name)))
+        .transpose()
+}
+
+/// Decodes the claims set. Checks types here; values are checked by the validator.
+pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
+    if !nesting_within(json, MAX_JSON_DEPTH) {
+        return Err(TokenError::MalformedClaims);
+    }
+    let raw: RawClaims<'_> =
+        serde_json::from_slice(json).map_err(|_| TokenError::MalformedClaims)?;
+    let iss: String = claim(raw.iss, "iss")?.ok_or(TokenError::MissingClaim("iss"))?;
+    let scope: Option<String> = claim(raw.scope, "scope")?;
+    let act: Option<RawActor> = claim(raw.act, "act")?;
+    let may_act: Option<RawMayAct> = claim(raw.may_act, "may_act")?;
+    Ok(Claims {
+        iss,
+        sub: claim(raw.sub, "sub")?,
+        aud: claim::<Audience>(raw.aud, "aud")?
+            .map(|a| a.0)
+            .unwrap_or_default(),
+        exp: claim::<NumericDate>(raw.exp, "exp")?.map(|d| d.0),
+        nbf: claim::<NumericDate>(raw.nbf, "nbf")?.map(|d| d.0),
+        iat: claim::<NumericDate>(raw.iat, "iat")?.map(|d| d.0),
+        jti: claim(raw.jti, "jti")?,
+        scope: scope
+            .map(|s| {
+                s.split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        client_id: claim(raw.client_id, "client_id")?,
+        azp: claim(raw.azp, "azp")?,
+        act: act.map(flatten_act).transpose()?.unwrap_or_default(),
+        may_act: may_act.map(|m| ActorId {
+            sub: m.sub,
+            iss: m.iss,
+        }),
+    })
+}
+
+/// `act` (RFC 8693 §4.1): `sub` required, `iss` optional, other members ignored.
+#[derive(Deserialize)]
+struct RawActor {
+    sub: String,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    act: Option<Box<RawActor>>,
+}
+
+/// `may_act` (RFC 8693 §4.4): the party allowed to act; we match on `sub` (and `iss`).
+#[derive(Deserialize)]
+struct RawMayAct {
+    sub: String,
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+fn flatten_act(mut current: RawActor) -> Result<Vec<ActorId>, TokenError> {
+    let mut chain = Vec::new();
+    loop {
+        if current.sub.is_empty() {
+            return Err(TokenError::InvalidClaim("act"));
+        }
+        chain.push(ActorId {
+            sub: current.sub,
+            iss: current.iss,
+        });
+        if chain.len() > MAX_CHAIN_DEPTH {
+            return Err(TokenError::InvalidClaim("act"));
+        }
+        match current.act {
+            Some(next) => current = *next,
+            None => return Ok(chain),
+        }
+    }
+}
+
+/// `aud`: one string or an array of strings (RFC 7519 §4.1.3); nothing else.
+struct Audience(Vec<String>);
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(Audience(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A NumericDate (RFC 7519 §2): a non-negative JSON number of seconds, fractions dropped,
+/// at most year 9999.
+struct NumericDate(u64);
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NumericDate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a NumericDate")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
+                if v <= MAX_NUMERIC_DATE {
+                    Ok(NumericDate(v))
+                } else {
+                    Err(E::custom("NumericDate out of range"))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("negative NumericDate"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
+                // The range check makes the cast exact for the integer part.
+                if v.is_finite() && v >= 0.0 && v <= MAX_NUMERIC_DATE as f64 {
+                    Ok(NumericDate(v.floor() as u64))
+                } else {
+                    Err(E::custom("NumericDate out of range"))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: serde_json::Value) -> Result<Claims, TokenError> {
+        parse_claims(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn well_formed_claims_decode() {
+        let c = claims(json!({
+            "iss": "https://idp", "sub": "alice", "aud": ["a", "b"], "exp": 1700000000.9,
+            "scope": "read  write", "act": { "sub": "svc", "iss": "https://idp", "exp": 1,
+            "act": { "sub": "bff" } }, "may_act": { "sub": "svc" }, "extra": [[[{}]]]
+        }))
+        .unwrap();
+        assert_eq!(c.aud, ["a", "b"]);
+        assert_eq!(c.exp, Some(1_700_000_000));
+        assert_eq!(c.scope, ["read", "write"]);
+        assert_eq!(c.act.len(), 2);
+        assert_eq!(c.act[0].sub, "svc");
+        assert_eq!(
+            c.act[1],
+            ActorId {
+                sub: "bff".into(),
+                iss: None
+            }
+        );
+        assert_eq!(c.may_act.unwrap().sub, "svc");
+    }
+
+    #[test]
+    fn wrong_types_are_refused_and_named() {
+        let base = json!({ "iss": "https://idp", "sub": "alice", "exp": 1 });
+        let cases = [
+            ("iss", json!(["https://idp"])),
+            ("iss", json!(1)),
+            ("sub", json!(42)),
+            ("aud", json!(7)),
+            ("aud", json!([1])),
+            ("aud", json!({"a": 1})),
+            ("exp", json!("1700000000")),
+            ("exp", json!(1e19)),
+            ("exp", json!(-1)),
+            ("nbf", json!(true)),
+            ("iat", json!([1])),
+            ("scope", json!(["read"])),
+            ("client_id", json!(1)),
+            ("azp", json!({})),
+            ("act", json!("bff")),
+            ("act", json!({ "iss": "x" })),
+            ("act", json!({ "sub": "" })),
+            ("may_act", json!("svc")),
+            ("may_act", json!({ "iss": "x" })),
+        ];
+        for (name, value) in cases {
+            let mut v = base.clone();
+            v[name] = value.clone();
+            match claims(v) {
+                Err(TokenError::InvalidClaim(n)) => assert_eq!(n, name, "{value}"),
+                other => panic!("{name}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_iss_and_duplicate_members_are_refused() {
+        assert!(matches!(
+            claims(json!({"sub": "a"})),
+            Err(TokenError::MissingClaim("iss"))
+        ));
+        let dup = br#"{"iss":"https://idp","sub":"alice","sub":"mallory"}"#;
+        assert!(matches!(
+            parse_claims(dup),
+            Err(TokenError::MalformedClaims)
+        ));
+        assert!(matches!(
+            parse_claims(b"[]"),
+            Err(TokenError::MalformedClaims)
+        ));
+        assert!(matches!(
+            parse_claims(b"{\"iss\":\"a\""),
+            Err(TokenError::MalformedClaims)
+        ));
+    }
+
+    #[test]
+    fn act_nesting_is_bounded() {
+        let mut act = json!({ "sub": "leaf" });
+        for i in 0..MAX_CHAIN_DEPTH {
+            act = json!({ "sub": format!("a{i}"), "act": act });
+        }
+        let v = json!({ "iss": "i", "act": act });
+        assert!(matches!(claims(v), Err(TokenError::InvalidClaim("act"))));
+        let nested =
+            |n: usize| format!("{{\"iss\":\"i\",\"x\":{}{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(parse_claims(nested(MAX_JSON_DEPTH - 1).as_bytes()).is_ok());
+        assert!(matches!(
+            parse_claims(nested(MAX_JSON_DEPTH).as_bytes()),
+            Err(TokenError::MalformedClaims)
+        ));
+        // Brackets inside strings do not count, escaped quotes do not end a string.
+        let in_string = format!("{{\"iss\":\"i\",\"x\":\"\\\"{}\"}}", "[".repeat(100));
+        assert!(parse_claims(in_string.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn header_rules() {
+        assert!(parse_header(br#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#).is_ok());
+        for (h, want) in [
+            (r#"{"alg":"ES256","crit":["exp"]}"#, TokenError::CritHeader),
+            (r#"{"alg":"ES256","crit":null}"#, TokenError::CritHeader),
+            (
+                r#"{"alg":"ES256","jku":"https://evil"}"#,
+                TokenError::KeyInHeader,
+            ),
+            (
+                r#"{"alg":"ES256","jwk":{"kty":"EC"}}"#,
+                TokenError::KeyInHeader,
+            ),
+            (
+                r#"{"alg":"ES256","x5u":"https://evil"}"#,
+                TokenError::KeyInHeader,
+            ),
+            (r#"{"alg":"ES256","x5c":["MII"]}"#, TokenError::KeyInHeader),
+            (
+                r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#,
+                TokenError::MalformedHeader,
+            ),
+            (r#"{"kid":"k"}"#, TokenError::MalformedHeader),
+            (
+                r#"{"alg":"ES256","alg":"none"}"#,
+                TokenError::MalformedHeader,
+            ),
+            (r#"{"alg":"ES256","kid":7}"#, TokenError::MalformedHeader),
+        ] {
+            assert_eq!(parse_header(h.as_bytes()).err(), Some(want), "{h}");
+        }
+    }
+}
