@@ -1,0 +1,571 @@
+//! Test harness: a real upstream issuer on loopback (its own keys, a JWKS endpoint, a
+//! fetch counter) and the real gleipnir server on 127.0.0.1:0 with a manual clock.
+//! Nothing of gleipnir's is mocked: tests talk HTTP to both.
+//!
+//! The issuer signs with aws-lc-rs directly from raw header and claims JSON, so tests can
+//! build any token a compromised or confused issuer might produce. Keys are generated per
+//! test run; none is a fixture.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use gleipnir::app::App;
+use gleipnir::clock::{Clock, ManualClock};
+use gleipnir::config::Config;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// The fixed "now" of every test: 2030-03-17T17:46:40Z.
+pub const NOW: u64 = 1_900_000_000;
+
+pub const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn b64_json(v: &Value) -> String {
+    b64(v.to_string().as_bytes())
+}
+
+/// Decodes the claims of a compact JWS without verifying (for assertions).
+pub fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// Decodes the header of a compact JWS.
+pub fn header_of(token: &str) -> Value {
+    let header = token.split('.').next().unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
+}
+
+/// The key types the test issuer signs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alg {
+    Es256,
+    Rs256,
+    Ps256,
+    EdDsa,
+}
+
+impl Alg {
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::Rs256 => "RS256",
+            Alg::Ps256 => "PS256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+    pub fn kid(self) -> &'static str {
+        match self {
+            Alg::Es256 => "es-1",
+            Alg::Rs256 | Alg::Ps256 => "rs-1",
+            Alg::EdDsa => "ed-1",
+        }
+    }
+}
+
+struct IssuerKeys {
+    ec: EcdsaKeyPair,
+    rsa: RsaKeyPair,
+    ed: Ed25519KeyPair,
+}
+
+/// A real upstream issuer: serves `GET /jwks.json` on loopback and signs test tokens.
+pub struct TestIssuer {
+    pub iss: String,
+    pub addr: SocketAddr,
+    keys: Arc<IssuerKeys>,
+    jwks: Arc<std::sync::Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    urls_requested: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestIssuer {
+    /// Starts an issuer whose `iss` is its own base URL.
+    pub async fn start() -> TestIssuer {
+        let keys = Arc::new(IssuerKeys {
+            ec: EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap(),
+            rsa: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
+            ed: Ed25519KeyPair::generate().unwrap(),
+        });
+        let jwks = Arc::new(std::sync::Mutex::new(jwks_for(&keys)));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let urls_requested = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (jwks_srv, fetches_srv, urls_srv) = (
+            Arc::clone(&jwks),
+            Arc::clone(&fetches),
+            Arc::clone(&urls_requested),
+        );
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (jwks, fetches, urls) = (
+                    Arc::clone(&jwks_srv),
+                    Arc::clone(&fetches_srv),
+                    Arc::clone(&urls_srv),
+                );
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (jwks, fetches, urls) =
+                            (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&urls));
+                        async move {
+                            urls.lock().unwrap().push(req.uri().to_string());
+                            let response = if req.uri().path() == "/jwks.json" {
+                                fetches.fetch_add(1, Ordering::SeqCst);
+                                let body = jwks.lock().unwrap().to_string();
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap()
+                            } else {
+                                hyper::Response::builder()
+                                    .status(404)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap()
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestIssuer {
+            iss: format!("http://{addr}"),
+            addr,
+            keys,
+            jwks,
+            fetches,
+            urls_requested,
+        }
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Every path the issuer was asked for.
+    pub fn urls_requested(&self) -> Vec<String> {
+        self.urls_requested.lock().unwrap().clone()
+    }
+
+    /// Replaces the published JWKS document.
+    pub fn set_jwks(&self, jwks: Value) {
+        *self.jwks.lock().unwrap() = jwks;
+    }
+
+    /// The JWKS the issuer publishes by default.
+    pub fn default_jwks(&self) -> Value {
+        jwks_for(&self.keys)
+    }
+
+    /// Signs `header.claims` (as given, byte for byte) with the key for `alg`.
+    pub fn sign_raw(&self, alg: Alg, header: &str, claims: &str) -> String {
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+        let sig = self.signature(alg, input.as_bytes());
+        format!("{input}.{}", b64(&sig))
+    }
+
+    pub fn signature(&self, alg: Alg, message: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        match alg {
+            Alg::Es256 => self.keys.ec.sign(&rng, message).unwrap().as_ref().to_vec(),
+            Alg::EdDsa => self.keys.ed.sign(message).as_ref().to_vec(),
+            Alg::Rs256 | Alg::Ps256 => {
+                let padding: &dyn signature::RsaEncoding = if alg == Alg::Rs256 {
+                    &signature::RSA_PKCS1_SHA256
+                } else {
+                    &signature::RSA_PSS_SHA256
+                };
+                let mut sig = vec![0u8; self.keys.rsa.public_modulus_len()];
+                self.keys
+                    .rsa
+                    .sign(padding, &rng, message, &mut sig)
+                    .unwrap();
+                sig
+            }
+        }
+    }
+
+    /// Signs `claims` with `header` (JSON values).
+    pub fn sign_with(&self, alg: Alg, header: Value, claims: Value) -> String {
+        self.sign_raw(alg, &header.to_string(), &claims.to_string())
+    }
+
+    /// An RFC 9068 access token (ES256, `typ: at+jwt`) with these claims.
+    pub fn sign(&self, claims: Value) -> String {
+        self.sign_as(Alg::Es256, claims)
+    }
+
+    /// An RFC 9068 access token signed with `alg`.
+    pub fn sign_as(&self, alg: Alg, claims: Value) -> String {
+        self.sign_with(
+            alg,
+            json!({ "alg": alg.name(), "kid": alg.kid(), "typ": "at+jwt" }),
+            claims,
+        )
+    }
+
+    /// The claims of a valid user token for `sub`, issued to `aud`, with `scope`.
+    pub fn user_claims(&self, sub: &str, aud: &str, scope: &str) -> Value {
+        json!({ "iss": self.iss, "sub": sub, "aud": aud, "scope": scope,
+                "iat": NOW - 60, "exp": NOW + 600, "jti": format!("{sub}-{aud}") })
+    }
+
+    /// A valid user token.
+    pub fn user_token(&self, sub: &str, aud: &str, scope: &str) -> String {
+        self.sign(self.user_claims(sub, aud, scope))
+    }
+
+    /// The claims of a client's own actor token (client-credentials style).
+    pub fn actor_claims(&self, client_id: &str) -> Value {
+        json!({ "iss": self.iss, "sub": client_id, "client_id": client_id,
+                "iat": NOW - 60, "exp": NOW + 600 })
+    }
+
+    /// A valid actor token for `client_id`.
+    pub fn actor_token(&self, client_id: &str) -> String {
+        self.sign(self.actor_claims(client_id))
+    }
+}
+
+fn jwks_for(keys: &IssuerKeys) -> Value {
+    let point = keys.ec.public_key().as_ref();
+    let rsa = keys.rsa.public_key();
+    json!({ "keys": [
+        { "kty": "EC", "crv": "P-256", "kid": "es-1", "use": "sig", "alg": "ES256",
+          "x": b64(&point[1..33]), "y": b64(&point[33..65]) },
+        { "kty": "RSA", "kid": "rs-1", "use": "sig",
+          "n": b64(rsa.modulus().big_endian_without_leading_zero()),
+          "e": b64(rsa.exponent().big_endian_without_leading_zero()) },
+        { "kty": "OKP", "crv": "Ed25519", "kid": "ed-1", "use": "sig", "alg": "EdDSA",
+          "x": b64(keys.ed.public_key().as_ref()) },
+    ]})
+}
+
+/// Clients registered in every test STS: (id, secret).
+pub const BFF: (&str, &str) = ("bff", "bff-secret");
+pub const ORDERS: (&str, &str) = ("orders-api", "orders-secret");
+pub const MALLORY: (&str, &str) = ("mallory", "mallory-secret");
+pub const NO_POLICY: (&str, &str) = ("no-policy", "no-policy-secret");
+pub const DISABLED: (&str, &str) = ("disabled", "disabled-secret");
+pub const IMPERSONATOR: (&str, &str) = ("impersonator", "impersonator-secret");
+
+/// The policy most tests run under.
+pub const DEFAULT_POLICY: &str = r#"
+[clients.bff]
+impersonate = true
+delegate = true
+subject_issuers = ["corp"]
+actor_issuers = ["corp"]
+audiences = ["orders-api", "inventory-api"]
+resources = ["https://orders.example/api"]
+default_audience = "orders-api"
+scopes = ["orders:read", "orders:write"]
+ttl_seconds = 300
+
+[clients.orders-api]
+delegate = true
+subject_issuers = ["self", "corp"]
+actor_issuers = ["corp"]
+audiences = ["payments-api"]
+default_audience = "payments-api"
+scopes = ["orders:read"]
+
+[clients.mallory]
+impersonate = true
+delegate = true
+subject_issuers = ["corp", "self"]
+actor_issuers = ["corp"]
+audiences = ["orders-api", "payments-api"]
+default_audience = "orders-api"
+scopes = ["orders:read", "orders:write"]
+
+[clients.disabled]
+enabled = false
+impersonate = true
+delegate = true
+subject_issuers = ["corp"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+
+[clients.impersonator]
+impersonate = true
+subject_issuers = ["corp"]
+audiences = ["orders-api"]
+"#;
+
+/// How to build a test STS.
+pub struct StsBuilder<'a> {
+    issuers: Vec<(&'a str, &'a TestIssuer, &'a str)>,
+    policy: String,
+    tokens: String,
+    signing_alg: &'a str,
+}
+
+impl<'a> StsBuilder<'a> {
+    /// Trust `issuer` under `name`, with extra TOML lines for its [[issuers]] entry.
+    pub fn issuer(mut self, name: &'a str, issuer: &'a TestIssuer, extra: &'a str) -> Self {
+        self.issuers.push((name, issuer, extra));
+        self
+    }
+    pub fn policy(mut self, policy: &str) -> Self {
+        self.policy = policy.to_owned();
+        self
+    }
+    /// Extra lines for the [tokens] table.
+    pub fn tokens(mut self, lines: &str) -> Self {
+        self.tokens = lines.to_owned();
+        self
+    }
+    pub fn signing_alg(mut self, alg: &'a str) -> Self {
+        self.signing_alg = alg;
+        self
+    }
+
+    pub async fn start(self) -> Sts {
+        let dir = tempfile::tempdir().unwrap();
+        let alg = gleipnir::jose::JwsAlgorithm::from_name(self.signing_alg).unwrap();
+        let pem = gleipnir::keys::pkcs8_to_pem(&gleipnir::keys::generate_pkcs8(alg).unwrap());
+        std::fs::write(dir.path().join("signing.pem"), pem.as_bytes()).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/test.toml"), &self.policy).unwrap();
+
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", public.local_addr().unwrap());
+        let issuers: String = self
+            .issuers
+            .iter()
+            .map(|(name, issuer, extra)| {
+                format!(
+                    "[[issuers]]\nname = \"{name}\"\nissuer = \"{}\"\njwks_uri = \"{}\"\nallow_http = true\n{extra}\n",
+                    issuer.iss,
+                    issuer.jwks_uri()
+                )
+            })
+            .collect();
+        let clients: String = [BFF, ORDERS, MALLORY, NO_POLICY, DISABLED, IMPERSONATOR]
+            .iter()
+            .map(|(id, secret)| {
+                format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n")
+            })
+            .collect();
+        let text = format!(
+            "issuer = \"{base}\"\n[signing]\nalgorithm = \"{}\"\nkey_file = \"signing.pem\"\n[tokens]\n{}\n{issuers}{clients}",
+            self.signing_alg, self.tokens
+        );
+        let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml")).unwrap();
+        let clock = ManualClock::new(NOW);
+        let app = Arc::new(App::build(&config, Clock::from(clock.clone())).unwrap());
+        let admin_base = format!("http://{}", admin.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gleipnir::server::run(app, public, admin, async move {
+            let _ = stopped.await;
+        }));
+        Sts {
+            base,
+            admin: admin_base,
+            clock,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+}
+
+/// A running gleipnir.
+pub struct Sts {
+    pub base: String,
+    pub admin: String,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The answer to a token request.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("<none>")
+    }
+    pub fn token(&self) -> &str {
+        self.body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {} {}", self.status, self.body))
+    }
+    pub fn claims(&self) -> Value {
+        claims_of(self.token())
+    }
+}
+
+impl Sts {
+    pub fn builder<'a>() -> StsBuilder<'a> {
+        StsBuilder {
+            issuers: Vec::new(),
+            policy: DEFAULT_POLICY.to_owned(),
+            tokens: String::new(),
+            signing_alg: "ES256",
+        }
+    }
+
+    /// An STS trusting `issuer` as "corp" under the default policy.
+    pub async fn start(issuer: &TestIssuer) -> Sts {
+        Self::builder().issuer("corp", issuer, "").start().await
+    }
+
+    /// Stops accepting and waits for in-flight requests.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    /// POSTs a form to /token with HTTP Basic client authentication.
+    pub async fn exchange(&self, client: (&str, &str), form: &[(&str, &str)]) -> Answer {
+        let request = self
+            .http
+            .post(format!("{}/token", self.base))
+            .basic_auth(client.0, Some(client.1));
+        Self::send(
+            request
+                .body(encode_form(form))
+                .header("content-type", "application/x-www-form-urlencoded"),
+        )
+        .await
+    }
+
+    /// POSTs a raw request to /token.
+    pub async fn post(&self, request: reqwest::RequestBuilder) -> Answer {
+        Self::send(request).await
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.base)
+    }
+
+    async fn send(request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GETs a path of the public listener as JSON.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Waits until /readyz answers 200 (at most 5 s).
+    pub async fn wait_ready(&self) {
+        for _ in 0..100 {
+            let r = self
+                .http
+                .get(format!("{}/readyz", self.admin))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("not ready after 5 s");
+    }
+}
+
+pub fn encode_form(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                gleipnir::oauth::form::encode(k),
+                gleipnir::oauth::form::encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The form of a delegation: subject and actor tokens as access tokens.
+pub fn delegation<'a>(subject: &'a str, actor: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", GRANT),
+        ("subject_token", subject),
+        ("subject_token_type", AT),
+        ("actor_token", actor),
+        ("actor_token_type", AT),
+    ]
+}
+
+/// The form of an impersonation: a subject token only.
+pub fn impersonation(subject: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("grant_type", GRANT),
+        ("subject_token", subject),
+        ("subject_token_type", AT),
+    ]
+}
