@@ -529,6 +529,18 @@ impl Config {
     }
 }
 
+/// A TOML syntax or schema error, with the line it is on.
+pub(crate) fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let mut reason = e.message().trim_end().to_string();
+    if let Some(span) = e.span() {
+        let line = text
+            .get(..span.start)
+            .map_or(1, |t| t.matches('\n').count() + 1);
+        reason = format!("{reason} (line {line})");
+    }
+    ConfigError::new(file, "toml", reason)
+}
+
 /// RFC 8414 §2: the issuer is an https URL with no query or fragment. Plain http is
 /// accepted for loopback hosts only (the sidecar and `gleipnir dev`).
 fn validate_issuer_url(value: &str) -> Result<String, String> {

@@ -95,5 +95,9 @@ fn new_request_id() -> String {
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
         return "unknown".into();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{b:02x}"));
+    }
+    id
 }

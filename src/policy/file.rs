@@ -55,7 +55,7 @@ pub(super) fn load(config: &Config) -> Result<HashMap<String, ClientPolicy>, Con
     let mut table: HashMap<String, ClientPolicy> = HashMap::new();
     for (name, text) in &files {
         let raw: RawPolicyFile =
-            toml::from_str(text).map_err(|e| ConfigError::new(name, "toml", e.message()))?;
+            toml::from_str(text).map_err(|e| crate::config::toml_error(name, text, &e))?;
         for (client_id, raw_policy) in raw.clients {
             let field = |f: &str| format!("clients.{client_id}.{f}");
             if let Some(existing) = table.get(&client_id) {
