@@ -276,16 +276,7 @@ impl Config {
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         let file = origin.display().to_string();
         let base = origin.parent().unwrap_or(Path::new("")).to_path_buf();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let mut reason = e.message().to_string();
-            if let Some(span) = e.span() {
-                let line = text
-                    .get(..span.start)
-                    .map_or(0, |t| t.lines().count().max(1));
-                reason = format!("{reason} (line {line})");
-            }
-            ConfigError::new(&file, "toml", reason)
-        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
         let err = |field: &str, reason: &str| ConfigError::new(&file, field, reason);
 
         let issuer = validate_issuer_url(&raw.issuer).map_err(|r| err("issuer", &r))?;
@@ -721,9 +712,11 @@ secret = { env = "BFF_SECRET" }
 
     #[test]
     fn unknown_field_error_gives_the_line() {
-        let e = parse(&MINIMAL.replace("[[clients]]", "[[clients]]\nscret = 1")).unwrap_err();
+        let text = MINIMAL.replace("[[clients]]", "[[clients]]\nscret = 1");
+        let line = text.lines().position(|l| l.starts_with("scret")).unwrap() + 1;
+        let e = parse(&text).unwrap_err();
         assert!(e.reason.contains("scret"), "{e}");
-        assert!(e.reason.contains("line"), "{e}");
+        assert!(e.reason.ends_with(&format!("(line {line})")), "{e}");
     }
 
     #[test]

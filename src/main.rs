@@ -146,7 +146,14 @@ async fn serve(
             ));
         }
     };
-    tracing::info!(public = %public_addr, admin = %admin_addr, issuer = %config.issuer, "gleipnir serving");
+    // Port 0 asks the OS for a free port: log the addresses actually bound.
+    let bound = |l: &TcpListener, asked: SocketAddr| l.local_addr().unwrap_or(asked);
+    tracing::info!(
+        public = %bound(&public, public_addr),
+        admin = %bound(&admin, admin_addr),
+        issuer = %config.issuer,
+        "gleipnir serving"
+    );
     gleipnir::server::run(
         Arc::new(app),
         public,
@@ -160,11 +167,13 @@ async fn serve(
 fn check(path: &std::path::Path) -> ExitCode {
     match load(path) {
         Ok((config, _)) => {
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            let (issuers, clients) = (config.issuers.len(), config.clients.len());
             println!(
-                "{}: ok ({} upstream issuers, {} clients)",
+                "{}: ok ({issuers} upstream issuer{}, {clients} client{})",
                 path.display(),
-                config.issuers.len(),
-                config.clients.len()
+                plural(issuers),
+                plural(clients)
             );
             ExitCode::SUCCESS
         }
@@ -203,6 +212,10 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if written.is_err() {
+        // Never leave a truncated key behind.
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
