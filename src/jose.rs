@@ -16,6 +16,31 @@ pub const MAX_JWKS_BYTES: usize = 128 * 1024;
 /// Most keys accepted in one JWKS (EXCHANGE-RULES §4).
 pub const MAX_JWKS_KEYS: usize = 64;
 
+/// A JSON value that must be an object. serde's derived struct deserializers also accept a
+/// JSON array and fill fields by position (`["ES256","kid"]` as a header); JOSE headers,
+/// claims sets and JWKs are objects (RFC 7515 §4, RFC 7519 §7.2, RFC 7517 §4), so this
+/// wrapper accepts a map only.
+pub struct JsonObject<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = JsonObject<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(JsonObject)
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
 /// Base64url without padding, strict (RFC 7515 §2): padding and stray bits are errors.
 pub fn b64_decode(input: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(input).ok()
@@ -269,7 +294,8 @@ impl KeySet {
     /// Parses a JWKS document (RFC 7517 §5), keeping only keys usable for verification
     /// with an algorithm in `allowed`. Returns the set and how many keys were skipped.
     pub fn from_jwks(json: &[u8], allowed: &[JwsAlgorithm]) -> Result<(Self, usize), JwksError> {
-        let raw: RawJwks = serde_json::from_slice(json).map_err(|_| JwksError::Malformed)?;
+        let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawJwks>>(json)
+            .map_err(|_| JwksError::Malformed)?;
         if raw.keys.len() > MAX_JWKS_KEYS {
             return Err(JwksError::TooManyKeys);
         }
@@ -329,7 +355,8 @@ fn parse_jwk(
     value: serde_json::Value,
     allowed: &[JwsAlgorithm],
 ) -> Result<Vec<VerifyingKey>, JwkError> {
-    let raw: RawJwk = serde_json::from_value(value).map_err(|_| JwkError::BadKey)?;
+    let JsonObject(raw) =
+        serde_json::from_value::<JsonObject<RawJwk>>(value).map_err(|_| JwkError::BadKey)?;
     if raw.use_.as_deref().is_some_and(|u| u != "sig") {
         return Err(JwkError::NotForVerification);
     }
@@ -486,13 +513,14 @@ mod tests {
             { "kty": "RSA", "n": "AQAB", "e": "AQAB", "use": "enc" },
             { "kty": "WAT" },
             "not an object",
+            ["EC", "P-256"],
             { "kty": "OKP", "crv": "Ed25519", "kid": "ed", "alg": "EdDSA",
               "x": b64_encode(ed.public_key().as_ref()) },
             good,
         ]}))
         .unwrap();
         let (set, skipped) = KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap();
-        assert_eq!((set.len(), skipped), (2, 6));
+        assert_eq!((set.len(), skipped), (2, 7));
         assert!(matches!(
             set.find(None, JwsAlgorithm::EdDsa),
             KeyLookup::Found(_)
@@ -516,10 +544,12 @@ mod tests {
             KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap_err(),
             JwksError::TooManyKeys
         );
-        assert_eq!(
-            KeySet::from_jwks(b"[]", &JwsAlgorithm::DEFAULT_ALLOWED).unwrap_err(),
-            JwksError::Malformed
-        );
+        for not_an_object in [&b"[]"[..], b"[[]]", b"\"keys\""] {
+            assert_eq!(
+                KeySet::from_jwks(not_an_object, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap_err(),
+                JwksError::Malformed
+            );
+        }
     }
 
     #[test]

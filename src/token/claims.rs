@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 
 use super::TokenError;
 use crate::config::MAX_CHAIN_DEPTH;
+use crate::jose::JsonObject;
 
 /// Deepest JSON nesting accepted in a header or claims set (EXCHANGE-RULES §4).
 pub(super) const MAX_JSON_DEPTH: usize = 32;
@@ -93,7 +94,8 @@ pub(super) fn parse_header(json: &[u8]) -> Result<Header, TokenError> {
     if !nesting_within(json, MAX_JSON_DEPTH) {
         return Err(TokenError::MalformedHeader);
     }
-    let raw: RawHeader = serde_json::from_slice(json).map_err(|_| TokenError::MalformedHeader)?;
+    let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawHeader>>(json)
+        .map_err(|_| TokenError::MalformedHeader)?;
     if raw.enc {
         return Err(TokenError::MalformedHeader);
     }
@@ -169,12 +171,12 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
     if !nesting_within(json, MAX_JSON_DEPTH) {
         return Err(TokenError::MalformedClaims);
     }
-    let raw: RawClaims<'_> =
-        serde_json::from_slice(json).map_err(|_| TokenError::MalformedClaims)?;
+    let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawClaims<'_>>>(json)
+        .map_err(|_| TokenError::MalformedClaims)?;
     let iss: String = claim(raw.iss, "iss")?.ok_or(TokenError::MissingClaim("iss"))?;
     let scope: Option<String> = claim(raw.scope, "scope")?;
-    let act: Option<RawActor> = claim(raw.act, "act")?;
-    let may_act: Option<RawMayAct> = claim(raw.may_act, "may_act")?;
+    let act: Option<JsonObject<RawActor>> = claim(raw.act, "act")?;
+    let may_act: Option<JsonObject<RawMayAct>> = claim(raw.may_act, "may_act")?;
     Ok(Claims {
         iss,
         sub: claim(raw.sub, "sub")?,
@@ -195,8 +197,11 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
             .unwrap_or_default(),
         client_id: claim(raw.client_id, "client_id")?,
         azp: claim(raw.azp, "azp")?,
-        act: act.map(flatten_act).transpose()?.unwrap_or_default(),
-        may_act: may_act.map(|m| ActorId {
+        act: act
+            .map(|a| flatten_act(a.0))
+            .transpose()?
+            .unwrap_or_default(),
+        may_act: may_act.map(|JsonObject(m)| ActorId {
             sub: m.sub,
             iss: m.iss,
         }),
@@ -210,7 +215,7 @@ struct RawActor {
     #[serde(default)]
     iss: Option<String>,
     #[serde(default)]
-    act: Option<Box<RawActor>>,
+    act: Option<Box<JsonObject<RawActor>>>,
 }
 
 /// `may_act` (RFC 8693 §4.4): the party allowed to act; we match on `sub` (and `iss`).
@@ -235,7 +240,7 @@ fn flatten_act(mut current: RawActor) -> Result<Vec<ActorId>, TokenError> {
             return Err(TokenError::InvalidClaim("act"));
         }
         match current.act {
-            Some(next) => current = *next,
+            Some(next) => current = next.0,
             None => return Ok(chain),
         }
     }
@@ -356,9 +361,12 @@ mod tests {
             ("client_id", json!(1)),
             ("azp", json!({})),
             ("act", json!("bff")),
+            ("act", json!(["gateway"])),
+            ("act", json!({ "sub": "gateway", "act": ["edge"] })),
             ("act", json!({ "iss": "x" })),
             ("act", json!({ "sub": "" })),
             ("may_act", json!("svc")),
+            ("may_act", json!(["bff"])),
             ("may_act", json!({ "iss": "x" })),
         ];
         for (name, value) in cases {
@@ -384,6 +392,14 @@ mod tests {
         ));
         assert!(matches!(
             parse_claims(b"[]"),
+            Err(TokenError::MalformedClaims)
+        ));
+        // A claims set as an array would otherwise fill iss, sub, ... by position.
+        // Every field present, in declaration order: the exact positional attack.
+        let positional =
+            br#"["https://idp","alice","bff",1900000000,null,null,null,"read",null,null,null,null]"#;
+        assert!(matches!(
+            parse_claims(positional),
             Err(TokenError::MalformedClaims)
         ));
         assert!(matches!(
@@ -436,6 +452,7 @@ mod tests {
                 TokenError::MalformedHeader,
             ),
             (r#"{"kid":"k"}"#, TokenError::MalformedHeader),
+            (r#"["ES256","es-1","at+jwt"]"#, TokenError::MalformedHeader),
             (
                 r#"{"alg":"ES256","alg":"none"}"#,
                 TokenError::MalformedHeader,

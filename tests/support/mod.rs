@@ -33,6 +33,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+pub mod audit;
+
 /// The fixed "now" of every test: 2030-03-17T17:46:40Z.
 pub const NOW: u64 = 1_900_000_000;
 
@@ -332,7 +334,8 @@ audiences = ["orders-api"]
 
 /// How to build a test STS.
 pub struct StsBuilder<'a> {
-    issuers: Vec<(&'a str, &'a TestIssuer, &'a str)>,
+    /// (name, `iss`, `jwks_uri`, extra TOML lines) of each `[[issuers]]` entry.
+    issuers: Vec<(String, String, String, String)>,
     policy: String,
     tokens: String,
     signing_alg: &'a str,
@@ -340,8 +343,19 @@ pub struct StsBuilder<'a> {
 
 impl<'a> StsBuilder<'a> {
     /// Trust `issuer` under `name`, with extra TOML lines for its [[issuers]] entry.
-    pub fn issuer(mut self, name: &'a str, issuer: &'a TestIssuer, extra: &'a str) -> Self {
-        self.issuers.push((name, issuer, extra));
+    pub fn issuer(self, name: &'a str, issuer: &'a TestIssuer, extra: &'a str) -> Self {
+        let jwks_uri = issuer.jwks_uri();
+        self.issuer_at(name, &issuer.iss, &jwks_uri, extra)
+    }
+    /// Trust an issuer given by its raw `iss` and `jwks_uri` (plain HTTP allowed), e.g.
+    /// one whose JWKS endpoint is down.
+    pub fn issuer_at(mut self, name: &str, iss: &str, jwks_uri: &str, extra: &str) -> Self {
+        self.issuers.push((
+            name.to_owned(),
+            iss.to_owned(),
+            jwks_uri.to_owned(),
+            extra.to_owned(),
+        ));
         self
     }
     pub fn policy(mut self, policy: &str) -> Self {
@@ -372,11 +386,9 @@ impl<'a> StsBuilder<'a> {
         let issuers: String = self
             .issuers
             .iter()
-            .map(|(name, issuer, extra)| {
+            .map(|(name, iss, jwks_uri, extra)| {
                 format!(
-                    "[[issuers]]\nname = \"{name}\"\nissuer = \"{}\"\njwks_uri = \"{}\"\nallow_http = true\n{extra}\n",
-                    issuer.iss,
-                    issuer.jwks_uri()
+                    "[[issuers]]\nname = \"{name}\"\nissuer = \"{iss}\"\njwks_uri = \"{jwks_uri}\"\nallow_http = true\n{extra}\n"
                 )
             })
             .collect();
@@ -440,6 +452,12 @@ impl Answer {
     }
     pub fn claims(&self) -> Value {
         claims_of(self.token())
+    }
+    /// The `x-request-id` the server gave this answer (the key of its audit record).
+    pub fn request_id(&self) -> Option<&str> {
+        self.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
     }
 }
 
