@@ -57,8 +57,9 @@ pub enum TokenError {
     /// The declared token type is not accepted from this issuer.
     #[error("token type not accepted from issuer")]
     TokenTypeNotAccepted,
-    /// The `typ` header does not fit the declared token type.
-    #[error("typ header does not match declared token type")]
+    /// The `typ` header, or the `typ` claim some issuers use, does not fit the declared
+    /// token type.
+    #[error("typ does not match declared token type")]
     TypMismatch,
     /// No key of the issuer has this `kid`.
     #[error("unknown kid")]
@@ -345,7 +346,9 @@ impl TokenValidator {
         if !issuer.token_types.contains(&declared) {
             return Err(TokenError::TokenTypeNotAccepted);
         }
-        if !typ_fits(header.typ.as_deref(), declared) {
+        if !typ_fits(header.typ.as_deref(), declared)
+            || !typ_claim_fits(claims.typ.as_deref(), declared)
+        {
             return Err(TokenError::TypMismatch);
         }
         if !issuer.algorithms.contains(&alg) {
@@ -454,9 +457,47 @@ fn typ_fits(typ: Option<&str>, declared: TokenType) -> bool {
     }
 }
 
+/// Whether a `typ` claim fits the declared type. Keycloak (and Red Hat SSO) sign access,
+/// ID, refresh and logout tokens alike with header `typ` `JWT` and tell them apart by this
+/// claim, so without it an ID or refresh token could pass as a `jwt`. An ID token is
+/// only ever an `id_token`; refresh, offline and logout tokens are never accepted; values
+/// we do not know (other issuers' conventions) are left to the header check.
+fn typ_claim_fits(typ: Option<&str>, declared: TokenType) -> bool {
+    let Some(typ) = typ else { return true };
+    let is = |name: &str| typ.eq_ignore_ascii_case(name);
+    if is("refresh") || is("offline") || is("logout") {
+        return false;
+    }
+    match declared {
+        TokenType::IdToken => !is("bearer"),
+        TokenType::AccessToken | TokenType::Jwt => !is("id"),
+        TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typ_claim_rules() {
+        for declared in [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken] {
+            assert!(typ_claim_fits(None, declared));
+            assert!(typ_claim_fits(Some("something-else"), declared));
+            for never in ["Refresh", "Offline", "Logout", "refresh"] {
+                assert!(
+                    !typ_claim_fits(Some(never), declared),
+                    "{never} as {declared:?}"
+                );
+            }
+        }
+        assert!(typ_claim_fits(Some("Bearer"), TokenType::Jwt));
+        assert!(typ_claim_fits(Some("Bearer"), TokenType::AccessToken));
+        assert!(!typ_claim_fits(Some("Bearer"), TokenType::IdToken));
+        assert!(!typ_claim_fits(Some("ID"), TokenType::Jwt));
+        assert!(!typ_claim_fits(Some("id"), TokenType::AccessToken));
+        assert!(typ_claim_fits(Some("ID"), TokenType::IdToken));
+    }
 
     #[test]
     fn typ_rules() {

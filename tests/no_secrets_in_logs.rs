@@ -1,7 +1,12 @@
 //! DESIGN habit 6 / EXCHANGE-RULES §7: no token and no secret ever reaches a log line.
 //! Captures every event at TRACE level (gleipnir's and its dependencies') while granted
 //! and refused exchanges run, then searches the output for the tokens and secrets used.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 
@@ -44,18 +49,25 @@ async fn tokens_and_secrets_never_reach_the_logs() {
     let issued = granted.token().to_owned();
     // Refusals at each stage: client auth, subject validation, actor binding, and a
     // re-exchange of the issued token by a client it was not issued to.
-    let wrong_secret = sts.exchange(("bff", "not-the-secret"), &impersonation(&subject)).await;
+    let wrong_secret = sts
+        .exchange(("bff", "not-the-secret"), &impersonation(&subject))
+        .await;
     assert_eq!(wrong_secret.status, 401);
     let tampered = format!("{subject}x");
     let bad_subject = sts.exchange(BFF, &impersonation(&tampered)).await;
     assert_eq!(bad_subject.status, 400);
-    let spliced = sts.exchange(BFF, &delegation(&subject, &foreign_actor)).await;
+    let spliced = sts
+        .exchange(BFF, &delegation(&subject, &foreign_actor))
+        .await;
     assert_eq!(spliced.status, 400);
     let reused = sts.exchange(MALLORY, &impersonation(&issued)).await;
     assert_eq!(reused.status, 400);
 
     let logs = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("decision"), "audit records were captured: {logs}");
+    assert!(
+        logs.contains("decision"),
+        "audit records were captured: {logs}"
+    );
     let signature = |t: &str| t.rsplit('.').next().unwrap().to_owned();
     let payload = |t: &str| t.split('.').nth(1).unwrap().to_owned();
     for (what, needle) in [

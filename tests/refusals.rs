@@ -2695,3 +2695,86 @@ async fn section4_header_and_claims_must_be_json_objects() {
     ];
     run("§4 JSON objects", &sts, rows).await;
 }
+
+/// Keycloak-shaped tokens (Keycloak 26: header `typ` `JWT` for every kind, told apart by
+/// the claim `typ`: `Bearer`, `ID`, `Refresh`, `Logout`) from an issuer configured with
+/// `token_types = ["jwt", "id_token"]`. An ID or refresh token must not pass as a `jwt`,
+/// an access token not as an `id_token`.
+#[tokio::test]
+async fn section4_typ_claim_keeps_token_kinds_apart() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "token_types = [\"jwt\", \"id_token\"]")
+        .start()
+        .await;
+    let header = json!({ "alg": "RS256", "kid": "rs-1", "typ": "JWT" });
+    let claims = patch(
+        &issuer.user_claims("alice", "bff", "orders:read"),
+        json!({ "azp": "bff" }),
+    );
+    let kind = |typ: Value| {
+        issuer.sign_with(
+            Alg::Rs256,
+            header.clone(),
+            patch(&claims, json!({ "typ": typ })),
+        )
+    };
+    let as_type = |token: &str, urn: &str| imp(token).set("subject_token_type", urn);
+    let rows = vec![
+        row(
+            "ok_access_token_as_jwt",
+            BFF,
+            as_type(&kind(json!("Bearer")), JWT),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row(
+            "ok_no_typ_claim_as_jwt",
+            BFF,
+            as_type(&kind(Value::Null), JWT),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row(
+            "ok_id_token_as_id_token",
+            BFF,
+            as_type(&kind(json!("ID")), ID_TOKEN),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row("id_token_as_jwt", BFF, as_type(&kind(json!("ID")), JWT)).refused(
+            400,
+            "invalid_request",
+            "subject_token/typ_mismatch",
+        ),
+        row(
+            "refresh_token_as_jwt",
+            BFF,
+            as_type(&kind(json!("Refresh")), JWT),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+        row(
+            "offline_token_as_jwt",
+            BFF,
+            as_type(&kind(json!("Offline")), JWT),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+        row(
+            "logout_token_as_id_token",
+            BFF,
+            as_type(&kind(json!("Logout")), ID_TOKEN),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+        row(
+            "access_token_as_id_token",
+            BFF,
+            as_type(&kind(json!("Bearer")), ID_TOKEN),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+        row(
+            "typ_claim_not_a_string",
+            BFF,
+            as_type(&kind(json!(["Bearer"])), JWT),
+        )
+        .refused(400, "invalid_request", "subject_token/invalid_claim"),
+    ];
+    run("§4 typ claim", &sts, rows).await;
+}

@@ -133,13 +133,9 @@ fn compile(
         Some(names) => issuer_ids(config, names).map_err(|r| ("actor_issuers", r))?,
         None => subject_issuers.clone(),
     };
-    if raw
-        .audiences
-        .iter()
-        .chain(&raw.resources)
-        .any(String::is_empty)
-    {
-        return Err(("audiences", "targets must not be empty strings".into()));
+    // (An empty resource fails the URI check below, under its own field name.)
+    if raw.audiences.iter().any(String::is_empty) {
+        return Err(("audiences", "must not contain empty strings".into()));
     }
     if let Some(bad) = raw
         .resources

@@ -138,6 +138,8 @@ struct RawClaims<'a> {
     act: Option<&'a RawValue>,
     #[serde(borrow)]
     may_act: Option<&'a RawValue>,
+    #[serde(borrow)]
+    typ: Option<&'a RawValue>,
 }
 
 /// The claims of a token, typed, not yet trusted.
@@ -156,6 +158,9 @@ pub(super) struct Claims {
     /// Prior actors, the current (outermost `act`) first.
     pub act: Vec<ActorId>,
     pub may_act: Option<ActorId>,
+    /// The `typ` *claim* (not header) by which Keycloak and Red Hat SSO tell token
+    /// kinds apart: `Bearer`, `ID`, `Refresh`, `Offline`, `Logout`.
+    pub typ: Option<String>,
 }
 
 fn claim<T: DeserializeOwned>(
@@ -201,6 +206,7 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
             .map(|a| flatten_act(a.0))
             .transpose()?
             .unwrap_or_default(),
+        typ: claim(raw.typ, "typ")?,
         may_act: may_act.map(|JsonObject(m)| ActorId {
             sub: m.sub,
             iss: m.iss,
@@ -367,6 +373,7 @@ mod tests {
             ("act", json!({ "sub": "" })),
             ("may_act", json!("svc")),
             ("may_act", json!(["bff"])),
+            ("typ", json!(["Bearer"])),
             ("may_act", json!({ "iss": "x" })),
         ];
         for (name, value) in cases {
