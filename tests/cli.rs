@@ -1,0 +1,552 @@
+//! The `gleipnir` binary as an operator meets it: `keygen`, `check`, `serve` refusing a
+//! bad configuration before it binds, `dev` running the delegation example it prints, and
+//! `check` on the shipped deploy/gleipnir.toml.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gleipnir::jose::JwsAlgorithm;
+use gleipnir::keys::SigningKey;
+use serde_json::json;
+use support::{AT, GRANT, claims_of, encode_form};
+
+fn gleipnir() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gleipnir"));
+    // Keep the child's logs short and deterministic whatever the caller's RUST_LOG.
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String, String) {
+    let out = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// `gleipnir keygen --alg <alg> --out <out>`.
+fn keygen(alg: &str, out: &Path) -> (Output, String, String) {
+    run(gleipnir().args(["keygen", "--alg", alg, "--out"]).arg(out))
+}
+
+// ---- keygen ----------------------------------------------------------------------------
+
+#[test]
+fn keygen_writes_a_private_pem_that_loads_and_prints_its_kid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    let (out, stdout, stderr) = run(gleipnir().args(["keygen", "--out"]).arg(&path));
+    assert!(out.status.success(), "{stderr}");
+
+    let key = SigningKey::from_pem_file(JwsAlgorithm::Es256, &path).unwrap();
+    assert!(
+        stdout.contains(&format!("(kid {})", key.kid())),
+        "the printed kid is the key's: {stdout}"
+    );
+    assert!(stdout.contains("ES256"), "ES256 is the default: {stdout}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "private key mode {mode:o}");
+    }
+}
+
+#[test]
+fn keygen_never_overwrites_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    let (first, _, stderr) = keygen("ES256", &path);
+    assert!(first.status.success(), "{stderr}");
+    let before = std::fs::read(&path).unwrap();
+
+    let (second, stdout, stderr) = keygen("ES256", &path);
+    assert!(!second.status.success(), "overwrote: {stdout}");
+    assert!(
+        stderr.contains(&path.display().to_string()),
+        "names the file: {stderr}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "file unchanged");
+}
+
+#[test]
+fn keygen_makes_eddsa_keys_and_refuses_symmetric_algorithms() {
+    let dir = tempfile::tempdir().unwrap();
+    let ed = dir.path().join("ed.pem");
+    let (out, stdout, stderr) = keygen("EdDSA", &ed);
+    assert!(out.status.success(), "{stderr}");
+    let key = SigningKey::from_pem_file(JwsAlgorithm::EdDsa, &ed).unwrap();
+    assert!(stdout.contains(key.kid()), "{stdout}");
+    assert!(
+        SigningKey::from_pem_file(JwsAlgorithm::Es256, &ed).is_err(),
+        "an Ed25519 key, not a P-256 one"
+    );
+
+    for alg in ["HS256", "RS256", "none"] {
+        let path = dir.path().join(format!("{alg}.pem"));
+        let (out, _, stderr) = keygen(alg, &path);
+        assert!(!out.status.success(), "{alg} accepted");
+        assert!(stderr.contains(alg), "{alg}: {stderr}");
+        assert!(!path.exists(), "{alg}: nothing written");
+    }
+}
+
+// ---- check -----------------------------------------------------------------------------
+
+const SECRET_VAR: &str = "GLEIPNIR_CLI_TEST_BFF_SECRET";
+
+const CONFIG: &str = r#"issuer = "https://sts.example.com"
+
+[server]
+listen = "127.0.0.1:8080"
+
+[signing]
+algorithm = "ES256"
+key_file = "signing.pem"
+
+[policy]
+dir = "policies"
+
+[[issuers]]
+name = "corp"
+issuer = "https://idp.example.com/realms/corp"
+jwks_uri = "https://idp.example.com/realms/corp/certs"
+
+[[clients]]
+id = "bff"
+secret = { env = "GLEIPNIR_CLI_TEST_BFF_SECRET" }
+
+[[clients]]
+id = "orders-api"
+secret = { value = "orders-secret" }
+"#;
+
+const POLICY: &str = r#"[clients.bff]
+delegate = true
+subject_issuers = ["corp"]
+audiences = ["orders-api"]
+scopes = ["orders:read"]
+"#;
+
+/// A directory with a valid gleipnir.toml, its key and one policy file.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, _, stderr) = keygen("ES256", &dir.path().join("signing.pem"));
+        assert!(out.status.success(), "{stderr}");
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let setup = Setup { dir };
+        setup.write_config(CONFIG);
+        std::fs::write(setup.policy_path(), POLICY).unwrap();
+        setup
+    }
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gleipnir.toml")
+    }
+    fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policies/bff.toml")
+    }
+    fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+    /// `gleipnir <command> --config gleipnir.toml` with the bff secret in its environment.
+    fn command(&self, command: &str) -> Command {
+        let mut c = gleipnir();
+        c.args([command, "--config"])
+            .arg(self.config_path())
+            .env(SECRET_VAR, "bff-secret");
+        c
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let setup = Setup::new();
+    let (out, stdout, stderr) = run(&mut setup.command("check"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("{}: ok", setup.config_path().display())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_refuses_bad_configs_naming_file_and_field() {
+    // One row per refusal: what the files say, and what the message must name.
+    struct Case {
+        what: &'static str,
+        config: String,
+        policy: String,
+        unset_secret: bool,
+        file: &'static str,
+        says: &'static [&'static str],
+    }
+    fn case(
+        what: &'static str,
+        config: String,
+        policy: String,
+        file: &'static str,
+        says: &'static [&'static str],
+    ) -> Case {
+        Case {
+            what,
+            config,
+            policy,
+            unset_secret: false,
+            file,
+            says,
+        }
+    }
+    let cases = [
+        case(
+            "unknown field",
+            CONFIG.replace("[signing]", "[signing]\nkey_id = \"k1\""),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["toml", "unknown field `key_id`", "(line "],
+        ),
+        case(
+            "bad listen address",
+            CONFIG.replace("127.0.0.1:8080", "localhost"),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["server.listen", "\"localhost\""],
+        ),
+        case(
+            "missing key file",
+            CONFIG.replace("\"signing.pem\"", "\"absent.pem\""),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["signing.key_file", "absent.pem"],
+        ),
+        Case {
+            unset_secret: true,
+            ..case(
+                "env secret unset",
+                CONFIG.into(),
+                POLICY.into(),
+                "gleipnir.toml",
+                &["clients[bff].secret", SECRET_VAR],
+            )
+        },
+        case(
+            "policy names an unknown issuer",
+            CONFIG.into(),
+            POLICY.replace("[\"corp\"]", "[\"partner\"]"),
+            "bff.toml",
+            &["clients.bff.subject_issuers", "\"partner\""],
+        ),
+        case(
+            "policy for a client not in the config",
+            CONFIG.into(),
+            POLICY.replace("[clients.bff]", "[clients.ghost]"),
+            "bff.toml",
+            &["clients.ghost", "no such client"],
+        ),
+    ];
+    for c in cases {
+        let setup = Setup::new();
+        assert_ne!(
+            (c.config.as_str(), c.policy.as_str(), c.unset_secret),
+            (CONFIG, POLICY, false),
+            "{}: the case changes nothing",
+            c.what
+        );
+        setup.write_config(&c.config);
+        std::fs::write(setup.policy_path(), &c.policy).unwrap();
+        let mut command = setup.command("check");
+        if c.unset_secret {
+            command.env_remove(SECRET_VAR);
+        }
+        let (out, stdout, stderr) = run(&mut command);
+        assert!(!out.status.success(), "{}: accepted: {stdout}", c.what);
+        let file = match c.file {
+            "bff.toml" => setup.policy_path(),
+            _ => setup.config_path(),
+        };
+        assert!(
+            stderr.contains(&format!("{}: ", file.display())),
+            "{}: names {}: {stderr}",
+            c.what,
+            file.display()
+        );
+        for fragment in c.says {
+            assert!(
+                stderr.contains(fragment),
+                "{}: {fragment}: {stderr}",
+                c.what
+            );
+        }
+    }
+}
+
+// ---- serve -----------------------------------------------------------------------------
+
+#[test]
+fn serve_refuses_a_bad_config_before_binding() {
+    let setup = Setup::new();
+    // The public port is taken: a serve that bound before validating would fail with
+    // "cannot listen" instead of naming the bad field.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    setup.write_config(
+        &CONFIG
+            .replace("127.0.0.1:8080", &addr)
+            .replace("\"signing.pem\"", "\"absent.pem\""),
+    );
+    let started = Instant::now();
+    let (out, stdout, stderr) = run(&mut setup.command("serve"));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: signing.key_file",
+            setup.config_path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+// ---- dev -------------------------------------------------------------------------------
+
+/// Kills the child when dropped, so a failing assertion leaks no process.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The URL after `marker` in `line`, up to the next space, ')' or ';'.
+fn url_after(line: &str, marker: &str) -> String {
+    let start = line
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {line}"))
+        + marker.len();
+    line[start..]
+        .split([' ', ')', ';'])
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_runs_the_example_it_prints() {
+    let mut child = gleipnir()
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--demo-issuer-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+
+    // Readers on threads: a pipe the child fills must never block it, and a child that
+    // prints nothing must not hang the test.
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let mut example = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let status = child.0.try_wait().unwrap();
+            panic!("no complete example on stdout (status {status:?}):\n{example}");
+        };
+        example.push_str(&line);
+        example.push('\n');
+        if line.contains("-d audience=") {
+            break;
+        }
+    }
+    let first = example
+        .lines()
+        .find(|l| l.starts_with("gleipnir dev is serving "))
+        .unwrap_or_else(|| panic!("no address line:\n{example}"));
+    let sts = url_after(first, "is serving ");
+    let admin = url_after(first, "(admin ");
+    let iss = url_after(first, "demo issuer at ");
+    for url in [&sts, &admin, &iss] {
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}: {first}");
+        assert!(!url.ends_with(":0"), "the bound port, not 0: {first}");
+    }
+
+    // The steps below are the printed ones: fail if the example drifts from them.
+    for step in [
+        format!("curl -s {iss}/token -d sub=alice -d aud=bff -d scope='orders:read orders:write'"),
+        format!("curl -s {iss}/token -d sub=bff -d client_id=bff"),
+        format!("curl -s -u bff:bff-dev-secret {sts}/token"),
+        format!("-d grant_type={GRANT}"),
+        format!("-d subject_token=\"$SUBJECT\" -d subject_token_type={AT}"),
+        format!("-d actor_token=\"$ACTOR\" -d actor_token_type={AT}"),
+        "-d audience=orders-api -d scope=orders:read".to_owned(),
+    ] {
+        assert!(
+            example.contains(&step),
+            "example lacks {step:?}:\n{example}"
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let demo_token = |form: &'static [(&'static str, &'static str)]| {
+        let request = http
+            .post(format!("{iss}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode_form(form));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let subject = demo_token(&[
+        ("sub", "alice"),
+        ("aud", "bff"),
+        ("scope", "orders:read orders:write"),
+    ])
+    .await;
+    let actor = demo_token(&[("sub", "bff"), ("client_id", "bff")]).await;
+
+    let response = http
+        .post(format!("{sts}/token"))
+        .basic_auth("bff", Some("bff-dev-secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode_form(&[
+            ("grant_type", GRANT),
+            ("subject_token", &subject),
+            ("subject_token_type", AT),
+            ("actor_token", &actor),
+            ("actor_token_type", AT),
+            ("audience", "orders-api"),
+            ("scope", "orders:read"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let claims = claims_of(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["aud"], "orders-api");
+    assert_eq!(claims["act"], json!({ "sub": "bff" }));
+    assert_eq!(claims["scope"], "orders:read");
+    assert_eq!(claims["iss"], sts.as_str());
+
+    let livez = http.get(format!("{admin}/livez")).send().await.unwrap();
+    assert_eq!(livez.status(), 200, "the printed admin address serves");
+
+    drop(child);
+    let stderr = stderr_reader.join().unwrap();
+    assert!(stderr.contains("DEV MODE"), "{stderr}");
+}
+
+// ---- the shipped deploy config ---------------------------------------------------------
+
+/// Every `env = "NAME"` secret source anywhere in the config.
+fn env_names(value: &toml::Value, names: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, v) in table {
+                match (key.as_str(), v) {
+                    ("env", toml::Value::String(name)) => names.push(name.clone()),
+                    _ => env_names(v, names),
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter().for_each(|v| env_names(v, names)),
+        _ => {}
+    }
+}
+
+#[test]
+fn deploy_config_passes_check() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = manifest.join("deploy/gleipnir.toml");
+    let text =
+        std::fs::read_to_string(&shipped).unwrap_or_else(|e| panic!("{}: {e}", shipped.display()));
+    let mut config: toml::Table = toml::from_str(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Its policies are the repository's (it names them relative to deploy/).
+    let policy_dir = &mut config["policy"]["dir"];
+    assert_eq!(policy_dir.as_str(), Some("../policies"), "[policy] dir");
+    *policy_dir = toml::Value::String(manifest.join("policies").display().to_string());
+    let config_path = dir.path().join("gleipnir.toml");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+
+    // Its key is a fresh one where key_file says, relative to the config.
+    let signing = &config["signing"];
+    let key_file = dir.path().join(signing["key_file"].as_str().unwrap());
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    let alg = signing
+        .get("algorithm")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("ES256");
+    let (out, _, stderr) = keygen(alg, &key_file);
+    assert!(out.status.success(), "{stderr}");
+
+    // Every secret it reads from the environment gets a dummy value.
+    let mut names = Vec::new();
+    env_names(&toml::Value::Table(config), &mut names);
+    let mut check = gleipnir();
+    check.arg("check").arg("--config").arg(&config_path);
+    for name in &names {
+        assert!(
+            name.starts_with("GLEIPNIR_SECRET_"),
+            "secret variables are named GLEIPNIR_SECRET_*: {name}"
+        );
+        check.env(name, "dummy-secret-for-check");
+    }
+    let (out, stdout, stderr) = run(&mut check);
+    assert!(
+        out.status.success(),
+        "check of deploy/gleipnir.toml failed (secrets set: {names:?}):\n{stderr}"
+    );
+    assert!(stdout.contains(": ok"), "{stdout}");
+}
