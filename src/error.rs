@@ -213,6 +213,11 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 InvalidRequest,
                 "actor_token does not belong to the client",
             ),
+            PolicyError::ActorTokenSelfIssued => wire(
+                BAD,
+                InvalidRequest,
+                "actor_token must not be issued by this service",
+            ),
             PolicyError::ActorTokenDelegated => wire(
                 BAD,
                 InvalidRequest,

@@ -1,6 +1,6 @@
-//! The one place where the stages meet, in order (DESIGN.md):
-//! request parameters → client authentication → subject (and actor) token validation →
-//! policy decision → minting. Each step's output type proves the step before it.
+//! The one place where the stages meet, in order: client authentication → request
+//! parameters → policy admission → subject (and actor) token validation → policy decision
+//! → minting. Each step's output type proves the step before it.
 
 mod request;
 
@@ -74,9 +74,12 @@ impl Exchanger {
         form: &FormBody,
         audit: &mut AuditRecord,
     ) -> Result<(crate::policy::Grant, IssuedToken), ExchangeError> {
-        let request = TokenExchangeRequest::from_form(form)?;
+        // Who is asking comes first: an unauthenticated caller learns nothing about the
+        // request beyond 401 and costs no more than a form decode (EXCHANGE-RULES §3).
         let client = self.clients.authenticate(authorization, form)?;
         audit.client_id = Some(client.id().to_owned());
+        let request = TokenExchangeRequest::from_form(form)?;
+        let admission = self.policy.admit(&client, request.actor.is_some())?;
 
         let subject = self
             .validator
@@ -103,9 +106,7 @@ impl Exchanger {
             scope: request.scope.as_deref(),
             requested_token_type: request.requested_token_type,
         };
-        let grant =
-            self.policy
-                .decide(&client, &subject, actor.as_ref(), targets, self.clock.now())?;
+        let grant = admission.decide(&subject, actor.as_ref(), targets, self.clock.now())?;
         let issued = self.minter.mint(&grant)?;
         Ok((grant, issued))
     }

@@ -7,15 +7,21 @@
 //! ```text
 //! hyper Request
 //!  └─ http::body::read_form              -> FormBody               POST, form type, size cap
-//!     └─ TokenExchangeRequest::from_form  -> TokenExchangeRequest   RFC 8693 §2.1, strict
-//!        └─ ClientAuthenticator::authenticate -> AuthenticatedClient
-//!           ├─ TokenValidator::validate(subject) -> VerifiedToken<Subject>  JWKS cache
-//!           └─ TokenValidator::validate(actor)   -> VerifiedToken<Actor>    (when sent)
-//!              └─ PolicyEngine::decide -> Grant       delegation chain, targets, scope, lifetime
-//!                 └─ Minter::mint(&Grant) -> IssuedToken
-//!                    └─ http::response::token       RFC 8693 §2.2.1 JSON
+//!     └─ ClientAuthenticator::authenticate -> AuthenticatedClient  before any parameter
+//!        └─ TokenExchangeRequest::from_form -> TokenExchangeRequest  RFC 8693 §2.1, strict
+//!           └─ PolicyEngine::admit -> Admission      client enabled for this mode
+//!              ├─ TokenValidator::validate(subject) -> VerifiedToken<Subject>  JWKS cache
+//!              └─ TokenValidator::validate(actor)   -> VerifiedToken<Actor>    (when sent)
+//!                 └─ Admission::decide -> Grant      delegation chain, targets, scope, lifetime
+//!                    └─ Minter::mint(&Grant) -> IssuedToken
+//!                       └─ http::response::token     RFC 8693 §2.2.1 JSON
 //!  any stage Err ─► error::to_wire ─► RFC 6749 §5.2 error JSON
 //! ```
+//!
+//! The order differs from DESIGN's sketch in two places, on purpose: the client is
+//! authenticated before the exchange parameters are read (an unauthenticated caller gets
+//! 401 and costs one form decode), and the token-independent policy checks run before any
+//! token is validated (a disabled client costs no signature check and no JWKS fetch).
 //!
 //! Stages: [`exchange`] (request parameters, and where the stages meet), [`client_auth`],
 //! [`token`], [`policy`], [`mint`]. The edge: [`http`], [`server`]. Supporting modules,

@@ -44,6 +44,10 @@ pub enum PolicyError {
     /// Rule 1: the actor token does not belong to the authenticated client.
     #[error("actor token not bound to client")]
     ActorNotBoundToClient,
+    /// The actor token was issued by gleipnir itself: such a token names a subject and the
+    /// client that asked for it, never an actor.
+    #[error("actor token issued by gleipnir itself")]
+    ActorTokenSelfIssued,
     /// The actor token itself carries `act`: it belongs to another chain.
     #[error("actor token carries its own delegation chain")]
     ActorTokenDelegated,
@@ -86,6 +90,7 @@ impl PolicyError {
             PolicyError::SubjectIssuerNotAccepted => "subject_issuer_not_accepted",
             PolicyError::ActorIssuerNotAccepted => "actor_issuer_not_accepted",
             PolicyError::ActorNotBoundToClient => "actor_not_bound_to_client",
+            PolicyError::ActorTokenSelfIssued => "actor_token_self_issued",
             PolicyError::ActorTokenDelegated => "actor_token_delegated",
             PolicyError::SubjectNotBoundToClient => "subject_not_bound_to_client",
             PolicyError::MayActMismatch => "may_act_mismatch",
@@ -199,25 +204,55 @@ impl PolicyEngine {
         })
     }
 
-    /// Decides an exchange at time `now`.
-    pub fn decide(
-        &self,
-        client: &AuthenticatedClient,
-        subject: &VerifiedToken<Subject>,
-        actor: Option<&VerifiedToken<Actor>>,
-        targets: Targets<'_>,
-        now: u64,
-    ) -> Result<Grant, PolicyError> {
+    /// The checks that need no token, made before any token is validated: the client has
+    /// an enabled policy and may exchange in this mode (with an actor token or without).
+    /// A refusal here costs no signature verification and cannot cause a JWKS fetch.
+    pub fn admit<'a>(
+        &'a self,
+        client: &'a AuthenticatedClient,
+        with_actor_token: bool,
+    ) -> Result<Admission<'a>, PolicyError> {
         let policy = self
             .clients
             .get(client.id())
             .filter(|p| p.enabled)
             .ok_or(PolicyError::ClientNotEnabled)?;
-        match actor {
-            Some(_) if !policy.delegate => return Err(PolicyError::DelegationNotAllowed),
-            None if !policy.impersonate => return Err(PolicyError::ImpersonationNotAllowed),
-            _ => {}
-        }
+        check_mode(policy, with_actor_token)?;
+        Ok(Admission {
+            own_issuer: &self.own_issuer,
+            client,
+            policy,
+        })
+    }
+}
+
+fn check_mode(policy: &ClientPolicy, with_actor_token: bool) -> Result<(), PolicyError> {
+    match (with_actor_token, policy.delegate, policy.impersonate) {
+        (true, false, _) => Err(PolicyError::DelegationNotAllowed),
+        (false, _, false) => Err(PolicyError::ImpersonationNotAllowed),
+        _ => Ok(()),
+    }
+}
+
+/// A client admitted by [`PolicyEngine::admit`], awaiting its verified tokens.
+pub struct Admission<'a> {
+    own_issuer: &'a str,
+    client: &'a AuthenticatedClient,
+    policy: &'a ClientPolicy,
+}
+
+impl Admission<'_> {
+    /// Decides the exchange at time `now`.
+    pub fn decide(
+        &self,
+        subject: &VerifiedToken<Subject>,
+        actor: Option<&VerifiedToken<Actor>>,
+        targets: Targets<'_>,
+        now: u64,
+    ) -> Result<Grant, PolicyError> {
+        let (client, policy) = (self.client, self.policy);
+        // The mode was admitted for the request; the tokens must be the ones it announced.
+        check_mode(policy, actor.is_some())?;
         if !policy.subject_issuers.contains(&subject.issuer()) {
             return Err(PolicyError::SubjectIssuerNotAccepted);
         }
@@ -226,6 +261,12 @@ impl PolicyEngine {
         // whose identity the STS vouches for.
         let acting = match actor {
             Some(actor) => {
+                // A token gleipnir issued names a subject and, in `client_id`, the client
+                // that asked for it: it never proves who acts. Accepting one here would let
+                // a client turn any token it was given into "that party acts" (rules 1-3).
+                if actor.issuer() == IssuerId::SELF {
+                    return Err(PolicyError::ActorTokenSelfIssued);
+                }
                 if !policy.actor_issuers.contains(&actor.issuer()) {
                     return Err(PolicyError::ActorIssuerNotAccepted);
                 }
@@ -245,7 +286,7 @@ impl PolicyEngine {
             }
             None => ActorId {
                 sub: client.client().actor_sub().to_owned(),
-                iss: Some(self.own_issuer.clone()),
+                iss: Some(self.own_issuer.to_owned()),
             },
         };
 

@@ -252,6 +252,26 @@ fn check_refuses_bad_configs_naming_file_and_field() {
             &["clients.bff.subject_issuers", "\"partner\""],
         ),
         case(
+            "policy lets gleipnir's own tokens act",
+            CONFIG.into(),
+            POLICY.replace(
+                "subject_issuers = [\"corp\"]",
+                "subject_issuers = [\"corp\"]\nactor_issuers = [\"corp\", \"self\"]",
+            ),
+            "bff.toml",
+            &[
+                "clients.bff.actor_issuers",
+                "\"self\" cannot issue actor tokens",
+            ],
+        ),
+        case(
+            "delegating policy with no upstream actor issuer",
+            CONFIG.into(),
+            POLICY.replace("[\"corp\"]", "[\"self\"]"),
+            "bff.toml",
+            &["clients.bff.actor_issuers", "delegate = true needs"],
+        ),
+        case(
             "policy for a client not in the config",
             CONFIG.into(),
             POLICY.replace("[clients.bff]", "[clients.ghost]"),

@@ -2778,3 +2778,131 @@ async fn section4_typ_claim_keeps_token_kinds_apart() {
     ];
     run("§4 typ claim", &sts, rows).await;
 }
+
+/// EXCHANGE-RULES §5 rules 1-3 against gleipnir's own tokens. A token gleipnir issued names
+/// its subject and, in `client_id`, the client that asked for it; if it were accepted as an
+/// actor token, a client could launder any token it was handed into "that party acts":
+/// first impersonate (bob's token, sent to mallory, comes back with client_id = mallory),
+/// then present the result as its actor token. Refused in code, whatever the policy says
+/// (a policy cannot even name "self" as an actor issuer; see tests/cli.rs).
+#[tokio::test]
+async fn section5_self_issued_tokens_never_act() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    // No actor_issuers: the default is the subject issuers, and "self" is never inherited.
+    let policy = r#"
+[clients.mallory]
+impersonate = true
+delegate = true
+subject_issuers = ["corp", "self"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+scopes = ["orders:read"]
+"#;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .policy(policy)
+        .start()
+        .await;
+    let launder = |token: String| {
+        let sts = &sts;
+        async move {
+            let answer = sts.exchange(MALLORY, &impersonation(&token)).await;
+            assert_eq!(answer.status, 200, "laundering step: {}", answer.body);
+            assert_eq!(answer.claims()["client_id"], "mallory");
+            answer.token().to_owned()
+        }
+    };
+    // bob's own token, sent to mallory's API, and orders-api's service token likewise.
+    let bob_as_actor = launder(issuer.user_token("bob", "mallory", "orders:read")).await;
+    let orders_as_actor = launder(issuer.sign(patch(
+        &issuer.actor_claims("orders-api"),
+        json!({ "aud": "mallory" }),
+    )))
+    .await;
+    // alice's token for mallory, and alice's token meant for orders-api only.
+    let alice = issuer.user_token("alice", "mallory", "orders:read");
+    let alice_for_orders = issuer.sign(patch(
+        &issuer.user_claims("alice", "orders-api", "orders:read"),
+        json!({ "may_act": { "sub": "orders-api" } }),
+    ));
+    let self_issued = "policy/actor_token_self_issued";
+    let rows = vec![
+        row(
+            "ok_mallory_own_actor_token",
+            MALLORY,
+            del(&alice, &issuer.actor_token("mallory")),
+        )
+        .granted(json!({ "sub": "alice", "act": { "sub": "mallory" } })),
+        row(
+            "bob_laundered_into_actor",
+            MALLORY,
+            del(&alice, &bob_as_actor),
+        )
+        .refused(400, "invalid_request", self_issued),
+        row(
+            "orders_api_laundered_into_actor_for_may_act",
+            MALLORY,
+            del(&alice_for_orders, &orders_as_actor),
+        )
+        .refused(400, "invalid_request", self_issued),
+        row(
+            "own_delegated_token_as_actor",
+            MALLORY,
+            del(&alice, &launder(issuer.actor_token("mallory")).await),
+        )
+        .refused(400, "invalid_request", self_issued),
+    ];
+    run("§5 self-issued actor tokens", &sts, rows).await;
+}
+
+/// EXCHANGE-RULES §3: without credentials the answer is 401 `invalid_client`, whatever is
+/// wrong with the rest of the request; the parameters are read only for an authenticated
+/// client.
+#[tokio::test]
+async fn section3_authentication_comes_before_parameters() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    let bad_requests: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("missing_subject_token", vec![("grant_type", GRANT)]),
+        (
+            "other_grant_type",
+            vec![("grant_type", "client_credentials")],
+        ),
+        (
+            "relative_resource",
+            vec![("grant_type", GRANT), ("resource", "rel")],
+        ),
+        (
+            "malformed_scope",
+            vec![("grant_type", GRANT), ("scope", "a\"b")],
+        ),
+    ];
+    for (name, form) in bad_requests {
+        let request = sts
+            .http
+            .post(sts.token_url())
+            .header("content-type", FORM_TYPE)
+            .body(encode_form(&form));
+        let answer = sts.post(request).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (401, "invalid_client"),
+            "{name}: {}",
+            answer.body
+        );
+        let request = sts
+            .http
+            .post(sts.token_url())
+            .basic_auth(BFF.0, Some("wrong"))
+            .header("content-type", FORM_TYPE)
+            .body(encode_form(&form));
+        let answer = sts.post(request).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (401, "invalid_client"),
+            "{name} (wrong secret): {}",
+            answer.body
+        );
+    }
+}

@@ -129,10 +129,31 @@ fn compile(
 ) -> Result<ClientPolicy, FieldError> {
     let subject_issuers =
         issuer_ids(config, &raw.subject_issuers).map_err(|r| ("subject_issuers", r))?;
+    // gleipnir's own tokens never serve as actor tokens (the policy refuses them in code);
+    // naming "self" here would be a promise the code does not keep.
     let actor_issuers = match &raw.actor_issuers {
-        Some(names) => issuer_ids(config, names).map_err(|r| ("actor_issuers", r))?,
-        None => subject_issuers.clone(),
+        Some(names) => {
+            let ids = issuer_ids(config, names).map_err(|r| ("actor_issuers", r))?;
+            if ids.contains(&IssuerId::SELF) {
+                return Err((
+                    "actor_issuers",
+                    "\"self\" cannot issue actor tokens: a token gleipnir issued names a subject, not the party that holds it".into(),
+                ));
+            }
+            ids
+        }
+        None => subject_issuers
+            .iter()
+            .copied()
+            .filter(|i| *i != IssuerId::SELF)
+            .collect(),
     };
+    if raw.delegate && actor_issuers.is_empty() {
+        return Err((
+            "actor_issuers",
+            "delegate = true needs the upstream issuers of this client's actor tokens".into(),
+        ));
+    }
     // (An empty resource fails the URI check below, under its own field name.)
     if raw.audiences.iter().any(String::is_empty) {
         return Err(("audiences", "must not contain empty strings".into()));
