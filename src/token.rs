@@ -392,10 +392,7 @@ impl TokenValidator {
                     .map_err(|_| TokenError::KeysUnavailable)?;
                 match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {
                     Err(TokenError::UnknownKid) => {
-                        let refreshed = cache
-                            .refresh_for_unknown_kid(&fetched)
-                            .await
-                            .map_err(|_| TokenError::KeysUnavailable)?;
+                        let refreshed = cache.refresh_for_unknown_kid(&fetched).await;
                         verify_with(&refreshed.keys, kid, alg, signing_input, &signature)
                     }
                     other => other,

@@ -10,8 +10,8 @@
 //! serving the last good keys through an outage up to a maximum staleness. Until then an
 //! expired entry is refetched on demand and a failed fetch answers 503.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::Expiry;
@@ -71,7 +71,8 @@ pub struct JwksCache {
     algorithms: Vec<JwsAlgorithm>,
     http: reqwest::Client,
     cache: Cache<(), Arc<FetchedKeys>>,
-    last_forced: Mutex<Option<Instant>>,
+    /// Serialises forced refetches; holds when the last one started.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
     has_keys: AtomicBool,
 }
 
@@ -92,7 +93,7 @@ impl JwksCache {
                 .max_capacity(1)
                 .expire_after(TtlFromCacheControl)
                 .build(),
-            last_forced: Mutex::new(None),
+            refetch: tokio::sync::Mutex::new(None),
             has_keys: AtomicBool::new(false),
         }
     }
@@ -109,29 +110,34 @@ impl JwksCache {
     }
 
     /// Called when a token names a `kid` that `seen` does not have. Refetches at most once
-    /// per cooldown; within the cooldown, returns the current keys (joining a fetch in
-    /// flight), so the caller looks the `kid` up once more and then refuses.
-    pub async fn refresh_for_unknown_kid(
-        &self,
-        seen: &Arc<FetchedKeys>,
-    ) -> Result<Arc<FetchedKeys>, Arc<FetchError>> {
-        let force = {
-            let mut last = self
-                .last_forced
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let latest = last.map_or(seen.fetched_at, |l| l.max(seen.fetched_at));
-            let due = latest.elapsed() >= UNKNOWN_KID_COOLDOWN;
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
-        if force {
-            tracing::info!(issuer = %self.name, "unknown kid: refetching JWKS");
-            self.cache.invalidate(&()).await;
+    /// per cooldown; concurrent callers wait for that one fetch and share its result. The
+    /// current keys stay in the cache until a fetch succeeds, so a refetch forced by a bad
+    /// `kid` during an upstream outage never costs the keys that still work.
+    pub async fn refresh_for_unknown_kid(&self, seen: &Arc<FetchedKeys>) -> Arc<FetchedKeys> {
+        // Held across the fetch on purpose: this is the miss path, and the waiters queued
+        // here are exactly the requests that should share the fetch's result.
+        let mut last_forced = self.refetch.lock().await;
+        let current = self
+            .cache
+            .get(&())
+            .await
+            .unwrap_or_else(|| Arc::clone(seen));
+        if !Arc::ptr_eq(&current, seen) {
+            return current; // refreshed while we waited
         }
-        self.keys().await
+        let latest = last_forced.map_or(current.fetched_at, |l| l.max(current.fetched_at));
+        if latest.elapsed() < UNKNOWN_KID_COOLDOWN {
+            return current;
+        }
+        *last_forced = Some(Instant::now());
+        tracing::info!(issuer = %self.name, "unknown kid: refetching JWKS");
+        match self.fetch().await {
+            Ok(fresh) => {
+                self.cache.insert((), Arc::clone(&fresh)).await;
+                fresh
+            }
+            Err(_) => current,
+        }
     }
 
     async fn fetch(&self) -> Result<Arc<FetchedKeys>, FetchError> {
@@ -220,6 +226,121 @@ fn ttl_from_cache_control(value: &str) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-route HTTP upstream on loopback answering `status` with `body`, counting requests.
+    async fn upstream(status: u16, body: &'static str) -> (reqwest::Url, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = reqwest::Url::parse(&format!(
+            "http://{}/jwks.json",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                // Slow enough that concurrent callers overlap with the fetch.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, hits)
+    }
+
+    const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"new","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    /// Puts keys "fetched 31 s ago" in the cache, as if the cooldown had passed.
+    async fn seeded(cache: &JwksCache) -> Arc<FetchedKeys> {
+        let old = Arc::new(FetchedKeys {
+            keys: KeySet::default(),
+            fetched_at: Instant::now().checked_sub(Duration::from_secs(31)).unwrap(),
+            ttl: DEFAULT_TTL,
+        });
+        cache.cache.insert((), Arc::clone(&old)).await;
+        old
+    }
+
+    fn cache_for(url: reqwest::Url) -> JwksCache {
+        JwksCache::new(
+            "test".into(),
+            url,
+            JwsAlgorithm::DEFAULT_ALLOWED.to_vec(),
+            reqwest::Client::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn failed_unknown_kid_refetch_keeps_the_last_good_keys() {
+        let (url, hits) = upstream(500, "down").await;
+        let cache = cache_for(url);
+        let old = seeded(&cache).await;
+        let after = cache.refresh_for_unknown_kid(&old).await;
+        assert!(
+            Arc::ptr_eq(&after, &old),
+            "the failed refetch returns the keys we had"
+        );
+        assert!(
+            Arc::ptr_eq(&cache.keys().await.unwrap(), &old),
+            "and they are still cached"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_unknown_kids_share_one_refetch_then_cool_down() {
+        let (url, hits) = upstream(200, JWKS).await;
+        let cache = cache_for(url);
+        let old = seeded(&cache).await;
+        let results = join_all(
+            (0..8)
+                .map(|_| cache.refresh_for_unknown_kid(&old))
+                .collect(),
+        )
+        .await;
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "eight waiters, one fetch");
+        for fresh in &results {
+            assert!(Arc::ptr_eq(fresh, &results[0]));
+            assert!(!Arc::ptr_eq(fresh, &old));
+        }
+        assert_eq!(results[0].keys.len(), 1);
+        // Within the cooldown, a new unknown kid causes no fetch.
+        let again = cache.refresh_for_unknown_kid(&results[0]).await;
+        assert!(Arc::ptr_eq(&again, &results[0]));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// Polls every future concurrently on this task (no extra crate for join_all).
+    async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+        let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+        let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+                if output.is_none() {
+                    match future.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => *output = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        outputs.into_iter().flatten().collect()
+    }
 
     #[test]
     fn cache_control_is_clamped() {
