@@ -11,6 +11,12 @@ use crate::policy::Grant;
 pub struct AuditRecord {
     /// The client, once authenticated.
     pub client_id: Option<String>,
+    /// How it authenticated (`client_secret_basic`, `client_secret_post`).
+    pub auth_method: Option<&'static str>,
+    /// The subject token's `jti` and declared type, once verified (lineage across hops).
+    pub subject_jti: Option<String>,
+    /// The declared subject and actor token types.
+    pub token_types: Option<(&'static str, Option<&'static str>)>,
     /// The subject's (`iss`, `sub`), once verified.
     pub subject: Option<(String, String)>,
     /// The actor's (`iss`, `sub`), once verified.
@@ -27,6 +33,10 @@ impl AuditRecord {
             decision = "granted",
             rule = grant.rule(),
             client_id = grant.client_id(),
+            auth_method = self.auth_method,
+            subject_token_type = self.token_types.map(|t| t.0),
+            actor_token_type = self.token_types.and_then(|t| t.1),
+            subject_jti = self.subject_jti.as_deref(),
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = grant.sub(),
             actor_chain = ?chain,
@@ -47,6 +57,8 @@ impl AuditRecord {
             reason = error.reason(),
             detail = %error,
             client_id = self.client_id.as_deref(),
+            auth_method = self.auth_method,
+            subject_jti = self.subject_jti.as_deref(),
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = self.subject.as_ref().map(|s| s.1.as_str()),
             actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),

@@ -15,7 +15,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::config::{ClientConfig, ConfigError};
-use crate::oauth::form::FormBody;
+use crate::oauth::form::{self, FormBody};
 
 /// Why client authentication failed.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -249,17 +249,12 @@ fn parse_basic(header: &[u8]) -> Result<(String, Zeroizing<String>), ClientAuthE
         decoded.get(..colon).unwrap_or_default(),
         decoded.get(colon + 1..).unwrap_or_default(),
     );
-    // Reuse the strict form decoder: "id=secret" decodes each side the same way.
-    let mut pair = Zeroizing::new(Vec::with_capacity(decoded.len() + 4));
-    pair.extend_from_slice(b"i=");
-    pair.extend_from_slice(id);
-    pair.extend_from_slice(b"&s=");
-    pair.extend_from_slice(secret);
-    let form = FormBody::parse(&pair).map_err(|_| ClientAuthError::MalformedBasic)?;
-    match (form.single("i"), form.single("s")) {
-        (Ok(Some(id)), Ok(Some(secret))) => Ok((id.to_owned(), Zeroizing::new(secret.to_owned()))),
-        _ => Err(ClientAuthError::MalformedBasic),
+    let id = form::decode(id).map_err(|_| ClientAuthError::MalformedBasic)?;
+    let secret = Zeroizing::new(form::decode(secret).map_err(|_| ClientAuthError::MalformedBasic)?);
+    if id.is_empty() || secret.is_empty() {
+        return Err(ClientAuthError::MalformedBasic);
     }
+    Ok((id, secret))
 }
 
 #[cfg(test)]
@@ -359,6 +354,13 @@ mod tests {
             (Some(basic("no-colon")), "", ClientAuthError::MalformedBasic),
             (Some(basic("bff%zz:x")), "", ClientAuthError::MalformedBasic),
             (Some(basic(":secret")), "", ClientAuthError::MalformedBasic),
+            (Some(basic("bff+app:")), "", ClientAuthError::MalformedBasic),
+            // Inside Basic, '&' is an ordinary character: no extra form fields smuggled in.
+            (
+                Some(basic("bff+app:s3cr%3Aet%2B&junk=1")),
+                "",
+                ClientAuthError::WrongSecret,
+            ),
             (
                 Some(b"Basic !!!".to_vec()),
                 "",

@@ -59,11 +59,6 @@ impl IssuerId {
     pub fn upstream(index: usize) -> IssuerId {
         IssuerId(u16::try_from(index + 1).unwrap_or(u16::MAX))
     }
-
-    /// The index into [`Config::issuers`], or `None` for [`IssuerId::SELF`].
-    pub fn upstream_index(self) -> Option<usize> {
-        usize::from(self.0).checked_sub(1)
-    }
 }
 
 /// The name policies use for the service's own issuer.
@@ -499,13 +494,6 @@ impl Config {
             .map(IssuerId::upstream)
     }
 
-    /// The name of an issuer, for logs and explanations.
-    pub fn issuer_name(&self, id: IssuerId) -> &str {
-        id.upstream_index()
-            .and_then(|i| self.issuers.get(i))
-            .map_or(SELF_ISSUER_NAME, |i| i.name.as_str())
-    }
-
     /// Our token endpoint URL (RFC 8414 `token_endpoint`).
     pub fn token_endpoint(&self) -> String {
         format!("{}/token", self.issuer.trim_end_matches('/'))
@@ -609,7 +597,6 @@ secret = { env = "BFF_SECRET" }
         assert_eq!(c.clients[0].actor_sub, "bff");
         assert_eq!(c.issuer_id("corp"), Some(IssuerId::upstream(0)));
         assert_eq!(c.issuer_id("self"), Some(IssuerId::SELF));
-        assert_eq!(c.issuer_name(IssuerId::upstream(0)), "corp");
         assert_eq!(c.token_endpoint(), "https://sts.example.com/token");
     }
 

@@ -141,6 +141,10 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 "resource must be an absolute URI without fragment",
             ),
             RequestError::MalformedScope => wire(BAD, InvalidScope, "malformed scope"),
+            RequestError::TooManyScopes => wire(BAD, InvalidScope, "too many scope values"),
+            RequestError::TooManyTargets => {
+                wire(BAD, InvalidTarget, "too many audience and resource values")
+            }
         },
         ExchangeError::Client(e) => {
             let unauthorized = |description| WireError {

@@ -78,6 +78,7 @@ impl Exchanger {
         // request beyond 401 and costs no more than a form decode (EXCHANGE-RULES §3).
         let client = self.clients.authenticate(authorization, form)?;
         audit.client_id = Some(client.id().to_owned());
+        audit.auth_method = Some(client.method().as_str());
         let request = TokenExchangeRequest::from_form(form)?;
         let admission = self.policy.admit(&client, request.actor.is_some())?;
 
@@ -87,6 +88,7 @@ impl Exchanger {
             .await
             .map_err(ExchangeError::Subject)?;
         audit.subject = Some((subject.iss().to_owned(), subject.sub().to_owned()));
+        audit.subject_jti = subject.jti().map(str::to_owned);
         let actor = match &request.actor {
             Some(presented) => {
                 let actor = self
@@ -95,9 +97,14 @@ impl Exchanger {
                     .await
                     .map_err(ExchangeError::Actor)?;
                 audit.actor = Some((actor.iss().to_owned(), actor.sub().to_owned()));
+                audit.token_types =
+                    Some((subject.token_type().name(), Some(actor.token_type().name())));
                 Some(actor)
             }
-            None => None,
+            None => {
+                audit.token_types = Some((subject.token_type().name(), None));
+                None
+            }
         };
 
         let targets = Targets {

@@ -108,7 +108,7 @@ impl PolicyError {
 /// One client's compiled policy.
 #[derive(Debug)]
 pub(crate) struct ClientPolicy {
-    source: String,
+    source: std::sync::Arc<str>,
     enabled: bool,
     impersonate: bool,
     delegate: bool,
@@ -147,7 +147,7 @@ pub struct Grant {
     exp: u64,
     act: Vec<ActorId>,
     token_type: TokenType,
-    rule: String,
+    rule: std::sync::Arc<str>,
 }
 
 impl Grant {
@@ -376,7 +376,7 @@ impl Admission<'_> {
             exp,
             act: chain,
             token_type: targets.requested_token_type,
-            rule: policy.source.clone(),
+            rule: std::sync::Arc::clone(&policy.source),
         })
     }
 }

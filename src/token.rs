@@ -346,8 +346,12 @@ impl TokenValidator {
         if !issuer.token_types.contains(&declared) {
             return Err(TokenError::TokenTypeNotAccepted);
         }
+        // An ID token is only ever an `id_token`: by its claim `typ` (Keycloak) or by the
+        // hashes only ID tokens carry.
+        let id_token_as_other = claims.id_token_markers && declared != TokenType::IdToken;
         if !typ_fits(header.typ.as_deref(), declared)
             || !typ_claim_fits(claims.typ.as_deref(), declared)
+            || id_token_as_other
         {
             return Err(TokenError::TypMismatch);
         }
@@ -439,19 +443,23 @@ fn verify_with(
 /// and may omit `application/` (RFC 7515 §4.1.9). An access token must be explicitly typed
 /// `at+jwt` (RFC 9068 §2.1), which keeps ID tokens and other JWTs from passing as one.
 fn typ_fits(typ: Option<&str>, declared: TokenType) -> bool {
-    let typ = typ.map(|t| {
-        let lower = t.to_ascii_lowercase();
-        match lower.strip_prefix("application/") {
-            Some(rest) => rest.to_owned(),
-            None => lower,
-        }
-    });
+    let is = |want: &str| typ.is_some_and(|t| media_type_is(t, want));
     match declared {
-        TokenType::AccessToken => typ.as_deref() == Some("at+jwt"),
-        TokenType::Jwt => matches!(typ.as_deref(), None | Some("jwt" | "at+jwt")),
-        TokenType::IdToken => matches!(typ.as_deref(), None | Some("jwt")),
+        TokenType::AccessToken => is("at+jwt"),
+        TokenType::Jwt => typ.is_none() || is("jwt") || is("at+jwt"),
+        TokenType::IdToken => typ.is_none() || is("jwt"),
         TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
     }
+}
+
+/// `typ` equals `want`, case-insensitively, with or without `application/`.
+fn media_type_is(typ: &str, want: &str) -> bool {
+    const PREFIX: &str = "application/";
+    let unprefixed = match typ.get(..PREFIX.len()) {
+        Some(p) if p.eq_ignore_ascii_case(PREFIX) => typ.get(PREFIX.len()..).unwrap_or_default(),
+        _ => typ,
+    };
+    unprefixed.eq_ignore_ascii_case(want)
 }
 
 /// Whether a `typ` claim fits the declared type. Keycloak (and Red Hat SSO) sign access,

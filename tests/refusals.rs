@@ -2596,7 +2596,7 @@ async fn section7_bad_input_is_never_a_500() {
                 issuer.iss
             ))),
         )
-        .refused(400, "invalid_request", "subject_token/missing_claim"),
+        .refused(400, "invalid_request", "subject_token/invalid_claim"),
         row(
             "huge_kid",
             BFF,
@@ -2721,6 +2721,15 @@ async fn section4_typ_claim_keeps_token_kinds_apart() {
         )
     };
     let as_type = |token: &str, urn: &str| imp(token).set("subject_token_type", urn);
+    // Claims with members replaced, removed (Value::Null via patch) or, for may_act_null,
+    // set to JSON null explicitly after patching.
+    let kind_with = |changes: Value| {
+        let mut c = patch(&claims, changes.clone());
+        if changes.get("may_act").is_some_and(Value::is_null) {
+            c["may_act"] = Value::Null;
+        }
+        issuer.sign_with(Alg::Rs256, header.clone(), c)
+    };
     let rows = vec![
         row(
             "ok_access_token_as_jwt",
@@ -2773,6 +2782,38 @@ async fn section4_typ_claim_keeps_token_kinds_apart() {
             "typ_claim_not_a_string",
             BFF,
             as_type(&kind(json!(["Bearer"])), JWT),
+        )
+        .refused(400, "invalid_request", "subject_token/invalid_claim"),
+        // ID tokens of any OpenID provider carry at_hash/c_hash; access tokens never do.
+        row(
+            "oidc_id_token_with_at_hash_as_jwt",
+            BFF,
+            as_type(
+                &kind_with(json!({ "typ": null, "nonce": "n", "at_hash": "x" })),
+                JWT,
+            ),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+        row(
+            "oidc_id_token_with_c_hash_as_jwt",
+            BFF,
+            as_type(&kind_with(json!({ "typ": null, "c_hash": "x" })), JWT),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+        row(
+            "ok_oidc_id_token_with_at_hash_as_id_token",
+            BFF,
+            as_type(&kind_with(json!({ "typ": null, "at_hash": "x" })), ID_TOKEN),
+        )
+        .granted(json!({ "sub": "alice" })),
+        // A claim sent as null is refused, not taken as absent.
+        row(
+            "may_act_null",
+            BFF,
+            as_type(
+                &kind_with(json!({ "typ": "Bearer", "may_act": Value::Null })),
+                JWT,
+            ),
         )
         .refused(400, "invalid_request", "subject_token/invalid_claim"),
     ];

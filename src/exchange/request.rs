@@ -1,11 +1,19 @@
 //! Stage 1: the token-exchange request's parameters (RFC 8693 §2.1, EXCHANGE-RULES §2).
 
+use std::collections::HashSet;
+
 use thiserror::Error;
 
 use crate::oauth::form::{FormBody, FormError};
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType, is_resource_uri, is_scope_token};
 
-/// Why a request was refused before anyone was authenticated.
+/// Most distinct scope tokens a request may ask for; more is refused, not truncated.
+pub const MAX_SCOPES: usize = 64;
+/// Most `audience` and `resource` values a request may send in all; policy caps what is
+/// granted (`max_audiences`), this bounds the work of reading them.
+pub const MAX_TARGETS: usize = 16;
+
+/// Why the request itself was refused.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
     /// The body is larger than `server.max_body_bytes`.
@@ -47,6 +55,12 @@ pub enum RequestError {
     /// `scope` is not a space-delimited list of scope tokens (RFC 6749 §3.3).
     #[error("malformed scope")]
     MalformedScope,
+    /// More than [`MAX_SCOPES`] distinct scope tokens.
+    #[error("too many scope values")]
+    TooManyScopes,
+    /// More than [`MAX_TARGETS`] `audience` and `resource` values.
+    #[error("too many audience and resource values")]
+    TooManyTargets,
 }
 
 impl RequestError {
@@ -66,6 +80,8 @@ impl RequestError {
             RequestError::UnsupportedRequestedType => "unsupported_requested_type",
             RequestError::InvalidResource => "invalid_resource",
             RequestError::MalformedScope => "malformed_scope",
+            RequestError::TooManyScopes => "too_many_scopes",
+            RequestError::TooManyTargets => "too_many_targets",
         }
     }
 }
@@ -153,6 +169,14 @@ impl TokenExchangeRequest {
                 _ => return Err(RequestError::UnsupportedRequestedType),
             },
         };
+        if form
+            .all("audience")
+            .chain(form.all("resource"))
+            .nth(MAX_TARGETS)
+            .is_some()
+        {
+            return Err(RequestError::TooManyTargets);
+        }
         let resources: Vec<String> = form.all("resource").map(str::to_owned).collect();
         if !resources.iter().all(|r| is_resource_uri(r)) {
             return Err(RequestError::InvalidResource);
@@ -160,12 +184,16 @@ impl TokenExchangeRequest {
         let scope = match form.single("scope")? {
             None => None,
             Some(s) => {
+                let mut seen = HashSet::new();
                 let mut tokens: Vec<String> = Vec::new();
                 for t in s.split(' ').filter(|t| !t.is_empty()) {
                     if !is_scope_token(t) {
                         return Err(RequestError::MalformedScope);
                     }
-                    if !tokens.iter().any(|x| x == t) {
+                    if seen.insert(t) {
+                        if tokens.len() == MAX_SCOPES {
+                            return Err(RequestError::TooManyScopes);
+                        }
                         tokens.push(t.to_owned());
                     }
                 }
@@ -220,6 +248,18 @@ mod tests {
         assert_eq!(r.scope.unwrap(), ["read", "write"]);
         assert_eq!(r.actor.unwrap().token_type, TokenType::Jwt);
         assert_eq!(r.requested_token_type, TokenType::Jwt);
+    }
+
+    #[test]
+    fn caps_are_inclusive_and_duplicates_do_not_count() {
+        let many = (0..MAX_SCOPES)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join("+");
+        let r = parse(&format!("{}&scope={many}+s0+s1", base())).unwrap();
+        assert_eq!(r.scope.unwrap().len(), MAX_SCOPES);
+        let r = parse(&format!("{}{}", base(), "&audience=a".repeat(MAX_TARGETS))).unwrap();
+        assert_eq!(r.audiences.len(), MAX_TARGETS);
     }
 
     #[test]
@@ -298,6 +338,24 @@ mod tests {
                 RequestError::InvalidResource,
             ),
             (format!("{b}&scope=a+%22b"), RequestError::MalformedScope),
+            (
+                format!(
+                    "{b}&scope={}",
+                    (0..=MAX_SCOPES)
+                        .map(|i| format!("s{i}"))
+                        .collect::<Vec<_>>()
+                        .join("+")
+                ),
+                RequestError::TooManyScopes,
+            ),
+            (
+                format!(
+                    "{b}{}",
+                    "&audience=a".repeat(MAX_TARGETS / 2 + 1)
+                        + &"&resource=urn:x".repeat(MAX_TARGETS / 2)
+                ),
+                RequestError::TooManyTargets,
+            ),
         ];
         for (body, want) in cases {
             assert_eq!(parse(&body).unwrap_err(), want, "{body}");

@@ -81,8 +81,9 @@ impl FormBody {
     }
 }
 
-/// Percent-decodes one name or value, `+` as space, strictly.
-fn decode(input: &[u8]) -> Result<String, FormError> {
+/// Percent-decodes one name or value, `+` as space, strictly. Also used for the two
+/// halves of HTTP Basic client credentials (RFC 6749 §2.3.1).
+pub fn decode(input: &[u8]) -> Result<String, FormError> {
     let mut out = Vec::with_capacity(input.len());
     let mut bytes = input.iter();
     while let Some(&b) = bytes.next() {

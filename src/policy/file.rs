@@ -209,7 +209,7 @@ fn compile(
         tracing::warn!(client = %client_id, file, "policy allows neither impersonate nor delegate: every exchange will be refused");
     }
     Ok(ClientPolicy {
-        source: format!("{file}#clients.{client_id}"),
+        source: format!("{file}#clients.{client_id}").into(),
         enabled: raw.enabled,
         impersonate: raw.impersonate,
         delegate: raw.delegate,

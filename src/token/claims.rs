@@ -114,32 +114,42 @@ pub(super) fn parse_header(json: &[u8]) -> Result<Header, TokenError> {
 
 #[derive(Deserialize)]
 struct RawClaims<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     iss: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     sub: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     aud: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     exp: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     nbf: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     iat: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     jti: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     scope: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     client_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     azp: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     act: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     may_act: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     typ: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    at_hash: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    c_hash: Option<&'a RawValue>,
+}
+
+/// Keeps a member's raw JSON, `null` included: `Option`'s own deserializer would turn a
+/// `null` into `None`, and a `null` `act` or `may_act` would silently count as absent.
+fn raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 /// The claims of a token, typed, not yet trusted.
@@ -161,12 +171,16 @@ pub(super) struct Claims {
     /// The `typ` *claim* (not header) by which Keycloak and Red Hat SSO tell token
     /// kinds apart: `Bearer`, `ID`, `Refresh`, `Offline`, `Logout`.
     pub typ: Option<String>,
+    /// `at_hash` or `c_hash` is present: claims OpenID Connect defines for ID tokens only
+    /// (OIDC Core §3.1.3.6, §3.3.2.11).
+    pub id_token_markers: bool,
 }
 
 fn claim<T: DeserializeOwned>(
     raw: Option<&RawValue>,
     name: &'static str,
 ) -> Result<Option<T>, TokenError> {
+    // A claim present as `null` reaches here (see `raw`) and fails every typed decode.
     raw.map(|r| serde_json::from_str::<T>(r.get()).map_err(|_| TokenError::InvalidClaim(name)))
         .transpose()
 }
@@ -207,6 +221,7 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
             .transpose()?
             .unwrap_or_default(),
         typ: claim(raw.typ, "typ")?,
+        id_token_markers: raw.at_hash.is_some() || raw.c_hash.is_some(),
         may_act: may_act.map(|JsonObject(m)| ActorId {
             sub: m.sub,
             iss: m.iss,
@@ -374,6 +389,12 @@ mod tests {
             ("may_act", json!("svc")),
             ("may_act", json!(["bff"])),
             ("typ", json!(["Bearer"])),
+            ("sub", json!(null)),
+            ("aud", json!(null)),
+            ("nbf", json!(null)),
+            ("act", json!(null)),
+            ("may_act", json!(null)),
+            ("iss", json!(null)),
             ("may_act", json!({ "iss": "x" })),
         ];
         for (name, value) in cases {
