@@ -10,23 +10,10 @@
 
 mod support;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use support::audit::Sink;
 use support::*;
-
-#[derive(Clone)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn tokens_and_secrets_never_reach_the_logs() {

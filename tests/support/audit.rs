@@ -18,7 +18,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 static LINES: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
-struct Sink(Arc<Mutex<Vec<u8>>>);
+/// A log writer into shared memory, for tests that read what was logged.
+#[derive(Clone)]
+pub struct Sink(pub Arc<Mutex<Vec<u8>>>);
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
