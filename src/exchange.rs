@@ -97,15 +97,12 @@ impl Exchanger {
                     .await
                     .map_err(ExchangeError::Actor)?;
                 audit.actor = Some((actor.iss().to_owned(), actor.sub().to_owned()));
-                audit.token_types =
-                    Some((subject.token_type().name(), Some(actor.token_type().name())));
                 Some(actor)
             }
-            None => {
-                audit.token_types = Some((subject.token_type().name(), None));
-                None
-            }
+            None => None,
         };
+        let actor_type = actor.as_ref().map(|a| a.token_type().name());
+        audit.token_types = Some((subject.token_type().name(), actor_type));
 
         let targets = Targets {
             audiences: &request.audiences,
