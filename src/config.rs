@@ -154,6 +154,8 @@ pub struct IssuerConfig {
     pub token_types: Vec<TokenType>,
     /// Readiness waits for its keys.
     pub required: bool,
+    /// How long after a successful fetch its keys may still be used while it is down.
+    pub max_staleness_seconds: u64,
 }
 
 /// A registered client.
@@ -232,6 +234,7 @@ struct RawIssuer {
     allow_http: bool,
     #[serde(default = "default_true")]
     required: bool,
+    max_staleness_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +258,7 @@ const DEFAULT_MAX_TOKEN: usize = 16 * 1024;
 const DEFAULT_LEEWAY: u64 = 30;
 const DEFAULT_MAX_DEPTH: usize = 4;
 const DEFAULT_MAX_TTL: u64 = 3600;
+const DEFAULT_MAX_STALENESS: u64 = 12 * 3600;
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
@@ -415,6 +419,13 @@ impl Config {
                     })
                     .collect::<Result<_, _>>()?,
             };
+            let max_staleness_seconds = bounded(
+                raw_issuer.max_staleness_seconds,
+                DEFAULT_MAX_STALENESS,
+                60,
+                7 * 86_400,
+            )
+            .map_err(|r| err(&at("max_staleness_seconds"), &r))?;
             issuers.push(IssuerConfig {
                 name: raw_issuer.name,
                 issuer: raw_issuer.issuer,
@@ -422,6 +433,7 @@ impl Config {
                 algorithms,
                 token_types,
                 required: raw_issuer.required,
+                max_staleness_seconds,
             });
         }
 
@@ -593,6 +605,7 @@ secret = { env = "BFF_SECRET" }
         let corp = &c.issuers[0];
         assert_eq!(corp.algorithms, JwsAlgorithm::DEFAULT_ALLOWED);
         assert_eq!(corp.token_types, [TokenType::AccessToken]);
+        assert_eq!(corp.max_staleness_seconds, 12 * 3600);
         assert_eq!(c.clients[0].audiences, ["bff"]);
         assert_eq!(c.clients[0].actor_sub, "bff");
         assert_eq!(c.issuer_id("corp"), Some(IssuerId::upstream(0)));

@@ -27,7 +27,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the public and admin listeners until `shutdown` completes, then drains.
-/// Also starts fetching every upstream JWKS in the background.
+/// Also runs the keeper of every upstream issuer's JWKS in the background.
 pub async fn run(
     app: Arc<App>,
     public: TcpListener,
@@ -35,8 +35,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop, stopped) = watch::channel(false);
-    let warm = Arc::clone(&app);
-    let warm_up = tokio::spawn(async move { warm.exchanger().validator().warm_up().await });
+    // One keeper task per upstream issuer: fetch keys now, refresh them before expiry.
+    let keepers: Vec<_> = app
+        .exchanger()
+        .validator()
+        .keepers()
+        .into_iter()
+        .map(|cache| tokio::spawn(async move { cache.keep().await }))
+        .collect();
     let public_app = Arc::clone(&app);
     let public = tokio::spawn(serve(
         public,
@@ -57,7 +63,9 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop.send(true);
-    warm_up.abort();
+    for keeper in keepers {
+        keeper.abort();
+    }
     let _ = tokio::join!(public, admin);
 }
 

@@ -13,6 +13,7 @@ pub mod jwks;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -220,7 +221,7 @@ enum IssuerKeys {
     /// Our own keys, in memory.
     Local(KeySet),
     /// An upstream issuer's JWKS.
-    Remote(Box<JwksCache>),
+    Remote(Arc<JwksCache>),
 }
 
 struct TrustedIssuer {
@@ -267,11 +268,13 @@ impl TokenValidator {
                     algorithms: issuer.algorithms.clone(),
                     token_types: issuer.token_types.clone(),
                     required: issuer.required,
-                    keys: IssuerKeys::Remote(Box::new(JwksCache::new(
+                    keys: IssuerKeys::Remote(Arc::new(JwksCache::new(
                         issuer.name.clone(),
                         issuer.jwks_uri.clone(),
                         issuer.algorithms.clone(),
                         http.clone(),
+                        clock.clone(),
+                        issuer.max_staleness_seconds,
                     ))),
                 },
             );
@@ -284,34 +287,28 @@ impl TokenValidator {
         }
     }
 
-    /// Whether every required upstream issuer has had its keys fetched.
+    /// Whether every required upstream issuer has keys to validate with now.
     pub fn is_ready(&self) -> bool {
         self.remote()
-            .all(|(required, cache)| !required || cache.has_keys())
+            .all(|(required, cache)| !required || cache.has_usable_keys())
     }
 
-    /// Fetches every upstream JWKS until it succeeds once, so the first exchange does not
-    /// wait and `/readyz` turns ready. Runs until every issuer has keys.
-    pub async fn warm_up(&self) {
-        let mut delay = std::time::Duration::from_millis(250);
-        loop {
-            let mut pending = false;
-            for (_, cache) in self.remote() {
-                if !cache.has_keys() && cache.keys().await.is_err() {
-                    pending = true;
-                }
-            }
-            if !pending {
-                return;
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(std::time::Duration::from_secs(10));
-        }
+    /// One keeper per upstream issuer, each fetching and refreshing that issuer's keys
+    /// (see [`JwksCache::keep`]). Run each on its own task: a hung issuer delays no other.
+    pub fn keepers(&self) -> Vec<Arc<JwksCache>> {
+        self.remote().map(|(_, cache)| Arc::clone(cache)).collect()
     }
 
-    fn remote(&self) -> impl Iterator<Item = (bool, &JwksCache)> {
+    /// Per-issuer JWKS counters, for metrics.
+    pub fn jwks_stats(&self) -> Vec<(String, jwks::JwksStats)> {
+        self.remote()
+            .map(|(_, cache)| (cache.name().to_owned(), cache.stats()))
+            .collect()
+    }
+
+    fn remote(&self) -> impl Iterator<Item = (bool, &Arc<JwksCache>)> {
         self.by_iss.values().filter_map(|i| match &i.keys {
-            IssuerKeys::Remote(cache) => Some((i.required, cache.as_ref())),
+            IssuerKeys::Remote(cache) => Some((i.required, cache)),
             IssuerKeys::Local(_) => None,
         })
     }
@@ -390,10 +387,7 @@ impl TokenValidator {
         let verified = match &issuer.keys {
             IssuerKeys::Local(keys) => verify_with(keys, kid, alg, signing_input, &signature),
             IssuerKeys::Remote(cache) => {
-                let fetched = cache
-                    .keys()
-                    .await
-                    .map_err(|_| TokenError::KeysUnavailable)?;
+                let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
                 match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {
                     Err(TokenError::UnknownKid) => {
                         let refreshed = cache.refresh_for_unknown_kid(&fetched).await;

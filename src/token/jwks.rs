@@ -1,30 +1,37 @@
 //! The keys of one upstream issuer, fetched from its `jwks_uri` and cached (EXCHANGE-RULES §4).
 //!
-//! Built here: fetch bounded in time (connect 2 s, total 5 s) and size (128 KiB, 64 keys),
-//! no redirects, keys parsed one by one (unusable ones skipped), freshness from
-//! `Cache-Control: max-age` clamped to [1 min, 1 h] (default 10 min), concurrent misses
-//! sharing one fetch (moka's `try_get_with`), and an unknown `kid` causing at most one
-//! refetch per cooldown (30 s) per issuer, shared by every waiter.
-//!
-//! Not built yet (the upstream-hardening issue): background refresh before expiry, and
-//! serving the last good keys through an outage up to a maximum staleness. Until then an
-//! expired entry is refetched on demand and a failed fetch answers 503.
+//! - Fetches are bounded in time (connect 2 s, total 5 s, set on the shared client) and
+//!   size (128 KiB, 64 keys), follow no redirects, and parse keys one by one (an unusable
+//!   key is skipped, an `oct` key ignored).
+//! - Keys are fresh for `Cache-Control: max-age`, clamped to [1 min, 1 h] (default
+//!   10 min). A keeper task per issuer ([`JwksCache::maintain`]) refreshes them shortly
+//!   before they expire, so requests never wait for a routine refresh.
+//! - When the issuer is down, the last good keys keep being served up to the issuer's
+//!   maximum staleness (default 12 h); after that, and when there never were keys, token
+//!   validation fails closed (503). Failed fetches back off (1, 2, 4, 8 s), so an outage
+//!   causes neither a fetch storm nor requests queueing behind timeouts.
+//! - At most one fetch per issuer is in flight; requests that need keys wait for it and
+//!   share its result. A token with an unknown `kid` causes at most one refetch per
+//!   30 s cooldown per issuer, and a failed refetch never discards the keys we had.
+//! - Every decision about time reads our [`Clock`], so tests can move time by hours. Each
+//!   issuer has its own cache, lock and keeper: one failing issuer never slows another.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use moka::Expiry;
-use moka::future::Cache;
-use tokio::time::Instant;
-
+use crate::clock::Clock;
 use crate::jose::{JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
 
-const DEFAULT_TTL: Duration = Duration::from_secs(600);
-const MIN_TTL: Duration = Duration::from_secs(60);
-const MAX_TTL: Duration = Duration::from_secs(3600);
-/// Minimum time between two fetches forced by an unknown `kid`.
-pub const UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
+const DEFAULT_TTL: u64 = 600;
+const MIN_TTL: u64 = 60;
+const MAX_TTL: u64 = 3600;
+/// Minimum time between two fetches forced by an unknown `kid`, in seconds.
+pub const UNKNOWN_KID_COOLDOWN: u64 = 30;
+/// Longest wait between two attempts after failures, in seconds.
+const MAX_BACKOFF: u64 = 8;
+/// How often each keeper looks at its issuer's keys.
+pub const KEEPER_TICK: Duration = Duration::from_millis(500);
 
 /// Why the keys could not be fetched.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,24 +50,48 @@ pub enum FetchError {
     Malformed(String),
 }
 
-/// Keys as fetched, with when and for how long they are fresh.
+/// Keys as fetched, with when (our clock, Unix seconds) and until when they are fresh.
+#[derive(Debug)]
 pub struct FetchedKeys {
     /// The usable keys.
     pub keys: KeySet,
-    fetched_at: Instant,
-    ttl: Duration,
+    fetched_at: u64,
+    fresh_until: u64,
 }
 
-struct TtlFromCacheControl;
+/// Counters for one issuer's JWKS, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksStats {
+    /// Fetch attempts.
+    pub fetches: u64,
+    /// Failed fetch attempts.
+    pub failures: u64,
+    /// Keys (key, algorithm bindings) currently held.
+    pub keys: usize,
+    /// Age of the keys held, in seconds; `None` when there are none.
+    pub age_seconds: Option<u64>,
+}
 
-impl Expiry<(), Arc<FetchedKeys>> for TtlFromCacheControl {
-    fn expire_after_create(
-        &self,
-        _key: &(),
-        value: &Arc<FetchedKeys>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+#[derive(Default)]
+struct FetchState {
+    /// When the last attempt started, and how many attempts in a row failed.
+    last_attempt: Option<u64>,
+    failures: u32,
+    /// When the last fetch forced by an unknown `kid` started.
+    last_forced: Option<u64>,
+}
+
+impl FetchState {
+    /// Whether the last failure is too recent to try again at `now`.
+    fn backing_off(&self, now: u64) -> bool {
+        let delay = 1u64
+            .checked_shl(self.failures.saturating_sub(1))
+            .unwrap_or(MAX_BACKOFF)
+            .min(MAX_BACKOFF);
+        self.failures > 0
+            && self
+                .last_attempt
+                .is_some_and(|at| now < at.saturating_add(delay))
     }
 }
 
@@ -70,89 +101,174 @@ pub struct JwksCache {
     uri: reqwest::Url,
     algorithms: Vec<JwsAlgorithm>,
     http: reqwest::Client,
-    cache: Cache<(), Arc<FetchedKeys>>,
-    /// Serialises forced refetches; holds when the last one started.
-    refetch: tokio::sync::Mutex<Option<Instant>>,
-    has_keys: AtomicBool,
+    clock: Clock,
+    max_staleness: u64,
+    /// The keys in use: read on every validation, replaced only by a successful fetch.
+    current: RwLock<Option<Arc<FetchedKeys>>>,
+    /// One fetch at a time; held across it on purpose (the miss path only).
+    fetch: tokio::sync::Mutex<FetchState>,
+    fetches: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl JwksCache {
-    /// A cache for `uri`, keeping keys usable with `algorithms`.
+    /// A cache for `uri`, keeping keys usable with `algorithms`, serving them at most
+    /// `max_staleness` seconds after they were fetched.
     pub fn new(
         name: String,
         uri: reqwest::Url,
         algorithms: Vec<JwsAlgorithm>,
         http: reqwest::Client,
+        clock: Clock,
+        max_staleness: u64,
     ) -> Self {
         Self {
             name,
             uri,
             algorithms,
             http,
-            cache: Cache::builder()
-                .max_capacity(1)
-                .expire_after(TtlFromCacheControl)
-                .build(),
-            refetch: tokio::sync::Mutex::new(None),
-            has_keys: AtomicBool::new(false),
+            clock,
+            max_staleness,
+            current: RwLock::new(None),
+            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            fetches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 
-    /// Whether keys were fetched successfully at least once (readiness).
-    pub fn has_keys(&self) -> bool {
-        self.has_keys.load(Ordering::Relaxed)
+    /// The issuer's name, for logs.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// The current keys, fetching them when absent or expired. Concurrent callers share
-    /// one fetch.
-    pub async fn keys(&self) -> Result<Arc<FetchedKeys>, Arc<FetchError>> {
-        self.cache.try_get_with((), self.fetch()).await
+    fn current(&self) -> Option<Arc<FetchedKeys>> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The keys, if there are any not older than the maximum staleness at `now`.
+    fn usable(&self, now: u64) -> Option<Arc<FetchedKeys>> {
+        self.current()
+            .filter(|k| now < k.fetched_at.saturating_add(self.max_staleness))
+    }
+
+    /// Whether there are keys to validate with now (readiness).
+    pub fn has_usable_keys(&self) -> bool {
+        self.usable(self.clock.now()).is_some()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> JwksStats {
+        let current = self.current();
+        JwksStats {
+            fetches: self.fetches.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            keys: current.as_ref().map_or(0, |k| k.keys.len()),
+            age_seconds: current.map(|k| self.clock.now().saturating_sub(k.fetched_at)),
+        }
+    }
+
+    /// The keys to validate with. Fresh or stale-but-within-bound keys are returned at
+    /// once (the keeper refreshes them); without usable keys, one fetch is made (or
+    /// joined), unless the last one failed too recently. `None`: fail closed.
+    pub async fn keys(&self) -> Option<Arc<FetchedKeys>> {
+        if let Some(keys) = self.usable(self.clock.now()) {
+            return Some(keys);
+        }
+        let mut state = self.fetch.lock().await;
+        let now = self.clock.now();
+        if let Some(keys) = self.usable(now) {
+            return Some(keys); // fetched while we waited
+        }
+        if state.backing_off(now) {
+            return None;
+        }
+        self.fetch_locked(&mut state).await
     }
 
     /// Called when a token names a `kid` that `seen` does not have. Refetches at most once
-    /// per cooldown; concurrent callers wait for that one fetch and share its result. The
-    /// current keys stay in the cache until a fetch succeeds, so a refetch forced by a bad
-    /// `kid` during an upstream outage never costs the keys that still work.
+    /// per cooldown; concurrent callers wait for that one fetch and share its result. A
+    /// failed refetch keeps the keys we had.
     pub async fn refresh_for_unknown_kid(&self, seen: &Arc<FetchedKeys>) -> Arc<FetchedKeys> {
-        // Held across the fetch on purpose: this is the miss path, and the waiters queued
-        // here are exactly the requests that should share the fetch's result.
-        let mut last_forced = self.refetch.lock().await;
-        let current = self
-            .cache
-            .get(&())
-            .await
-            .unwrap_or_else(|| Arc::clone(seen));
+        let mut state = self.fetch.lock().await;
+        let current = self.current().unwrap_or_else(|| Arc::clone(seen));
         if !Arc::ptr_eq(&current, seen) {
             return current; // refreshed while we waited
         }
-        let latest = last_forced.map_or(current.fetched_at, |l| l.max(current.fetched_at));
-        if latest.elapsed() < UNKNOWN_KID_COOLDOWN {
+        let now = self.clock.now();
+        let latest = state
+            .last_forced
+            .map_or(current.fetched_at, |f| f.max(current.fetched_at));
+        if now < latest.saturating_add(UNKNOWN_KID_COOLDOWN) || state.backing_off(now) {
             return current;
         }
-        *last_forced = Some(Instant::now());
+        state.last_forced = Some(now);
         tracing::info!(issuer = %self.name, "unknown kid: refetching JWKS");
-        match self.fetch().await {
-            Ok(fresh) => {
-                self.cache.insert((), Arc::clone(&fresh)).await;
-                fresh
+        self.fetch_locked(&mut state).await.unwrap_or(current)
+    }
+
+    /// One keeper step: fetches when there are no keys, or when they expire within a
+    /// tenth of their lifetime (at least a second), unless backing off.
+    pub async fn maintain(&self) {
+        let due = |now: u64| match self.current() {
+            None => true,
+            Some(k) => {
+                let margin = (k.fresh_until.saturating_sub(k.fetched_at) / 10).max(1);
+                now.saturating_add(margin) >= k.fresh_until
             }
-            Err(_) => current,
+        };
+        if !due(self.clock.now()) {
+            return;
+        }
+        let mut state = self.fetch.lock().await;
+        let now = self.clock.now();
+        if due(now) && !state.backing_off(now) {
+            self.fetch_locked(&mut state).await;
         }
     }
 
-    async fn fetch(&self) -> Result<Arc<FetchedKeys>, FetchError> {
-        let result = self.fetch_inner().await;
-        match &result {
-            Ok(f) => {
-                self.has_keys.store(true, Ordering::Relaxed);
-                tracing::info!(issuer = %self.name, keys = f.keys.len(), ttl_s = f.ttl.as_secs(), "JWKS fetched");
-            }
-            Err(e) => tracing::warn!(issuer = %self.name, error = %e, "JWKS fetch failed"),
+    /// Runs [`maintain`](Self::maintain) forever (until the task is aborted).
+    pub async fn keep(&self) {
+        loop {
+            self.maintain().await;
+            tokio::time::sleep(KEEPER_TICK).await;
         }
-        result.map(Arc::new)
     }
 
-    async fn fetch_inner(&self) -> Result<FetchedKeys, FetchError> {
+    async fn fetch_locked(&self, state: &mut FetchState) -> Option<Arc<FetchedKeys>> {
+        let now = self.clock.now();
+        state.last_attempt = Some(now);
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.fetch_inner(now).await {
+            Ok(fetched) => {
+                state.failures = 0;
+                let fetched = Arc::new(fetched);
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Arc::clone(&fetched));
+                tracing::info!(
+                    issuer = %self.name,
+                    keys = fetched.keys.len(),
+                    fresh_for_s = fetched.fresh_until - fetched.fetched_at,
+                    "JWKS fetched"
+                );
+                Some(fetched)
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let kept = self.usable(now).is_some();
+                tracing::warn!(issuer = %self.name, error = %e, kept_last_good_keys = kept, "JWKS fetch failed");
+                None
+            }
+        }
+    }
+
+    async fn fetch_inner(&self, now: u64) -> Result<FetchedKeys, FetchError> {
         let mut response = self
             .http
             .get(self.uri.clone())
@@ -198,14 +314,15 @@ impl JwksCache {
         }
         Ok(FetchedKeys {
             keys,
-            fetched_at: Instant::now(),
-            ttl,
+            fetched_at: now,
+            fresh_until: now.saturating_add(ttl),
         })
     }
 }
 
-/// `max-age` from a Cache-Control value, clamped; `no-cache`/`no-store` mean the minimum.
-fn ttl_from_cache_control(value: &str) -> Duration {
+/// `max-age` from a Cache-Control value in seconds, clamped; `no-cache`/`no-store` mean
+/// the minimum.
+fn ttl_from_cache_control(value: &str) -> u64 {
     let mut ttl = None;
     for directive in value.split(',').map(str::trim) {
         let lower = directive.to_ascii_lowercase();
@@ -213,11 +330,7 @@ fn ttl_from_cache_control(value: &str) -> Duration {
             return MIN_TTL;
         }
         if let Some(secs) = lower.strip_prefix("max-age=") {
-            ttl = secs
-                .trim_matches('"')
-                .parse::<u64>()
-                .ok()
-                .map(Duration::from_secs);
+            ttl = secs.trim_matches('"').parse::<u64>().ok();
         }
     }
     ttl.map_or(DEFAULT_TTL, |t| t.clamp(MIN_TTL, MAX_TTL))
@@ -226,99 +339,71 @@ fn ttl_from_cache_control(value: &str) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A one-route HTTP upstream on loopback answering `status` with `body`, counting requests.
-    async fn upstream(status: u16, body: &'static str) -> (reqwest::Url, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = reqwest::Url::parse(&format!(
-            "http://{}/jwks.json",
-            listener.local_addr().unwrap()
-        ))
-        .unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&hits);
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                // Slow enough that concurrent callers overlap with the fetch.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let response = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            }
-        });
-        (url, hits)
+    const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    /// A one-route HTTP upstream on loopback; what it answers can be changed; counts requests.
+    struct Upstream {
+        url: reqwest::Url,
+        hits: Arc<AtomicUsize>,
+        answer: Arc<Mutex<(u16, &'static str)>>,
     }
 
-    const JWKS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"new","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-
-    /// Puts keys "fetched 31 s ago" in the cache, as if the cooldown had passed.
-    async fn seeded(cache: &JwksCache) -> Arc<FetchedKeys> {
-        let old = Arc::new(FetchedKeys {
-            keys: KeySet::default(),
-            fetched_at: Instant::now().checked_sub(Duration::from_secs(31)).unwrap(),
-            ttl: DEFAULT_TTL,
-        });
-        cache.cache.insert((), Arc::clone(&old)).await;
-        old
+    impl Upstream {
+        async fn start(status: u16, body: &'static str) -> Upstream {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = reqwest::Url::parse(&format!(
+                "http://{}/jwks.json",
+                listener.local_addr().unwrap()
+            ))
+            .unwrap();
+            let hits = Arc::new(AtomicUsize::new(0));
+            let answer = Arc::new(Mutex::new((status, body)));
+            let (counter, current) = (Arc::clone(&hits), Arc::clone(&answer));
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = *current.lock().unwrap();
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    // Slow enough that concurrent callers overlap with the fetch.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                }
+            });
+            Upstream { url, hits, answer }
+        }
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+        fn answer(&self, status: u16, body: &'static str) {
+            *self.answer.lock().unwrap() = (status, body);
+        }
     }
 
-    fn cache_for(url: reqwest::Url) -> JwksCache {
+    const NOW: u64 = 1_900_000_000;
+    const STALENESS: u64 = 12 * 3600;
+
+    fn cache_for(upstream: &Upstream, clock: &ManualClock) -> JwksCache {
         JwksCache::new(
             "test".into(),
-            url,
+            upstream.url.clone(),
             JwsAlgorithm::DEFAULT_ALLOWED.to_vec(),
             reqwest::Client::new(),
+            Clock::from(clock.clone()),
+            STALENESS,
         )
     }
 
-    #[tokio::test]
-    async fn failed_unknown_kid_refetch_keeps_the_last_good_keys() {
-        let (url, hits) = upstream(500, "down").await;
-        let cache = cache_for(url);
-        let old = seeded(&cache).await;
-        let after = cache.refresh_for_unknown_kid(&old).await;
-        assert!(
-            Arc::ptr_eq(&after, &old),
-            "the failed refetch returns the keys we had"
-        );
-        assert!(
-            Arc::ptr_eq(&cache.keys().await.unwrap(), &old),
-            "and they are still cached"
-        );
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_unknown_kids_share_one_refetch_then_cool_down() {
-        let (url, hits) = upstream(200, JWKS).await;
-        let cache = cache_for(url);
-        let old = seeded(&cache).await;
-        let results = join_all(
-            (0..8)
-                .map(|_| cache.refresh_for_unknown_kid(&old))
-                .collect(),
-        )
-        .await;
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "eight waiters, one fetch");
-        for fresh in &results {
-            assert!(Arc::ptr_eq(fresh, &results[0]));
-            assert!(!Arc::ptr_eq(fresh, &old));
-        }
-        assert_eq!(results[0].keys.len(), 1);
-        // Within the cooldown, a new unknown kid causes no fetch.
-        let again = cache.refresh_for_unknown_kid(&results[0]).await;
-        assert!(Arc::ptr_eq(&again, &results[0]));
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
-    }
-
-    /// Polls every future concurrently on this task (no extra crate for join_all).
+    /// Polls every future concurrently on this task.
     async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
         let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
         let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
@@ -344,14 +429,140 @@ mod tests {
 
     #[test]
     fn cache_control_is_clamped() {
-        assert_eq!(
-            ttl_from_cache_control("public, max-age=300"),
-            Duration::from_secs(300)
-        );
+        assert_eq!(ttl_from_cache_control("public, max-age=300"), 300);
         assert_eq!(ttl_from_cache_control("max-age=5"), MIN_TTL);
         assert_eq!(ttl_from_cache_control("max-age=999999"), MAX_TTL);
         assert_eq!(ttl_from_cache_control("no-store"), MIN_TTL);
         assert_eq!(ttl_from_cache_control("private"), DEFAULT_TTL);
         assert_eq!(ttl_from_cache_control("max-age=abc"), DEFAULT_TTL);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let state = |failures| FetchState {
+            last_attempt: Some(NOW),
+            failures,
+            last_forced: None,
+        };
+        for (failures, delay) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 8), (40, 8)] {
+            assert!(state(failures).backing_off(NOW + delay - 1), "{failures}");
+            assert!(!state(failures).backing_off(NOW + delay), "{failures}");
+        }
+        assert!(!state(0).backing_off(NOW));
+    }
+
+    #[tokio::test]
+    async fn stale_keys_are_served_up_to_the_bound_then_fail_closed() {
+        let upstream = Upstream::start(200, JWKS).await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        let first = cache.keys().await.unwrap();
+        upstream.answer(500, "down");
+        clock.advance(DEFAULT_TTL + 60); // expired: served stale, no request waits for a fetch
+        assert!(Arc::ptr_eq(&cache.keys().await.unwrap(), &first));
+        cache.maintain().await; // the keeper tries, fails, keeps the keys
+        assert_eq!(upstream.hits(), 2);
+        assert!(cache.has_usable_keys());
+        clock.set(NOW + STALENESS - 1);
+        assert!(Arc::ptr_eq(&cache.keys().await.unwrap(), &first));
+        clock.set(NOW + STALENESS);
+        assert!(!cache.has_usable_keys());
+        assert!(cache.keys().await.is_none(), "too stale: fail closed");
+        upstream.answer(200, JWKS);
+        clock.advance(MAX_BACKOFF);
+        let fresh = cache.keys().await.unwrap();
+        assert!(!Arc::ptr_eq(&fresh, &first));
+        assert_eq!(cache.stats().failures, 2);
+    }
+
+    #[tokio::test]
+    async fn without_keys_failures_back_off_instead_of_refetching_per_request() {
+        let upstream = Upstream::start(503, "down").await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        for _ in 0..5 {
+            assert!(cache.keys().await.is_none());
+        }
+        assert_eq!(upstream.hits(), 1, "one attempt, then back off");
+        clock.advance(1);
+        assert!(cache.keys().await.is_none());
+        assert_eq!(upstream.hits(), 2);
+        upstream.answer(200, JWKS);
+        assert!(
+            cache.keys().await.is_none(),
+            "backing off for 2 s after the second failure"
+        );
+        clock.advance(2);
+        assert!(cache.keys().await.is_some());
+        assert_eq!(upstream.hits(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_keeper_refreshes_shortly_before_expiry() {
+        let upstream = Upstream::start(200, JWKS).await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        cache.maintain().await; // no keys yet: fetch
+        assert_eq!(upstream.hits(), 1);
+        clock.advance(DEFAULT_TTL - DEFAULT_TTL / 10 - 1);
+        cache.maintain().await;
+        assert_eq!(upstream.hits(), 1, "not due yet");
+        clock.advance(1);
+        cache.maintain().await;
+        assert_eq!(upstream.hits(), 2, "due within a tenth of the lifetime");
+        assert_eq!(cache.stats().age_seconds, Some(0));
+    }
+
+    #[tokio::test]
+    async fn failed_unknown_kid_refetch_keeps_the_last_good_keys() {
+        let upstream = Upstream::start(200, JWKS).await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        let old = cache.keys().await.unwrap();
+        upstream.answer(500, "down");
+        clock.advance(UNKNOWN_KID_COOLDOWN);
+        let after = cache.refresh_for_unknown_kid(&old).await;
+        assert!(
+            Arc::ptr_eq(&after, &old),
+            "the failed refetch returns the keys we had"
+        );
+        assert!(
+            Arc::ptr_eq(&cache.keys().await.unwrap(), &old),
+            "and they are still in use"
+        );
+        assert_eq!(upstream.hits(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_unknown_kids_share_one_refetch_then_cool_down() {
+        let upstream = Upstream::start(200, JWKS).await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        let old = cache.keys().await.unwrap();
+        clock.advance(UNKNOWN_KID_COOLDOWN - 1);
+        assert!(
+            Arc::ptr_eq(&cache.refresh_for_unknown_kid(&old).await, &old),
+            "within the cooldown"
+        );
+        assert_eq!(upstream.hits(), 1);
+        clock.advance(1);
+        let results = join_all(
+            (0..8)
+                .map(|_| cache.refresh_for_unknown_kid(&old))
+                .collect(),
+        )
+        .await;
+        assert_eq!(upstream.hits(), 2, "eight waiters, one fetch");
+        for fresh in &results {
+            assert!(Arc::ptr_eq(fresh, &results[0]));
+            assert!(!Arc::ptr_eq(fresh, &old));
+        }
+        let again = cache.refresh_for_unknown_kid(&results[0]).await;
+        assert!(Arc::ptr_eq(&again, &results[0]));
+        assert_eq!(
+            upstream.hits(),
+            2,
+            "no fetch within the cooldown of the last one"
+        );
     }
 }

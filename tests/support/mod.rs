@@ -96,6 +96,23 @@ struct IssuerKeys {
     ed: Ed25519KeyPair,
 }
 
+/// How the test issuer's JWKS endpoint behaves (fault tests switch it at run time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// 200 with the JWKS.
+    Serve,
+    /// This status, no JWKS.
+    Status(u16),
+    /// Accepts the connection and never answers.
+    Hang,
+    /// Sends a 200 header, then one byte of body every 200 ms.
+    Trickle,
+    /// 302 to `/real-jwks.json`, which would serve the JWKS if the redirect were followed.
+    Redirect,
+    /// 200 with the JWKS padded beyond 128 KiB.
+    Huge,
+}
+
 /// A real upstream issuer: serves `GET /jwks.json` on loopback and signs test tokens.
 pub struct TestIssuer {
     pub iss: String,
@@ -104,6 +121,7 @@ pub struct TestIssuer {
     jwks: Arc<std::sync::Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
     urls_requested: Arc<std::sync::Mutex<Vec<String>>>,
+    behaviour: Arc<std::sync::Mutex<Behaviour>>,
 }
 
 impl TestIssuer {
@@ -117,6 +135,8 @@ impl TestIssuer {
         let jwks = Arc::new(std::sync::Mutex::new(jwks_for(&keys)));
         let fetches = Arc::new(AtomicUsize::new(0));
         let urls_requested = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let behaviour = Arc::new(std::sync::Mutex::new(Behaviour::Serve));
+        let behaviour_srv = Arc::clone(&behaviour);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (jwks_srv, fetches_srv, urls_srv) = (
@@ -129,6 +149,12 @@ impl TestIssuer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                if *behaviour_srv.lock().unwrap() == Behaviour::Trickle {
+                    fetches_srv.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(trickle(stream));
+                    continue;
+                }
+                let behaviour = Arc::clone(&behaviour_srv);
                 let (jwks, fetches, urls) = (
                     Arc::clone(&jwks_srv),
                     Arc::clone(&fetches_srv),
@@ -138,15 +164,40 @@ impl TestIssuer {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (jwks, fetches, urls) =
                             (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&urls));
+                        let behaviour = *behaviour.lock().unwrap();
                         async move {
                             urls.lock().unwrap().push(req.uri().to_string());
-                            let response = if req.uri().path() == "/jwks.json" {
-                                fetches.fetch_add(1, Ordering::SeqCst);
-                                let body = jwks.lock().unwrap().to_string();
+                            let path = req.uri().path();
+                            let json = |body: String| {
                                 hyper::Response::builder()
                                     .header("content-type", "application/json")
                                     .body(Full::new(Bytes::from(body)))
                                     .unwrap()
+                            };
+                            let response = if path == "/jwks.json" {
+                                fetches.fetch_add(1, Ordering::SeqCst);
+                                let body = jwks.lock().unwrap().to_string();
+                                match behaviour {
+                                    Behaviour::Serve | Behaviour::Trickle => json(body),
+                                    Behaviour::Status(code) => hyper::Response::builder()
+                                        .status(code)
+                                        .body(Full::new(Bytes::from_static(b"down")))
+                                        .unwrap(),
+                                    Behaviour::Hang => std::future::pending().await,
+                                    Behaviour::Redirect => hyper::Response::builder()
+                                        .status(302)
+                                        .header("location", "/real-jwks.json")
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                    Behaviour::Huge => {
+                                        let mut padded: Value =
+                                            serde_json::from_str(&body).unwrap();
+                                        padded["padding"] = Value::String("x".repeat(130 * 1024));
+                                        json(padded.to_string())
+                                    }
+                                }
+                            } else if path == "/real-jwks.json" {
+                                json(jwks.lock().unwrap().to_string())
                             } else {
                                 hyper::Response::builder()
                                     .status(404)
@@ -169,7 +220,13 @@ impl TestIssuer {
             jwks,
             fetches,
             urls_requested,
+            behaviour,
         }
+    }
+
+    /// Changes how the JWKS endpoint behaves from the next request on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
     }
 
     pub fn jwks_uri(&self) -> String {
@@ -263,6 +320,25 @@ impl TestIssuer {
     /// A valid actor token for `client_id`.
     pub fn actor_token(&self, client_id: &str) -> String {
         self.sign(self.actor_claims(client_id))
+    }
+}
+
+/// A response that never finishes: a 200 header announcing a large body, then one byte
+/// every 200 ms.
+async fn trickle(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf).await;
+    let head =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{";
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if stream.write_all(b" ").await.is_err() {
+            return;
+        }
     }
 }
 

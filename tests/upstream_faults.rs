@@ -1,0 +1,298 @@
+//! Upstream issuers that fail (EXCHANGE-RULES §4): down at cold start, down while warm,
+//! hung or trickling, oversized, rotating keys, flooded with unknown `kid`s, redirecting,
+//! failing TLS. Over real HTTP against the real server; time is the test's manual clock,
+//! so hours of staleness take no time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use gleipnir::jose::JwsAlgorithm;
+use gleipnir::keys::SigningKey;
+use serde_json::json;
+use support::*;
+
+/// A user token for bff that stays valid for a month of test time.
+fn long_token(issuer: &TestIssuer) -> String {
+    issuer.sign(json!({ "iss": issuer.iss, "sub": "alice", "aud": "bff",
+                        "iat": NOW, "exp": NOW + 30 * 86_400 }))
+}
+
+async fn readyz(sts: &Sts) -> u16 {
+    let r = sts
+        .http
+        .get(format!("{}/readyz", sts.admin))
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Waits (at most 5 s) until the issuer's JWKS endpoint was asked `n` times in all.
+async fn wait_fetches(issuer: &TestIssuer, n: usize) {
+    for _ in 0..100 {
+        if issuer.jwks_fetches() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("JWKS fetched {} times, expected {n}", issuer.jwks_fetches());
+}
+
+fn assert_unavailable(answer: &Answer) {
+    assert_eq!(
+        (answer.status, answer.error()),
+        (503, "temporarily_unavailable"),
+        "{}",
+        answer.body
+    );
+    assert!(answer.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn issuer_down_at_cold_start_then_recovers() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_behaviour(Behaviour::Status(503));
+    let sts = Sts::start(&issuer).await;
+    wait_fetches(&issuer, 1).await;
+    assert_eq!(readyz(&sts).await, 503, "no keys: not ready");
+    let token = long_token(&issuer);
+    for _ in 0..5 {
+        assert_unavailable(&sts.exchange(BFF, &impersonation(&token)).await);
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        1,
+        "requests fail fast while the fetch backs off"
+    );
+
+    issuer.set_behaviour(Behaviour::Serve);
+    sts.clock.advance(8); // past the longest backoff
+    let recovering = Instant::now();
+    sts.wait_ready().await;
+    eprintln!(
+        "time to ready after the issuer recovered: {:?}",
+        recovering.elapsed()
+    );
+    assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+}
+
+#[tokio::test]
+async fn issuer_down_while_warm_is_served_from_cache_until_max_staleness() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "max_staleness_seconds = 3600")
+        .start()
+        .await;
+    sts.wait_ready().await;
+    let token = long_token(&issuer);
+    assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+
+    issuer.set_behaviour(Behaviour::Status(500));
+    sts.clock.advance(601); // keys expired: the keeper tries and fails
+    wait_fetches(&issuer, 2).await;
+    assert_eq!(
+        sts.exchange(BFF, &impersonation(&token)).await.status,
+        200,
+        "stale keys still serve"
+    );
+    sts.clock.set(NOW + 3599);
+    assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+    assert_eq!(readyz(&sts).await, 200);
+
+    sts.clock.set(NOW + 3600); // too stale: fail closed
+    assert_unavailable(&sts.exchange(BFF, &impersonation(&token)).await);
+    assert_eq!(readyz(&sts).await, 503);
+
+    issuer.set_behaviour(Behaviour::Serve);
+    sts.clock.advance(8);
+    sts.wait_ready().await;
+    assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+}
+
+#[tokio::test]
+async fn hung_or_trickling_issuer_is_bounded_and_never_blocks_another() {
+    for behaviour in [Behaviour::Hang, Behaviour::Trickle] {
+        let slow = TestIssuer::start().await;
+        slow.set_behaviour(behaviour);
+        let healthy = TestIssuer::start().await;
+        let policy = DEFAULT_POLICY.replacen(
+            "subject_issuers = [\"corp\"]\nactor_issuers = [\"corp\"]",
+            "subject_issuers = [\"corp\", \"partner\"]\nactor_issuers = [\"corp\"]",
+            1,
+        );
+        let sts = Sts::builder()
+            .issuer("corp", &slow, "required = false")
+            .issuer("partner", &healthy, "")
+            .policy(&policy)
+            .start()
+            .await;
+        sts.wait_ready().await; // only the healthy issuer is required
+        wait_fetches(&slow, 1).await; // the slow issuer's keeper is stuck in its fetch
+
+        let started = Instant::now();
+        let ok = sts
+            .exchange(BFF, &impersonation(&long_token(&healthy)))
+            .await;
+        assert_eq!(ok.status, 200, "{behaviour:?}: {}", ok.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{behaviour:?}: healthy issuer delayed"
+        );
+
+        let started = Instant::now();
+        assert_unavailable(&sts.exchange(BFF, &impersonation(&long_token(&slow))).await);
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(7),
+            "{behaviour:?}: not bounded by the 5 s fetch limit: {waited:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_jwks_is_refused_and_the_old_keys_kept() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    let token = long_token(&issuer);
+    issuer.set_behaviour(Behaviour::Huge);
+    sts.clock.advance(601);
+    wait_fetches(&issuer, 2).await;
+    assert_eq!(
+        sts.exchange(BFF, &impersonation(&token)).await.status,
+        200,
+        "old keys kept"
+    );
+
+    let cold = TestIssuer::start().await;
+    cold.set_behaviour(Behaviour::Huge);
+    let sts = Sts::start(&cold).await;
+    wait_fetches(&cold, 1).await;
+    assert_eq!(readyz(&sts).await, 503);
+    assert_unavailable(&sts.exchange(BFF, &impersonation(&long_token(&cold))).await);
+}
+
+/// A new key published by the issuer: its `kid` is unknown to our cache, so the first
+/// token signed with it causes one refetch (once the cooldown since the last fetch has
+/// passed) and is accepted.
+#[tokio::test]
+async fn rotated_key_is_accepted_after_one_refetch() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    let new_key = SigningKey::ephemeral(JwsAlgorithm::Es256).unwrap();
+    let mut jwks = issuer.default_jwks();
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(new_key.public_jwk().clone());
+    issuer.set_jwks(jwks);
+    let header = json!({ "alg": "ES256", "kid": new_key.kid(), "typ": "at+jwt" });
+    let input = format!(
+        "{}.{}",
+        b64_json(&header),
+        b64_json(&issuer.user_claims("alice", "bff", ""))
+    );
+    let token = format!("{input}.{}", b64(&new_key.sign(input.as_bytes()).unwrap()));
+
+    let fetched = issuer.jwks_fetches();
+    let early = sts.exchange(BFF, &impersonation(&token)).await;
+    assert_eq!(
+        early.status, 400,
+        "within 30 s of the last fetch the kid stays unknown"
+    );
+    assert_eq!(issuer.jwks_fetches(), fetched);
+    sts.clock.advance(30);
+    let answer = sts.exchange(BFF, &impersonation(&token)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(issuer.jwks_fetches(), fetched + 1);
+}
+
+#[tokio::test]
+async fn unknown_kid_flood_causes_one_fetch_per_cooldown() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    let before = issuer.jwks_fetches();
+    // Issue the floods concurrently (each request on its own task).
+    for round in 0..2 {
+        sts.clock.advance(30);
+        let mut handles = Vec::new();
+        for i in 0..100 {
+            let header =
+                json!({ "alg": "ES256", "kid": format!("flood-{round}-{i}"), "typ": "at+jwt" });
+            let token =
+                issuer.sign_with(Alg::Es256, header, issuer.user_claims("alice", "bff", ""));
+            let (http, url) = (sts.http.clone(), sts.token_url());
+            handles.push(tokio::spawn(async move {
+                http.post(url)
+                    .basic_auth(BFF.0, Some(BFF.1))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(encode_form(&impersonation(&token)))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+        for h in handles {
+            assert_eq!(h.await.unwrap(), 400);
+        }
+        eprintln!(
+            "unknown-kid flood round {round}: 100 requests, JWKS fetches so far: {}",
+            issuer.jwks_fetches() - before
+        );
+        assert_eq!(
+            issuer.jwks_fetches() - before,
+            round + 1,
+            "one fetch per 30 s cooldown"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_behaviour(Behaviour::Redirect);
+    let sts = Sts::start(&issuer).await;
+    wait_fetches(&issuer, 1).await;
+    assert_eq!(readyz(&sts).await, 503);
+    assert_unavailable(
+        &sts.exchange(BFF, &impersonation(&long_token(&issuer)))
+            .await,
+    );
+    assert!(
+        !issuer
+            .urls_requested()
+            .iter()
+            .any(|u| u.contains("real-jwks")),
+        "redirect target was requested: {:?}",
+        issuer.urls_requested()
+    );
+}
+
+#[tokio::test]
+async fn tls_failure_yields_no_keys() {
+    // An https jwks_uri pointing at a plain-HTTP port: the TLS handshake fails.
+    let issuer = TestIssuer::start().await;
+    let https = format!("https://{}/jwks.json", issuer.addr);
+    let sts = Sts::builder()
+        .issuer_at("corp", &issuer.iss, &https, "")
+        .start()
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(readyz(&sts).await, 503);
+    assert_unavailable(
+        &sts.exchange(BFF, &impersonation(&long_token(&issuer)))
+            .await,
+    );
+    assert_eq!(issuer.jwks_fetches(), 0, "no JWKS request got through");
+}
