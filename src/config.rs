@@ -156,6 +156,8 @@ pub struct IssuerConfig {
     pub required: bool,
     /// How long after a successful fetch its keys may still be used while it is down.
     pub max_staleness_seconds: u64,
+    /// When set, its tokens must carry `iat` and be at most this old, whatever their `exp`.
+    pub max_token_age_seconds: Option<u64>,
 }
 
 /// A registered client.
@@ -235,6 +237,7 @@ struct RawIssuer {
     #[serde(default = "default_true")]
     required: bool,
     max_staleness_seconds: Option<u64>,
+    max_token_age_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -426,6 +429,9 @@ impl Config {
                 7 * 86_400,
             )
             .map_err(|r| err(&at("max_staleness_seconds"), &r))?;
+            if raw_issuer.max_token_age_seconds == Some(0) {
+                return Err(err(&at("max_token_age_seconds"), "must be at least 1"));
+            }
             issuers.push(IssuerConfig {
                 name: raw_issuer.name,
                 issuer: raw_issuer.issuer,
@@ -434,6 +440,7 @@ impl Config {
                 token_types,
                 required: raw_issuer.required,
                 max_staleness_seconds,
+                max_token_age_seconds: raw_issuer.max_token_age_seconds,
             });
         }
 
@@ -606,6 +613,7 @@ secret = { env = "BFF_SECRET" }
         assert_eq!(corp.algorithms, JwsAlgorithm::DEFAULT_ALLOWED);
         assert_eq!(corp.token_types, [TokenType::AccessToken]);
         assert_eq!(corp.max_staleness_seconds, 12 * 3600);
+        assert_eq!(corp.max_token_age_seconds, None);
         assert_eq!(c.clients[0].audiences, ["bff"]);
         assert_eq!(c.clients[0].actor_sub, "bff");
         assert_eq!(c.issuer_id("corp"), Some(IssuerId::upstream(0)));

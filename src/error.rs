@@ -282,9 +282,10 @@ fn token_wire(e: TokenError, invalid: &'static str, expired: &'static str) -> Wi
                 "issuer keys unavailable, retry later",
             )
         },
-        TokenError::Expired | TokenError::NotYetValid | TokenError::IssuedInFuture => {
-            wire(BAD, InvalidRequest, expired)
-        }
+        TokenError::Expired
+        | TokenError::NotYetValid
+        | TokenError::IssuedInFuture
+        | TokenError::TooOld => wire(BAD, InvalidRequest, expired),
         TokenError::TooLarge
         | TokenError::NotCompactJws
         | TokenError::MalformedHeader

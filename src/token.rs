@@ -89,6 +89,9 @@ pub enum TokenError {
     /// `iat` is in the future beyond the leeway.
     #[error("issued in the future")]
     IssuedInFuture,
+    /// Older than the issuer's maximum token age (by `iat`).
+    #[error("older than the issuer's maximum token age")]
+    TooOld,
     /// The issuer's keys could not be fetched and none are cached.
     #[error("issuer keys unavailable")]
     KeysUnavailable,
@@ -118,6 +121,7 @@ impl TokenError {
             TokenError::Expired => "expired",
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::TooOld => "too_old",
             TokenError::KeysUnavailable => "keys_unavailable",
         }
     }
@@ -226,6 +230,7 @@ enum IssuerKeys {
 
 struct TrustedIssuer {
     id: IssuerId,
+    max_token_age: Option<u64>,
     algorithms: Vec<JwsAlgorithm>,
     token_types: Vec<TokenType>,
     required: bool,
@@ -254,6 +259,7 @@ impl TokenValidator {
             config.issuer.clone(),
             TrustedIssuer {
                 id: IssuerId::SELF,
+                max_token_age: None,
                 algorithms: vec![own_alg],
                 token_types: vec![TokenType::AccessToken, TokenType::Jwt],
                 required: false,
@@ -265,6 +271,7 @@ impl TokenValidator {
                 issuer.issuer.clone(),
                 TrustedIssuer {
                     id: IssuerId::upstream(index),
+                    max_token_age: issuer.max_token_age_seconds,
                     algorithms: issuer.algorithms.clone(),
                     token_types: issuer.token_types.clone(),
                     required: issuer.required,
@@ -373,6 +380,14 @@ impl TokenValidator {
             .is_some_and(|iat| iat > now.saturating_add(self.leeway))
         {
             return Err(TokenError::IssuedInFuture);
+        }
+        // EXCHANGE-RULES §4: an optional per-issuer bound on age, for issuers whose tokens
+        // live long; it needs `iat`.
+        if let Some(max_age) = issuer.max_token_age {
+            let iat = claims.iat.ok_or(TokenError::MissingClaim("iat"))?;
+            if now.saturating_sub(iat) > max_age.saturating_add(self.leeway) {
+                return Err(TokenError::TooOld);
+            }
         }
         let sub = claims
             .sub

@@ -2947,3 +2947,42 @@ async fn section3_authentication_comes_before_parameters() {
         );
     }
 }
+
+/// EXCHANGE-RULES §4: the optional per-issuer maximum token age. With it, `iat` is
+/// required and a token older than the bound (plus leeway) is refused whatever its `exp`.
+#[tokio::test]
+async fn section4_max_token_age() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "max_token_age_seconds = 600")
+        .start()
+        .await;
+    let aged = |iat: Value| {
+        let claims = patch(
+            &issuer.user_claims("alice", "bff", "orders:read"),
+            json!({ "iat": iat, "exp": NOW + 86_400 }),
+        );
+        imp(&issuer.sign(claims))
+    };
+    let rows = vec![
+        row(
+            "ok_exactly_max_age_plus_leeway",
+            BFF,
+            aged(json!(NOW - 630)),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row("ok_fresh", BFF, aged(json!(NOW))).granted(json!({ "sub": "alice" })),
+        row("older_than_max_age", BFF, aged(json!(NOW - 631))).refused(
+            400,
+            "invalid_request",
+            "subject_token/too_old",
+        ),
+        row("iat_missing", BFF, aged(Value::Null)).refused(
+            400,
+            "invalid_request",
+            "subject_token/missing_claim",
+        ),
+    ];
+    run("§4 max token age", &sts, rows).await;
+}
