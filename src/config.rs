@@ -139,6 +139,17 @@ pub enum PolicySource {
     Embedded(Vec<(String, String)>),
 }
 
+/// How an issuer marks the kinds of token it issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerProfile {
+    /// RFC 9068: access tokens have header `typ` `at+jwt`.
+    Rfc9068,
+    /// Keycloak (and Red Hat build of Keycloak): every token has header `typ` `JWT`; the
+    /// claim `typ` says `Bearer` (access), `ID`, `Refresh` or `Logout`. Realm issuer URLs
+    /// (`…/realms/<realm>`); JWKS at `<issuer>/protocol/openid-connect/certs`.
+    Keycloak,
+}
+
 /// An upstream issuer.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
@@ -146,6 +157,8 @@ pub struct IssuerConfig {
     pub name: String,
     /// The exact `iss` value of its tokens.
     pub issuer: String,
+    /// How it marks token kinds.
+    pub profile: IssuerProfile,
     /// Where its JWKS is.
     pub jwks_uri: reqwest::Url,
     /// Algorithms accepted from it.
@@ -229,7 +242,8 @@ struct RawPolicy {
 struct RawIssuer {
     name: String,
     issuer: String,
-    jwks_uri: String,
+    jwks_uri: Option<String>,
+    profile: Option<String>,
     algorithms: Option<Vec<String>>,
     token_types: Option<Vec<String>>,
     #[serde(default)]
@@ -372,7 +386,36 @@ impl Config {
                     "duplicate issuer (or equal to our own issuer)",
                 ));
             }
-            let jwks_uri = reqwest::Url::parse(&raw_issuer.jwks_uri)
+            let profile = match raw_issuer.profile.as_deref() {
+                None | Some("rfc9068") => IssuerProfile::Rfc9068,
+                Some("keycloak") => IssuerProfile::Keycloak,
+                Some(other) => {
+                    return Err(err(
+                        &at("profile"),
+                        &format!("{other:?} is not one of rfc9068, keycloak"),
+                    ));
+                }
+            };
+            let jwks_uri = match (&raw_issuer.jwks_uri, profile) {
+                (Some(uri), _) => uri.clone(),
+                (None, IssuerProfile::Keycloak) => {
+                    let realm = raw_issuer.issuer.rsplit_once("/realms/").map(|(_, r)| r);
+                    if !realm.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
+                        return Err(err(
+                            &at("issuer"),
+                            "a Keycloak issuer is a realm URL, https://<host>/realms/<realm> (or set jwks_uri)",
+                        ));
+                    }
+                    format!("{}/protocol/openid-connect/certs", raw_issuer.issuer)
+                }
+                (None, IssuerProfile::Rfc9068) => {
+                    return Err(err(
+                        &at("jwks_uri"),
+                        "required (discovery from issuer metadata is not built yet)",
+                    ));
+                }
+            };
+            let jwks_uri = reqwest::Url::parse(&jwks_uri)
                 .map_err(|e| err(&at("jwks_uri"), &format!("not a URL: {e}")))?;
             match jwks_uri.scheme() {
                 "https" => {}
@@ -435,6 +478,7 @@ impl Config {
             issuers.push(IssuerConfig {
                 name: raw_issuer.name,
                 issuer: raw_issuer.issuer,
+                profile,
                 jwks_uri,
                 algorithms,
                 token_types,
@@ -701,6 +745,41 @@ secret = { env = "BFF_SECRET" }
             assert_eq!(&e.field, field, "{to}: {e}");
             assert!(!e.reason.is_empty());
         }
+    }
+
+    #[test]
+    fn keycloak_profile_derives_the_realm_jwks_uri() {
+        let kc = MINIMAL
+            .replace("issuer = \"https://idp.example.com/realms/corp\"", "issuer = \"https://kc.example.com/realms/corp\"\nprofile = \"keycloak\"")
+            .replace("jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"\n", "");
+        let c = parse(&kc).unwrap();
+        assert_eq!(c.issuers[0].profile, IssuerProfile::Keycloak);
+        assert_eq!(
+            c.issuers[0].jwks_uri.as_str(),
+            "https://kc.example.com/realms/corp/protocol/openid-connect/certs"
+        );
+        for bad in [
+            "https://kc.example.com/auth",
+            "https://kc.example.com/realms/",
+            "https://kc.example.com/realms/a/b",
+        ] {
+            let text = kc.replace("https://kc.example.com/realms/corp", bad);
+            assert_eq!(
+                parse(&text).unwrap_err().field,
+                "issuers[corp].issuer",
+                "{bad}"
+            );
+        }
+        let no_uri = MINIMAL.replace(
+            "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"\n",
+            "",
+        );
+        assert_eq!(parse(&no_uri).unwrap_err().field, "issuers[corp].jwks_uri");
+        let unknown = MINIMAL.replace(
+            "jwks_uri = \"https",
+            "profile = \"okta\"\njwks_uri = \"https",
+        );
+        assert_eq!(parse(&unknown).unwrap_err().field, "issuers[corp].profile");
     }
 
     #[test]

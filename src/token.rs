@@ -20,7 +20,7 @@ use thiserror::Error;
 pub use claims::ActorId;
 
 use crate::clock::Clock;
-use crate::config::{Config, IssuerId};
+use crate::config::{Config, IssuerId, IssuerProfile};
 use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
 use crate::oauth::TokenType;
 use jwks::JwksCache;
@@ -230,6 +230,7 @@ enum IssuerKeys {
 
 struct TrustedIssuer {
     id: IssuerId,
+    profile: IssuerProfile,
     max_token_age: Option<u64>,
     algorithms: Vec<JwsAlgorithm>,
     token_types: Vec<TokenType>,
@@ -259,6 +260,7 @@ impl TokenValidator {
             config.issuer.clone(),
             TrustedIssuer {
                 id: IssuerId::SELF,
+                profile: IssuerProfile::Rfc9068,
                 max_token_age: None,
                 algorithms: vec![own_alg],
                 token_types: vec![TokenType::AccessToken, TokenType::Jwt],
@@ -271,6 +273,7 @@ impl TokenValidator {
                 issuer.issuer.clone(),
                 TrustedIssuer {
                     id: IssuerId::upstream(index),
+                    profile: issuer.profile,
                     max_token_age: issuer.max_token_age_seconds,
                     algorithms: issuer.algorithms.clone(),
                     token_types: issuer.token_types.clone(),
@@ -350,13 +353,12 @@ impl TokenValidator {
         if !issuer.token_types.contains(&declared) {
             return Err(TokenError::TokenTypeNotAccepted);
         }
-        // An ID token is only ever an `id_token`: by its claim `typ` (Keycloak) or by the
-        // hashes only ID tokens carry.
-        let id_token_as_other = claims.id_token_markers && declared != TokenType::IdToken;
-        if !typ_fits(header.typ.as_deref(), declared)
-            || !typ_claim_fits(claims.typ.as_deref(), declared)
-            || id_token_as_other
-        {
+        let kind = TokenKind {
+            header_typ: header.typ.as_deref(),
+            claim_typ: claims.typ.as_deref(),
+            id_token_markers: claims.id_token_markers,
+        };
+        if !kind.fits(issuer.profile, declared) {
             return Err(TokenError::TypMismatch);
         }
         if !issuer.algorithms.contains(&alg) {
@@ -448,20 +450,57 @@ fn verify_with(
     }
 }
 
-/// Whether the `typ` header fits the declared type. Media types compare case-insensitively
-/// and may omit `application/` (RFC 7515 §4.1.9). An access token must be explicitly typed
-/// `at+jwt` (RFC 9068 §2.1), which keeps ID tokens and other JWTs from passing as one.
-fn typ_fits(typ: Option<&str>, declared: TokenType) -> bool {
-    let is = |want: &str| typ.is_some_and(|t| media_type_is(t, want));
-    match declared {
-        TokenType::AccessToken => is("at+jwt"),
-        TokenType::Jwt => typ.is_none() || is("jwt") || is("at+jwt"),
-        TokenType::IdToken => typ.is_none() || is("jwt"),
-        TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
+/// What a token says about its own kind.
+struct TokenKind<'a> {
+    /// The `typ` header (RFC 7515 §4.1.9).
+    header_typ: Option<&'a str>,
+    /// The `typ` claim Keycloak uses: `Bearer`, `ID`, `Refresh`, `Offline`, `Logout`.
+    claim_typ: Option<&'a str>,
+    /// `at_hash` or `c_hash`, which only ID tokens carry.
+    id_token_markers: bool,
+}
+
+impl TokenKind<'_> {
+    /// Whether the token may be accepted as `declared` from an issuer with `profile`
+    /// (EXCHANGE-RULES §4 "what the request declares must match what the token is").
+    ///
+    /// Whatever the profile: refresh, offline and logout tokens are never accepted, and an
+    /// ID token (by claim or by its hashes) is only ever an `id_token`. Then by type:
+    /// an access token must be explicitly typed, `at+jwt` under RFC 9068 §2.1, or, from a
+    /// Keycloak issuer, header `typ` `JWT` with claim `typ` `Bearer`; a `jwt` is any other
+    /// JWT; an `id_token` has header `typ` `JWT` or none (and claim `ID` from Keycloak).
+    fn fits(&self, profile: IssuerProfile, declared: TokenType) -> bool {
+        let header_is = |want: &str| self.header_typ.is_some_and(|t| media_type_is(t, want));
+        let claim_is = |want: &str| self.claim_typ.is_some_and(|c| c.eq_ignore_ascii_case(want));
+        if claim_is("refresh") || claim_is("offline") || claim_is("logout") {
+            return false;
+        }
+        let id_token = claim_is("id") || self.id_token_markers;
+        match declared {
+            TokenType::AccessToken => {
+                !id_token
+                    && match profile {
+                        IssuerProfile::Rfc9068 => header_is("at+jwt"),
+                        IssuerProfile::Keycloak => {
+                            (header_is("jwt") || header_is("at+jwt")) && claim_is("bearer")
+                        }
+                    }
+            }
+            TokenType::Jwt => {
+                !id_token && (self.header_typ.is_none() || header_is("jwt") || header_is("at+jwt"))
+            }
+            TokenType::IdToken => {
+                (self.header_typ.is_none() || header_is("jwt"))
+                    && !claim_is("bearer")
+                    && (profile == IssuerProfile::Rfc9068 || claim_is("id"))
+            }
+            TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
+        }
     }
 }
 
-/// `typ` equals `want`, case-insensitively, with or without `application/`.
+/// `typ` equals `want`, case-insensitively, with or without `application/` (RFC 7515
+/// §4.1.9).
 fn media_type_is(typ: &str, want: &str) -> bool {
     const PREFIX: &str = "application/";
     let unprefixed = match typ.get(..PREFIX.len()) {
@@ -471,59 +510,85 @@ fn media_type_is(typ: &str, want: &str) -> bool {
     unprefixed.eq_ignore_ascii_case(want)
 }
 
-/// Whether a `typ` claim fits the declared type. Keycloak (and Red Hat SSO) sign access,
-/// ID, refresh and logout tokens alike with header `typ` `JWT` and tell them apart by this
-/// claim, so without it an ID or refresh token could pass as a `jwt`. An ID token is
-/// only ever an `id_token`; refresh, offline and logout tokens are never accepted; values
-/// we do not know (other issuers' conventions) are left to the header check.
-fn typ_claim_fits(typ: Option<&str>, declared: TokenType) -> bool {
-    let Some(typ) = typ else { return true };
-    let is = |name: &str| typ.eq_ignore_ascii_case(name);
-    if is("refresh") || is("offline") || is("logout") {
-        return false;
-    }
-    match declared {
-        TokenType::IdToken => !is("bearer"),
-        TokenType::AccessToken | TokenType::Jwt => !is("id"),
-        TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use IssuerProfile::{Keycloak, Rfc9068};
+    use TokenType::{AccessToken as At, IdToken as Id, Jwt};
 
-    #[test]
-    fn typ_claim_rules() {
-        for declared in [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken] {
-            assert!(typ_claim_fits(None, declared));
-            assert!(typ_claim_fits(Some("something-else"), declared));
-            for never in ["Refresh", "Offline", "Logout", "refresh"] {
-                assert!(
-                    !typ_claim_fits(Some(never), declared),
-                    "{never} as {declared:?}"
-                );
-            }
+    fn fits(
+        profile: IssuerProfile,
+        header: Option<&str>,
+        claim: Option<&str>,
+        markers: bool,
+        declared: TokenType,
+    ) -> bool {
+        TokenKind {
+            header_typ: header,
+            claim_typ: claim,
+            id_token_markers: markers,
         }
-        assert!(typ_claim_fits(Some("Bearer"), TokenType::Jwt));
-        assert!(typ_claim_fits(Some("Bearer"), TokenType::AccessToken));
-        assert!(!typ_claim_fits(Some("Bearer"), TokenType::IdToken));
-        assert!(!typ_claim_fits(Some("ID"), TokenType::Jwt));
-        assert!(!typ_claim_fits(Some("id"), TokenType::AccessToken));
-        assert!(typ_claim_fits(Some("ID"), TokenType::IdToken));
+        .fits(profile, declared)
     }
 
+    /// (profile, header typ, claim typ, ID-token hashes, declared type, accepted)
+    type Row = (
+        IssuerProfile,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        TokenType,
+        bool,
+    );
+
     #[test]
-    fn typ_rules() {
-        assert!(typ_fits(Some("at+jwt"), TokenType::AccessToken));
-        assert!(typ_fits(Some("application/AT+JWT"), TokenType::AccessToken));
-        assert!(!typ_fits(Some("JWT"), TokenType::AccessToken));
-        assert!(!typ_fits(None, TokenType::AccessToken));
-        assert!(typ_fits(Some("JWT"), TokenType::Jwt));
-        assert!(typ_fits(None, TokenType::Jwt));
-        assert!(!typ_fits(Some("logout+jwt"), TokenType::Jwt));
-        assert!(typ_fits(None, TokenType::IdToken));
-        assert!(!typ_fits(Some("at+jwt"), TokenType::IdToken));
-        assert!(!typ_fits(Some("JWT"), TokenType::RefreshToken));
+    fn token_kinds() {
+        let table: &[Row] = &[
+            // RFC 9068 access tokens are explicitly typed.
+            (Rfc9068, Some("at+jwt"), None, false, At, true),
+            (Rfc9068, Some("application/AT+JWT"), None, false, At, true),
+            (Rfc9068, Some("JWT"), None, false, At, false),
+            (Rfc9068, None, None, false, At, false),
+            (Rfc9068, Some("JWT"), Some("Bearer"), false, At, false),
+            // Keycloak access tokens: header JWT and claim Bearer, both required.
+            (Keycloak, Some("JWT"), Some("Bearer"), false, At, true),
+            (Keycloak, Some("at+jwt"), Some("Bearer"), false, At, true),
+            (Keycloak, Some("JWT"), None, false, At, false),
+            (Keycloak, Some("JWT"), Some("ID"), false, At, false),
+            // Generic JWTs: not an ID token, not a refresh/logout token.
+            (Rfc9068, Some("JWT"), None, false, Jwt, true),
+            (Rfc9068, None, None, false, Jwt, true),
+            (Rfc9068, Some("logout+jwt"), None, false, Jwt, false),
+            (Keycloak, Some("JWT"), Some("ID"), false, Jwt, false),
+            (Rfc9068, Some("JWT"), None, true, Jwt, false),
+            (Rfc9068, Some("at+jwt"), None, true, At, false),
+            // ID tokens.
+            (Rfc9068, None, None, true, Id, true),
+            (Rfc9068, Some("JWT"), Some("ID"), false, Id, true),
+            (Rfc9068, Some("at+jwt"), None, false, Id, false),
+            (Rfc9068, Some("JWT"), Some("Bearer"), false, Id, false),
+            (Keycloak, Some("JWT"), Some("ID"), true, Id, true),
+            (Keycloak, Some("JWT"), None, true, Id, false),
+            // Never.
+            (Keycloak, Some("JWT"), Some("Refresh"), false, Jwt, false),
+            (Keycloak, Some("JWT"), Some("refresh"), false, At, false),
+            (Keycloak, Some("JWT"), Some("Offline"), false, Id, false),
+            (Rfc9068, Some("JWT"), Some("Logout"), false, Jwt, false),
+            (
+                Rfc9068,
+                Some("JWT"),
+                None,
+                false,
+                TokenType::RefreshToken,
+                false,
+            ),
+        ];
+        for &(profile, header, claim, markers, declared, accepted) in table {
+            assert_eq!(
+                fits(profile, header, claim, markers, declared),
+                accepted,
+                "{profile:?} header={header:?} claim={claim:?} hashes={markers} as {declared:?}"
+            );
+        }
     }
 }

@@ -174,7 +174,10 @@ impl TestIssuer {
                                     .body(Full::new(Bytes::from(body)))
                                     .unwrap()
                             };
-                            let response = if path == "/jwks.json" {
+                            // Keycloak publishes its realm keys at <issuer>/protocol/openid-connect/certs.
+                            let jwks_path = path == "/jwks.json"
+                                || path.ends_with("/protocol/openid-connect/certs");
+                            let response = if jwks_path {
                                 fetches.fetch_add(1, Ordering::SeqCst);
                                 let body = jwks.lock().unwrap().to_string();
                                 match behaviour {
@@ -463,8 +466,14 @@ impl<'a> StsBuilder<'a> {
             .issuers
             .iter()
             .map(|(name, iss, jwks_uri, extra)| {
+                // An empty jwks_uri leaves it to the issuer's profile (Keycloak's realm path).
+                let jwks_uri = if jwks_uri.is_empty() {
+                    String::new()
+                } else {
+                    format!("jwks_uri = \"{jwks_uri}\"\n")
+                };
                 format!(
-                    "[[issuers]]\nname = \"{name}\"\nissuer = \"{iss}\"\njwks_uri = \"{jwks_uri}\"\nallow_http = true\n{extra}\n"
+                    "[[issuers]]\nname = \"{name}\"\nissuer = \"{iss}\"\n{jwks_uri}allow_http = true\n{extra}\n"
                 )
             })
             .collect();
