@@ -517,6 +517,12 @@ impl Config {
             let audiences = raw_client
                 .audiences
                 .unwrap_or_else(|| vec![raw_client.id.clone()]);
+            if audiences.iter().any(|a| a == "*") {
+                return Err(err(
+                    &at("audiences"),
+                    "\"*\" is not a wildcard here: list the exact aud values that name this client",
+                ));
+            }
             if audiences.is_empty() || audiences.iter().any(String::is_empty) {
                 return Err(err(&at("audiences"), "must list non-empty values"));
             }
@@ -734,6 +740,11 @@ secret = { env = "BFF_SECRET" }
                 "[signing]",
                 "[tokens]\nleeway_seconds = 3600\n[signing]",
                 "tokens.leeway_seconds",
+            ),
+            (
+                "secret = { env = \"BFF_SECRET\" }",
+                "secret = { env = \"BFF_SECRET\" }\naudiences = [\"bff\", \"*\"]",
+                "clients[bff].audiences",
             ),
             ("[signing]", "unknown_field = 1\n[signing]", "toml"),
         ];

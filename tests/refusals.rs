@@ -2986,3 +2986,55 @@ async fn section4_max_token_age() {
     ];
     run("§4 max token age", &sts, rows).await;
 }
+
+/// EXCHANGE-RULES §4/§5: `aud` in every shape a confused issuer might send. Only a string
+/// or an array of strings is a valid `aud`; `"*"` is a value like any other, never a
+/// wildcard; an absent or empty `aud` binds nothing (the token must then name the client
+/// by `client_id`/`azp` or `may_act`).
+#[tokio::test]
+async fn section4_audience_shapes() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    let with_aud = |aud: Value| {
+        let claims = patch(
+            &issuer.user_claims("alice", "bff", "orders:read"),
+            json!({ "aud": aud }),
+        );
+        imp(&issuer.sign(claims))
+    };
+    let unbound = "policy/subject_not_bound_to_client";
+    let rows = vec![
+        row("ok_aud_string", BFF, with_aud(json!("bff"))).granted(json!({ "sub": "alice" })),
+        row(
+            "ok_aud_array_naming_the_client",
+            BFF,
+            with_aud(json!(["other", "bff"])),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row("aud_missing", BFF, with_aud(Value::Null)).refused(400, "invalid_request", unbound),
+        row("aud_empty_array", BFF, with_aud(json!([]))).refused(400, "invalid_request", unbound),
+        row("aud_star", BFF, with_aud(json!("*"))).refused(400, "invalid_request", unbound),
+        row("aud_star_in_array", BFF, with_aud(json!(["*"]))).refused(
+            400,
+            "invalid_request",
+            unbound,
+        ),
+        row("aud_case_differs", BFF, with_aud(json!("BFF"))).refused(
+            400,
+            "invalid_request",
+            unbound,
+        ),
+        row("aud_array_with_a_number", BFF, with_aud(json!(["bff", 1]))).refused(
+            400,
+            "invalid_request",
+            "subject_token/invalid_claim",
+        ),
+        row("aud_object", BFF, with_aud(json!({ "bff": true }))).refused(
+            400,
+            "invalid_request",
+            "subject_token/invalid_claim",
+        ),
+    ];
+    run("§4 aud shapes", &sts, rows).await;
+}
