@@ -150,6 +150,25 @@ pub enum IssuerProfile {
     Keycloak,
 }
 
+/// Where an issuer's JWKS is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksLocation {
+    /// At this URL (configured, or derived from a Keycloak realm URL).
+    Uri(reqwest::Url),
+    /// At the `jwks_uri` of the issuer's own metadata (OpenID Connect Discovery §4, or
+    /// RFC 8414 §3), whose `issuer` must equal the configured one.
+    Discover,
+}
+
+/// Whether `url` may be fetched: https, or http where the issuer allows it.
+pub fn url_allowed(url: &reqwest::Url, allow_http: bool) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => allow_http,
+        _ => false,
+    }
+}
+
 /// An upstream issuer.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
@@ -160,7 +179,9 @@ pub struct IssuerConfig {
     /// How it marks token kinds.
     pub profile: IssuerProfile,
     /// Where its JWKS is.
-    pub jwks_uri: reqwest::Url,
+    pub jwks: JwksLocation,
+    /// Whether plain-http URLs (JWKS, metadata) are allowed (loopback tests only).
+    pub allow_http: bool,
     /// Algorithms accepted from it.
     pub algorithms: Vec<JwsAlgorithm>,
     /// Token types accepted from it as subject or actor token.
@@ -397,7 +418,7 @@ impl Config {
                 }
             };
             let jwks_uri = match (&raw_issuer.jwks_uri, profile) {
-                (Some(uri), _) => uri.clone(),
+                (Some(uri), _) => Some(uri.clone()),
                 (None, IssuerProfile::Keycloak) => {
                     let realm = raw_issuer.issuer.rsplit_once("/realms/").map(|(_, r)| r);
                     if !realm.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
@@ -406,28 +427,35 @@ impl Config {
                             "a Keycloak issuer is a realm URL, https://<host>/realms/<realm> (or set jwks_uri)",
                         ));
                     }
-                    format!("{}/protocol/openid-connect/certs", raw_issuer.issuer)
+                    Some(format!(
+                        "{}/protocol/openid-connect/certs",
+                        raw_issuer.issuer
+                    ))
                 }
-                (None, IssuerProfile::Rfc9068) => {
-                    return Err(err(
-                        &at("jwks_uri"),
-                        "required (discovery from issuer metadata is not built yet)",
-                    ));
+                (None, IssuerProfile::Rfc9068) => None,
+            };
+            let https_only =
+                "must be an https URL (http only with allow_http = true, for loopback tests)";
+            let jwks = match jwks_uri {
+                Some(uri) => {
+                    let uri = reqwest::Url::parse(&uri)
+                        .map_err(|e| err(&at("jwks_uri"), &format!("not a URL: {e}")))?;
+                    if !url_allowed(&uri, raw_issuer.allow_http) {
+                        return Err(err(&at("jwks_uri"), https_only));
+                    }
+                    JwksLocation::Uri(uri)
+                }
+                None => {
+                    // Discovery fetches the issuer's own metadata: the issuer is then a URL
+                    // we must be allowed to fetch.
+                    let issuer_url = reqwest::Url::parse(&raw_issuer.issuer)
+                        .map_err(|_| err(&at("jwks_uri"), "required unless the issuer is a URL its metadata can be discovered from"))?;
+                    if !url_allowed(&issuer_url, raw_issuer.allow_http) {
+                        return Err(err(&at("issuer"), https_only));
+                    }
+                    JwksLocation::Discover
                 }
             };
-            let jwks_uri = reqwest::Url::parse(&jwks_uri)
-                .map_err(|e| err(&at("jwks_uri"), &format!("not a URL: {e}")))?;
-            match jwks_uri.scheme() {
-                "https" => {}
-                "http" if raw_issuer.allow_http => {}
-                "http" => {
-                    return Err(err(
-                        &at("jwks_uri"),
-                        "must be https (set allow_http = true only for loopback tests)",
-                    ));
-                }
-                _ => return Err(err(&at("jwks_uri"), "must be an https URL")),
-            }
             let algorithms = match raw_issuer.algorithms {
                 None => JwsAlgorithm::DEFAULT_ALLOWED.to_vec(),
                 Some(names) if names.is_empty() => {
@@ -479,7 +507,8 @@ impl Config {
                 name: raw_issuer.name,
                 issuer: raw_issuer.issuer,
                 profile,
-                jwks_uri,
+                jwks,
+                allow_http: raw_issuer.allow_http,
                 algorithms,
                 token_types,
                 required: raw_issuer.required,
@@ -766,8 +795,13 @@ secret = { env = "BFF_SECRET" }
         let c = parse(&kc).unwrap();
         assert_eq!(c.issuers[0].profile, IssuerProfile::Keycloak);
         assert_eq!(
-            c.issuers[0].jwks_uri.as_str(),
-            "https://kc.example.com/realms/corp/protocol/openid-connect/certs"
+            c.issuers[0].jwks,
+            JwksLocation::Uri(
+                reqwest::Url::parse(
+                    "https://kc.example.com/realms/corp/protocol/openid-connect/certs"
+                )
+                .unwrap()
+            )
         );
         for bad in [
             "https://kc.example.com/auth",
@@ -785,7 +819,28 @@ secret = { env = "BFF_SECRET" }
             "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"\n",
             "",
         );
-        assert_eq!(parse(&no_uri).unwrap_err().field, "issuers[corp].jwks_uri");
+        // Without jwks_uri an RFC 9068 issuer's JWKS is discovered from its metadata...
+        assert_eq!(
+            parse(&no_uri).unwrap().issuers[0].jwks,
+            JwksLocation::Discover
+        );
+        // ...which needs an issuer we may fetch from.
+        let not_fetchable = no_uri.replace(
+            "issuer = \"https://idp.example.com/realms/corp\"",
+            "issuer = \"corp-idp\"",
+        );
+        assert_eq!(
+            parse(&not_fetchable).unwrap_err().field,
+            "issuers[corp].jwks_uri"
+        );
+        let plain_http = no_uri.replace(
+            "issuer = \"https://idp.example.com",
+            "issuer = \"http://idp.example.com",
+        );
+        assert_eq!(
+            parse(&plain_http).unwrap_err().field,
+            "issuers[corp].issuer"
+        );
         let unknown = MINIMAL.replace(
             "jwks_uri = \"https",
             "profile = \"okta\"\njwks_uri = \"https",

@@ -279,12 +279,9 @@ impl TokenValidator {
                     token_types: issuer.token_types.clone(),
                     required: issuer.required,
                     keys: IssuerKeys::Remote(Arc::new(JwksCache::new(
-                        issuer.name.clone(),
-                        issuer.jwks_uri.clone(),
-                        issuer.algorithms.clone(),
+                        issuer,
                         http.clone(),
                         clock.clone(),
-                        issuer.max_staleness_seconds,
                     ))),
                 },
             );

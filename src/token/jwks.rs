@@ -3,6 +3,9 @@
 //! - Fetches are bounded in time (connect 2 s, total 5 s, set on the shared client) and
 //!   size (128 KiB, 64 keys), follow no redirects, and parse keys one by one (an unusable
 //!   key is skipped, an `oct` key ignored).
+//! - Without a configured `jwks_uri`, it is read from the issuer's own metadata (OIDC
+//!   Discovery, then RFC 8414), which must name exactly the configured issuer; it is read
+//!   again after a JWKS fetch fails, so a moved JWKS is followed.
 //! - Keys are fresh for `Cache-Control: max-age`, clamped to [1 min, 1 h] (default
 //!   10 min). A keeper task per issuer ([`JwksCache::maintain`]) refreshes them shortly
 //!   before they expire, so requests never wait for a routine refresh.
@@ -20,8 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::clock::Clock;
-use crate::jose::{JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
+use crate::config::{IssuerConfig, JwksLocation, url_allowed};
+use crate::jose::{JsonObject, JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
 
 const DEFAULT_TTL: u64 = 600;
 const MIN_TTL: u64 = 60;
@@ -48,6 +54,9 @@ pub enum FetchError {
     /// The body is not a usable JWKS.
     #[error("{0}")]
     Malformed(String),
+    /// The issuer's metadata is unusable: not JSON, another `issuer`, no usable `jwks_uri`.
+    #[error("metadata: {0}")]
+    Metadata(&'static str),
 }
 
 /// Keys as fetched, with when (our clock, Unix seconds) and until when they are fresh.
@@ -98,7 +107,12 @@ impl FetchState {
 /// The JWKS of one issuer.
 pub struct JwksCache {
     name: String,
-    uri: reqwest::Url,
+    issuer: String,
+    location: JwksLocation,
+    allow_http: bool,
+    /// The `jwks_uri` found in the issuer's metadata (discovery only); forgotten when a
+    /// JWKS fetch fails, so a moved JWKS is found again.
+    discovered: RwLock<Option<reqwest::Url>>,
     algorithms: Vec<JwsAlgorithm>,
     http: reqwest::Client,
     clock: Clock,
@@ -112,23 +126,18 @@ pub struct JwksCache {
 }
 
 impl JwksCache {
-    /// A cache for `uri`, keeping keys usable with `algorithms`, serving them at most
-    /// `max_staleness` seconds after they were fetched.
-    pub fn new(
-        name: String,
-        uri: reqwest::Url,
-        algorithms: Vec<JwsAlgorithm>,
-        http: reqwest::Client,
-        clock: Clock,
-        max_staleness: u64,
-    ) -> Self {
+    /// The cache of `issuer`'s keys.
+    pub fn new(issuer: &IssuerConfig, http: reqwest::Client, clock: Clock) -> Self {
         Self {
-            name,
-            uri,
-            algorithms,
+            name: issuer.name.clone(),
+            issuer: issuer.issuer.clone(),
+            location: issuer.jwks.clone(),
+            allow_http: issuer.allow_http,
+            discovered: RwLock::new(None),
+            algorithms: issuer.algorithms.clone(),
             http,
             clock,
-            max_staleness,
+            max_staleness: issuer.max_staleness_seconds,
             current: RwLock::new(None),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             fetches: AtomicU64::new(0),
@@ -269,41 +278,86 @@ impl JwksCache {
     }
 
     async fn fetch_inner(&self, now: u64) -> Result<FetchedKeys, FetchError> {
-        let mut response = self
-            .http
-            .get(self.uri.clone())
-            .header(
-                http::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
-            .send()
-            .await
-            .map_err(|e| FetchError::Transport(e.without_url().to_string()))?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(FetchError::Status(response.status().as_u16()));
+        let uri = self.jwks_uri().await?;
+        let fetched = self.fetch_jwks(uri, now).await;
+        if fetched.is_err() {
+            *self
+                .discovered
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
-        {
-            return Err(FetchError::TooLarge);
+        fetched
+    }
+
+    async fn jwks_uri(&self) -> Result<reqwest::Url, FetchError> {
+        if let JwksLocation::Uri(uri) = &self.location {
+            return Ok(uri.clone());
         }
-        let ttl = response
-            .headers()
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
+        let known = self
+            .discovered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(uri) = known {
+            return Ok(uri);
+        }
+        let uri = self.discover().await?;
+        tracing::info!(issuer = %self.name, jwks_uri = %uri, "jwks_uri discovered from issuer metadata");
+        *self
+            .discovered
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(uri.clone());
+        Ok(uri)
+    }
+
+    /// The `jwks_uri` of the issuer's metadata: OpenID Connect Discovery §4
+    /// (`<issuer>/.well-known/openid-configuration`), else RFC 8414 §3
+    /// (`/.well-known/oauth-authorization-server` inserted before the issuer's path). The
+    /// metadata must name exactly our configured issuer (OIDC Discovery §4.3, RFC 8414
+    /// §3.3), and its `jwks_uri` follows the same scheme rule as a configured one.
+    async fn discover(&self) -> Result<reqwest::Url, FetchError> {
+        let issuer = reqwest::Url::parse(&self.issuer)
+            .map_err(|_| FetchError::Metadata("issuer is not a URL"))?;
+        let oidc = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
+        let rfc8414 = format!(
+            "{}/.well-known/oauth-authorization-server{}",
+            issuer.origin().ascii_serialization(),
+            issuer.path().trim_end_matches('/')
+        );
+        let body = match self.get_capped(&oidc, "application/json").await {
+            Err(FetchError::Status(404)) => self.get_capped(&rfc8414, "application/json").await?.0,
+            other => other?.0,
+        };
+        #[derive(Deserialize)]
+        struct Metadata {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let JsonObject(metadata) = serde_json::from_slice::<JsonObject<Metadata>>(&body)
+            .map_err(|_| FetchError::Metadata("not a JSON object with issuer and jwks_uri"))?;
+        if metadata.issuer != self.issuer {
+            return Err(FetchError::Metadata(
+                "issuer differs from the configured one",
+            ));
+        }
+        let uri = reqwest::Url::parse(&metadata.jwks_uri)
+            .map_err(|_| FetchError::Metadata("jwks_uri is not a URL"))?;
+        if !url_allowed(&uri, self.allow_http) {
+            return Err(FetchError::Metadata("jwks_uri is not an https URL"));
+        }
+        Ok(uri)
+    }
+
+    async fn fetch_jwks(&self, uri: reqwest::Url, now: u64) -> Result<FetchedKeys, FetchError> {
+        let (body, cache_control) = self
+            .get_capped(uri.as_str(), "application/jwk-set+json, application/json")
+            .await?;
+        let ttl = cache_control
+            .as_deref()
             .map_or(DEFAULT_TTL, ttl_from_cache_control);
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Transport(e.without_url().to_string()))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
         let (keys, skipped) = KeySet::from_jwks(&body, &self.algorithms)
             .map_err(|e| FetchError::Malformed(e.to_string()))?;
         if skipped > 0 {
@@ -317,6 +371,45 @@ impl JwksCache {
             fetched_at: now,
             fresh_until: now.saturating_add(ttl),
         })
+    }
+
+    /// GETs `url` with the shared client's limits (2 s connect, 5 s total, no redirects),
+    /// reading at most [`MAX_JWKS_BYTES`]; returns the body and its Cache-Control.
+    async fn get_capped(
+        &self,
+        url: &str,
+        accept: &'static str,
+    ) -> Result<(Vec<u8>, Option<String>), FetchError> {
+        let transport = |e: reqwest::Error| FetchError::Transport(e.without_url().to_string());
+        let mut response = self
+            .http
+            .get(url)
+            .header(http::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(transport)?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
+        {
+            return Err(FetchError::TooLarge);
+        }
+        let cache_control = response
+            .headers()
+            .get(http::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, cache_control))
     }
 }
 
@@ -393,14 +486,19 @@ mod tests {
     const STALENESS: u64 = 12 * 3600;
 
     fn cache_for(upstream: &Upstream, clock: &ManualClock) -> JwksCache {
-        JwksCache::new(
-            "test".into(),
-            upstream.url.clone(),
-            JwsAlgorithm::DEFAULT_ALLOWED.to_vec(),
-            reqwest::Client::new(),
-            Clock::from(clock.clone()),
-            STALENESS,
-        )
+        let issuer = IssuerConfig {
+            name: "test".into(),
+            issuer: "http://issuer.test".into(),
+            profile: crate::config::IssuerProfile::Rfc9068,
+            jwks: JwksLocation::Uri(upstream.url.clone()),
+            allow_http: true,
+            algorithms: JwsAlgorithm::DEFAULT_ALLOWED.to_vec(),
+            token_types: vec![crate::oauth::TokenType::AccessToken],
+            required: true,
+            max_staleness_seconds: STALENESS,
+            max_token_age_seconds: None,
+        };
+        JwksCache::new(&issuer, reqwest::Client::new(), Clock::from(clock.clone()))
     }
 
     /// Polls every future concurrently on this task.

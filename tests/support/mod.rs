@@ -122,7 +122,11 @@ pub struct TestIssuer {
     fetches: Arc<AtomicUsize>,
     urls_requested: Arc<std::sync::Mutex<Vec<String>>>,
     behaviour: Arc<std::sync::Mutex<Behaviour>>,
+    documents: Documents,
 }
+
+/// Extra JSON documents the issuer serves, by path (metadata for discovery tests).
+type Documents = Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>>;
 
 impl TestIssuer {
     /// Starts an issuer whose `iss` is its own base URL.
@@ -137,6 +141,8 @@ impl TestIssuer {
         let urls_requested = Arc::new(std::sync::Mutex::new(Vec::new()));
         let behaviour = Arc::new(std::sync::Mutex::new(Behaviour::Serve));
         let behaviour_srv = Arc::clone(&behaviour);
+        let documents: Documents = Arc::default();
+        let documents_srv = Arc::clone(&documents);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (jwks_srv, fetches_srv, urls_srv) = (
@@ -155,6 +161,7 @@ impl TestIssuer {
                     continue;
                 }
                 let behaviour = Arc::clone(&behaviour_srv);
+                let documents = Arc::clone(&documents_srv);
                 let (jwks, fetches, urls) = (
                     Arc::clone(&jwks_srv),
                     Arc::clone(&fetches_srv),
@@ -165,6 +172,7 @@ impl TestIssuer {
                         let (jwks, fetches, urls) =
                             (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&urls));
                         let behaviour = *behaviour.lock().unwrap();
+                        let document = documents.lock().unwrap().get(req.uri().path()).cloned();
                         async move {
                             urls.lock().unwrap().push(req.uri().to_string());
                             let path = req.uri().path();
@@ -174,10 +182,14 @@ impl TestIssuer {
                                     .body(Full::new(Bytes::from(body)))
                                     .unwrap()
                             };
-                            // Keycloak publishes its realm keys at <issuer>/protocol/openid-connect/certs.
-                            let jwks_path = path == "/jwks.json"
-                                || path.ends_with("/protocol/openid-connect/certs");
-                            let response = if jwks_path {
+                            // Faults (Behaviour) apply to /jwks.json; the Keycloak realm path
+                            // <issuer>/protocol/openid-connect/certs always serves the keys.
+                            let response = if let Some(document) = document {
+                                json(document.to_string())
+                            } else if path.ends_with("/protocol/openid-connect/certs") {
+                                fetches.fetch_add(1, Ordering::SeqCst);
+                                json(jwks.lock().unwrap().to_string())
+                            } else if path == "/jwks.json" {
                                 fetches.fetch_add(1, Ordering::SeqCst);
                                 let body = jwks.lock().unwrap().to_string();
                                 match behaviour {
@@ -224,7 +236,16 @@ impl TestIssuer {
             fetches,
             urls_requested,
             behaviour,
+            documents,
         }
+    }
+
+    /// Serves `document` as JSON at `path` (e.g. `/.well-known/openid-configuration`).
+    pub fn serve_document(&self, path: &str, document: Value) {
+        self.documents
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), document);
     }
 
     /// Changes how the JWKS endpoint behaves from the next request on.
