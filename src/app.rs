@@ -54,7 +54,7 @@ impl App {
         let http = upstream_client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
-        let validator = TokenValidator::new(config, own_keys, key.alg(), &http, clock.clone());
+        let validator = TokenValidator::new(config, own_keys, key.alg(), &http, clock.clone())?;
         let minter = Minter::new(config.issuer.clone(), key, config.tokens.act_includes_iss);
         Ok(App {
             exchanger: Exchanger::new(clients, validator, policy, minter, clock),

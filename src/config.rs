@@ -59,6 +59,10 @@ impl IssuerId {
     pub fn upstream(index: usize) -> IssuerId {
         IssuerId(u16::try_from(index + 1).unwrap_or(u16::MAX))
     }
+
+    fn upstream_index(self) -> Option<usize> {
+        usize::from(self.0).checked_sub(1)
+    }
 }
 
 /// The name policies use for the service's own issuer.
@@ -192,6 +196,21 @@ pub struct IssuerConfig {
     pub max_staleness_seconds: u64,
     /// When set, its tokens must carry `iat` and be at most this old, whatever their `exp`.
     pub max_token_age_seconds: Option<u64>,
+    /// RFC 7662 introspection of its opaque tokens, when configured.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// How gleipnir introspects an issuer's opaque tokens (RFC 7662).
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint.
+    pub endpoint: reqwest::Url,
+    /// gleipnir's own client id at the issuer.
+    pub client_id: String,
+    /// gleipnir's own client secret at the issuer.
+    pub secret: SecretSource,
+    /// Longest time an `active` answer is reused (never past the token's `exp`).
+    pub cache_seconds: u64,
 }
 
 /// A registered client.
@@ -273,6 +292,16 @@ struct RawIssuer {
     required: bool,
     max_staleness_seconds: Option<u64>,
     max_token_age_seconds: Option<u64>,
+    introspection: Option<RawIntrospection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntrospection {
+    endpoint: Option<String>,
+    client_id: String,
+    secret: secret::RawSecret,
+    cache_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -500,6 +529,42 @@ impl Config {
                 7 * 86_400,
             )
             .map_err(|r| err(&at("max_staleness_seconds"), &r))?;
+            let introspection = match raw_issuer.introspection {
+                None => None,
+                Some(raw) => {
+                    let endpoint = match (raw.endpoint, profile) {
+                        (Some(e), _) => e,
+                        (None, IssuerProfile::Keycloak) => {
+                            format!(
+                                "{}/protocol/openid-connect/token/introspect",
+                                raw_issuer.issuer
+                            )
+                        }
+                        (None, IssuerProfile::Rfc9068) => {
+                            return Err(err(&at("introspection.endpoint"), "required"));
+                        }
+                    };
+                    let endpoint = reqwest::Url::parse(&endpoint).map_err(|e| {
+                        err(&at("introspection.endpoint"), &format!("not a URL: {e}"))
+                    })?;
+                    if !url_allowed(&endpoint, raw_issuer.allow_http) {
+                        return Err(err(&at("introspection.endpoint"), https_only));
+                    }
+                    if raw.client_id.is_empty() {
+                        return Err(err(&at("introspection.client_id"), "must not be empty"));
+                    }
+                    Some(IntrospectionConfig {
+                        endpoint,
+                        client_id: raw.client_id,
+                        secret: raw
+                            .secret
+                            .validate(&base)
+                            .map_err(|r| err(&at("introspection.secret"), &r))?,
+                        cache_seconds: bounded(raw.cache_seconds, 60, 1, 3600)
+                            .map_err(|r| err(&at("introspection.cache_seconds"), &r))?,
+                    })
+                }
+            };
             if raw_issuer.max_token_age_seconds == Some(0) {
                 return Err(err(&at("max_token_age_seconds"), "must be at least 1"));
             }
@@ -514,6 +579,7 @@ impl Config {
                 required: raw_issuer.required,
                 max_staleness_seconds,
                 max_token_age_seconds: raw_issuer.max_token_age_seconds,
+                introspection,
             });
         }
 
@@ -590,6 +656,11 @@ impl Config {
             .iter()
             .position(|i| i.name == name)
             .map(IssuerId::upstream)
+    }
+
+    /// The configuration of an upstream issuer (`None` for [`IssuerId::SELF`]).
+    pub fn upstream(&self, id: IssuerId) -> Option<&IssuerConfig> {
+        id.upstream_index().and_then(|i| self.issuers.get(i))
     }
 
     /// Our token endpoint URL (RFC 8414 `token_endpoint`).
@@ -846,6 +917,45 @@ secret = { env = "BFF_SECRET" }
             "profile = \"okta\"\njwks_uri = \"https",
         );
         assert_eq!(parse(&unknown).unwrap_err().field, "issuers[corp].profile");
+    }
+
+    #[test]
+    fn introspection_settings() {
+        let kc = MINIMAL.replace(
+            "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"",
+            "profile = \"keycloak\"\n[issuers.introspection]\nclient_id = \"gleipnir\"\nsecret = { env = \"GLEIPNIR_IDP_SECRET\" }",
+        );
+        let c = parse(&kc).unwrap();
+        let i = c.issuers[0].introspection.as_ref().unwrap();
+        assert_eq!(
+            i.endpoint.as_str(),
+            "https://idp.example.com/realms/corp/protocol/openid-connect/token/introspect"
+        );
+        assert_eq!((i.client_id.as_str(), i.cache_seconds), ("gleipnir", 60));
+        let generic = MINIMAL.replace(
+            "[[clients]]",
+            "[issuers.introspection]\nclient_id = \"gleipnir\"\nsecret = { value = \"s\" }\n[[clients]]",
+        );
+        assert_eq!(
+            parse(&generic).unwrap_err().field,
+            "issuers[corp].introspection.endpoint"
+        );
+        let plain = generic.replace(
+            "client_id = \"gleipnir\"",
+            "endpoint = \"http://idp/introspect\"\nclient_id = \"gleipnir\"",
+        );
+        assert_eq!(
+            parse(&plain).unwrap_err().field,
+            "issuers[corp].introspection.endpoint"
+        );
+        let zero = generic.replace(
+            "client_id = \"gleipnir\"",
+            "endpoint = \"https://idp/i\"\ncache_seconds = 0\nclient_id = \"gleipnir\"",
+        );
+        assert_eq!(
+            parse(&zero).unwrap_err().field,
+            "issuers[corp].introspection.cache_seconds"
+        );
     }
 
     #[test]

@@ -274,6 +274,14 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
 fn token_wire(e: TokenError, invalid: &'static str, expired: &'static str) -> WireError {
     use ErrorCode::*;
     match e {
+        TokenError::IntrospectionUnavailable => WireError {
+            retry_after: Some(5),
+            ..wire(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TemporarilyUnavailable,
+                "issuer introspection unavailable, retry later",
+            )
+        },
         TokenError::KeysUnavailable => WireError {
             retry_after: Some(5),
             ..wire(
@@ -302,7 +310,8 @@ fn token_wire(e: TokenError, invalid: &'static str, expired: &'static str) -> Wi
         | TokenError::AlgorithmKeyMismatch
         | TokenError::BadSignature
         | TokenError::MissingClaim(_)
-        | TokenError::InvalidClaim(_) => wire(BAD, InvalidRequest, invalid),
+        | TokenError::InvalidClaim(_)
+        | TokenError::Inactive => wire(BAD, InvalidRequest, invalid),
     }
 }
 

@@ -84,7 +84,11 @@ impl Exchanger {
 
         let subject = self
             .validator
-            .validate::<Subject>(&request.subject.token, request.subject.token_type)
+            .validate::<Subject>(
+                &request.subject.token,
+                request.subject.token_type,
+                admission.subject_issuers(),
+            )
             .await
             .map_err(ExchangeError::Subject)?;
         audit.subject = Some((subject.iss().to_owned(), subject.sub().to_owned()));
@@ -93,7 +97,11 @@ impl Exchanger {
             Some(presented) => {
                 let actor = self
                     .validator
-                    .validate::<Actor>(&presented.token, presented.token_type)
+                    .validate::<Actor>(
+                        &presented.token,
+                        presented.token_type,
+                        admission.actor_issuers(),
+                    )
                     .await
                     .map_err(ExchangeError::Actor)?;
                 audit.actor = Some((actor.iss().to_owned(), actor.sub().to_owned()));

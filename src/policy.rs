@@ -242,6 +242,16 @@ pub struct Admission<'a> {
 }
 
 impl Admission<'_> {
+    /// The issuers whose tokens this client may present as subject token.
+    pub fn subject_issuers(&self) -> &[IssuerId] {
+        &self.policy.subject_issuers
+    }
+
+    /// The issuers whose tokens this client may present as actor token.
+    pub fn actor_issuers(&self) -> &[IssuerId] {
+        &self.policy.actor_issuers
+    }
+
     /// Decides the exchange at time `now`.
     pub fn decide(
         &self,

@@ -9,6 +9,7 @@
 //! with, so a token we issued can be exchanged again.
 
 mod claims;
+pub mod introspection;
 pub mod jwks;
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use thiserror::Error;
 pub use claims::ActorId;
 
 use crate::clock::Clock;
-use crate::config::{Config, IssuerId, IssuerProfile};
+use crate::config::{Config, ConfigError, IssuerId, IssuerProfile};
 use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
 use crate::oauth::TokenType;
 use jwks::JwksCache;
@@ -95,6 +96,12 @@ pub enum TokenError {
     /// The issuer's keys could not be fetched and none are cached.
     #[error("issuer keys unavailable")]
     KeysUnavailable,
+    /// The issuer's introspection endpoint says the token is not active.
+    #[error("token not active")]
+    Inactive,
+    /// The introspection endpoint could not be used: fail closed.
+    #[error("introspection unavailable")]
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -123,6 +130,8 @@ impl TokenError {
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::TooOld => "too_old",
             TokenError::KeysUnavailable => "keys_unavailable",
+            TokenError::Inactive => "inactive",
+            TokenError::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 }
@@ -230,6 +239,7 @@ enum IssuerKeys {
 
 struct TrustedIssuer {
     id: IssuerId,
+    introspector: Option<introspection::Introspector>,
     profile: IssuerProfile,
     max_token_age: Option<u64>,
     algorithms: Vec<JwsAlgorithm>,
@@ -247,19 +257,21 @@ pub struct TokenValidator {
 }
 
 impl TokenValidator {
-    /// Builds the issuer table: our own issuer (with `own_keys`) and every configured one.
+    /// Builds the issuer table: our own issuer (with `own_keys`) and every configured one,
+    /// resolving introspection credentials now.
     pub fn new(
         config: &Config,
         own_keys: KeySet,
         own_alg: JwsAlgorithm,
         http: &reqwest::Client,
         clock: Clock,
-    ) -> Self {
+    ) -> Result<Self, ConfigError> {
         let mut by_iss = HashMap::with_capacity(config.issuers.len() + 1);
         by_iss.insert(
             config.issuer.clone(),
             TrustedIssuer {
                 id: IssuerId::SELF,
+                introspector: None,
                 profile: IssuerProfile::Rfc9068,
                 max_token_age: None,
                 algorithms: vec![own_alg],
@@ -273,6 +285,12 @@ impl TokenValidator {
                 issuer.issuer.clone(),
                 TrustedIssuer {
                     id: IssuerId::upstream(index),
+                    introspector: introspection::Introspector::new(
+                        issuer,
+                        http,
+                        clock.clone(),
+                        &config.origin,
+                    )?,
                     profile: issuer.profile,
                     max_token_age: issuer.max_token_age_seconds,
                     algorithms: issuer.algorithms.clone(),
@@ -286,12 +304,12 @@ impl TokenValidator {
                 },
             );
         }
-        Self {
+        Ok(Self {
             by_iss,
             clock,
             leeway: config.tokens.leeway_seconds,
             max_bytes: config.tokens.max_token_bytes,
-        }
+        })
     }
 
     /// Whether every required upstream issuer has keys to validate with now.
@@ -321,13 +339,21 @@ impl TokenValidator {
     }
 
     /// Validates a token presented as `declared` (RFC 8693 §2.1 `*_token_type`).
+    ///
+    /// `accepted` are the issuers the client's policy accepts for this role: an opaque
+    /// token (not a compact JWS) names no issuer, so it is introspected at the one of them
+    /// that has introspection, and refused when there is none.
     pub async fn validate<R: Role>(
         &self,
         token: &str,
         declared: TokenType,
+        accepted: &[IssuerId],
     ) -> Result<VerifiedToken<R>, TokenError> {
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
+        }
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return self.validate_opaque(token, declared, accepted).await;
         }
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) =
@@ -362,7 +388,74 @@ impl TokenValidator {
             return Err(TokenError::AlgorithmNotAllowed);
         }
 
-        // RFC 7519 §4.1.4/§4.1.5/§4.1.6, against our clock with a leeway.
+        let (exp, sub) = self.check_claims(issuer, &claims)?;
+
+        // The signed input is the two first segments exactly as received (RFC 7515 §5.2).
+        let signing_input = token
+            .get(..h64.len() + 1 + p64.len())
+            .ok_or(TokenError::NotCompactJws)?;
+        let kid = header.kid.as_deref();
+        let verified = match &issuer.keys {
+            IssuerKeys::Local(keys) => verify_with(keys, kid, alg, signing_input, &signature),
+            IssuerKeys::Remote(cache) => {
+                let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
+                match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {
+                    Err(TokenError::UnknownKid) => {
+                        let refreshed = cache.refresh_for_unknown_kid(&fetched).await;
+                        verify_with(&refreshed.keys, kid, alg, signing_input, &signature)
+                    }
+                    other => other,
+                }
+            }
+        };
+        verified?;
+        Ok(verified_token(issuer.id, claims, exp, sub, declared))
+    }
+
+    /// RFC 7662: an opaque access token, introspected at the one introspecting issuer among
+    /// `accepted`. The answer's claims get the checks a JWT's get.
+    async fn validate_opaque<R: Role>(
+        &self,
+        token: &str,
+        declared: TokenType,
+        accepted: &[IssuerId],
+    ) -> Result<VerifiedToken<R>, TokenError> {
+        let Some((issuer, introspector)) = self.by_iss.values().find_map(|i| {
+            let introspector = i.introspector.as_ref()?;
+            accepted.contains(&i.id).then_some((i, introspector))
+        }) else {
+            return Err(TokenError::NotCompactJws);
+        };
+        // Introspection vouches for access tokens only (an ID token is always a JWT).
+        if declared != TokenType::AccessToken || !issuer.token_types.contains(&declared) {
+            return Err(TokenError::TokenTypeNotAccepted);
+        }
+        let answer = introspector.introspect(token).await?;
+        let claims = answer.claims.clone().ok_or(TokenError::Inactive)?;
+        // The answer must come from the issuer we asked (RFC 7662 §2.2 `iss`).
+        if self.by_iss.get(&claims.iss).map(|i| i.id) != Some(issuer.id) {
+            return Err(TokenError::UnknownIssuer);
+        }
+        let kind = TokenKind {
+            header_typ: None,
+            claim_typ: claims.typ.as_deref(),
+            id_token_markers: claims.id_token_markers,
+        };
+        if !kind.introspected_access_token() {
+            return Err(TokenError::TypMismatch);
+        }
+        let (exp, sub) = self.check_claims(issuer, &claims)?;
+        Ok(verified_token(issuer.id, claims, exp, sub, declared))
+    }
+
+    /// The checks every token's claims get, signed or introspected: `exp` required and
+    /// `nbf`/`iat` checked against our clock with a leeway (RFC 7519 §4.1.4–§4.1.6), the
+    /// issuer's maximum age, and a non-empty `sub`. Returns (`exp`, `sub`).
+    fn check_claims(
+        &self,
+        issuer: &TrustedIssuer,
+        claims: &claims::Claims,
+    ) -> Result<(u64, String), TokenError> {
         let now = self.clock.now();
         let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
         if exp.saturating_add(self.leeway) <= now {
@@ -390,44 +483,42 @@ impl TokenValidator {
         }
         let sub = claims
             .sub
+            .clone()
             .filter(|s| !s.is_empty())
             .ok_or(TokenError::MissingClaim("sub"))?;
+        Ok((exp, sub))
+    }
 
-        // The signed input is the two first segments exactly as received (RFC 7515 §5.2).
-        let signing_input = token
-            .get(..h64.len() + 1 + p64.len())
-            .ok_or(TokenError::NotCompactJws)?;
-        let kid = header.kid.as_deref();
-        let verified = match &issuer.keys {
-            IssuerKeys::Local(keys) => verify_with(keys, kid, alg, signing_input, &signature),
-            IssuerKeys::Remote(cache) => {
-                let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
-                match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {
-                    Err(TokenError::UnknownKid) => {
-                        let refreshed = cache.refresh_for_unknown_kid(&fetched).await;
-                        verify_with(&refreshed.keys, kid, alg, signing_input, &signature)
-                    }
-                    other => other,
-                }
-            }
-        };
-        verified?;
+    /// Introspection counters per issuer, for metrics.
+    pub fn introspection_stats(&self) -> Vec<(String, introspection::IntrospectionStats)> {
+        self.by_iss
+            .iter()
+            .filter_map(|(iss, i)| i.introspector.as_ref().map(|x| (iss.clone(), x.stats())))
+            .collect()
+    }
+}
 
-        Ok(VerifiedToken {
-            issuer: issuer.id,
-            iss: claims.iss,
-            sub,
-            exp,
-            aud: claims.aud,
-            scope: claims.scope,
-            client_id: claims.client_id,
-            azp: claims.azp,
-            jti: claims.jti,
-            act: claims.act,
-            may_act: claims.may_act,
-            token_type: declared,
-            role: PhantomData,
-        })
+fn verified_token<R: Role>(
+    issuer: IssuerId,
+    claims: claims::Claims,
+    exp: u64,
+    sub: String,
+    declared: TokenType,
+) -> VerifiedToken<R> {
+    VerifiedToken {
+        issuer,
+        iss: claims.iss,
+        sub,
+        exp,
+        aud: claims.aud,
+        scope: claims.scope,
+        client_id: claims.client_id,
+        azp: claims.azp,
+        jti: claims.jti,
+        act: claims.act,
+        may_act: claims.may_act,
+        token_type: declared,
+        role: PhantomData,
     }
 }
 
@@ -493,6 +584,15 @@ impl TokenKind<'_> {
             }
             TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
         }
+    }
+}
+
+impl TokenKind<'_> {
+    /// An introspected token is accepted as an access token unless its claims say it is
+    /// something else (a Keycloak `typ` other than `Bearer`, or ID-token hashes).
+    fn introspected_access_token(&self) -> bool {
+        let claim_is = |want: &str| self.claim_typ.is_some_and(|c| c.eq_ignore_ascii_case(want));
+        !self.id_token_markers && (self.claim_typ.is_none() || claim_is("bearer"))
     }
 }
 

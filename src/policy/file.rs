@@ -148,6 +148,30 @@ fn compile(
             .filter(|i| *i != IssuerId::SELF)
             .collect(),
     };
+    // An opaque token names no issuer: it goes to the one introspecting issuer the client
+    // accepts for that role, never to several (which would hand a token to an issuer it
+    // may not come from).
+    let introspecting = |ids: &[IssuerId]| {
+        ids.iter()
+            .filter(|id| {
+                config
+                    .upstream(**id)
+                    .is_some_and(|i| i.introspection.is_some())
+            })
+            .count()
+    };
+    if introspecting(&subject_issuers) > 1 {
+        return Err((
+            "subject_issuers",
+            "at most one issuer with introspection: opaque tokens carry no issuer".into(),
+        ));
+    }
+    if introspecting(&actor_issuers) > 1 {
+        return Err((
+            "actor_issuers",
+            "at most one issuer with introspection: opaque tokens carry no issuer".into(),
+        ));
+    }
     if raw.delegate && actor_issuers.is_empty() {
         return Err((
             "actor_issuers",

@@ -153,7 +153,7 @@ fn raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Erro
 }
 
 /// The claims of a token, typed, not yet trusted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Claims {
     pub iss: String,
     pub sub: Option<String>,

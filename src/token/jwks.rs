@@ -497,6 +497,7 @@ mod tests {
             required: true,
             max_staleness_seconds: STALENESS,
             max_token_age_seconds: None,
+            introspection: None,
         };
         JwksCache::new(&issuer, reqwest::Client::new(), Clock::from(clock.clone()))
     }

@@ -123,6 +123,91 @@ pub struct TestIssuer {
     urls_requested: Arc<std::sync::Mutex<Vec<String>>>,
     behaviour: Arc<std::sync::Mutex<Behaviour>>,
     documents: Documents,
+    /// The issuer's RFC 7662 endpoint (`/introspect`, and Keycloak's realm path).
+    pub introspection: Arc<Introspection>,
+}
+
+/// gleipnir's credentials at the test issuer's introspection endpoint.
+pub const INTROSPECTION_CLIENT: (&str, &str) = ("gleipnir", "introspect-secret");
+
+/// The test issuer's introspection endpoint: answers from a table of opaque tokens,
+/// checks gleipnir's Basic credentials, counts calls.
+#[derive(Default)]
+pub struct Introspection {
+    answers: std::sync::Mutex<std::collections::HashMap<String, Value>>,
+    calls: AtomicUsize,
+    status: std::sync::Mutex<Option<u16>>,
+    last_form: std::sync::Mutex<String>,
+}
+
+impl Introspection {
+    /// What the endpoint answers for `token` (tokens not in the table: `active: false`).
+    pub fn answer(&self, token: &str, answer: Value) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), answer);
+    }
+    /// Answers every call with this status (and no JSON) from now on; `None` restores.
+    pub fn fail_with(&self, status: Option<u16>) {
+        *self.status.lock().unwrap() = status;
+    }
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    /// The last form body received.
+    pub fn last_form(&self) -> String {
+        self.last_form.lock().unwrap().clone()
+    }
+
+    async fn respond(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        use http_body_util::BodyExt as _;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                INTROSPECTION_CLIENT.0, INTROSPECTION_CLIENT.1
+            ))
+        );
+        let authorized = req
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let form = String::from_utf8(body.to_vec()).unwrap();
+        *self.last_form.lock().unwrap() = form.clone();
+        let status = *self.status.lock().unwrap();
+        let reply = |status: u16, body: String| {
+            hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        };
+        if let Some(status) = status {
+            return reply(status, "{}".into());
+        }
+        if !authorized {
+            return reply(401, r#"{"error":"invalid_client"}"#.into());
+        }
+        let token = gleipnir::oauth::form::FormBody::parse(form.as_bytes())
+            .unwrap()
+            .single("token")
+            .unwrap()
+            .unwrap_or_default()
+            .to_owned();
+        let answer = self.answers.lock().unwrap().get(&token).cloned();
+        reply(
+            200,
+            answer
+                .unwrap_or_else(|| json!({ "active": false }))
+                .to_string(),
+        )
+    }
 }
 
 /// Extra JSON documents the issuer serves, by path (metadata for discovery tests).
@@ -143,6 +228,8 @@ impl TestIssuer {
         let behaviour_srv = Arc::clone(&behaviour);
         let documents: Documents = Arc::default();
         let documents_srv = Arc::clone(&documents);
+        let introspection: Arc<Introspection> = Arc::default();
+        let introspection_srv = Arc::clone(&introspection);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (jwks_srv, fetches_srv, urls_srv) = (
@@ -162,6 +249,7 @@ impl TestIssuer {
                 }
                 let behaviour = Arc::clone(&behaviour_srv);
                 let documents = Arc::clone(&documents_srv);
+                let introspection = Arc::clone(&introspection_srv);
                 let (jwks, fetches, urls) = (
                     Arc::clone(&jwks_srv),
                     Arc::clone(&fetches_srv),
@@ -173,8 +261,17 @@ impl TestIssuer {
                             (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&urls));
                         let behaviour = *behaviour.lock().unwrap();
                         let document = documents.lock().unwrap().get(req.uri().path()).cloned();
+                        let introspection = Arc::clone(&introspection);
                         async move {
                             urls.lock().unwrap().push(req.uri().to_string());
+                            let introspecting = req.uri().path() == "/introspect"
+                                || req
+                                    .uri()
+                                    .path()
+                                    .ends_with("/protocol/openid-connect/token/introspect");
+                            if introspecting {
+                                return Ok::<_, Infallible>(introspection.respond(req).await);
+                            }
                             let path = req.uri().path();
                             let json = |body: String| {
                                 hyper::Response::builder()
@@ -237,6 +334,7 @@ impl TestIssuer {
             urls_requested,
             behaviour,
             documents,
+            introspection,
         }
     }
 

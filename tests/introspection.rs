@@ -1,0 +1,352 @@
+//! RFC 7662 introspection of opaque upstream tokens (EXCHANGE-RULES §4), over HTTP
+//! against the real server and a real introspection endpoint on loopback.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use gleipnir::app::App;
+use gleipnir::clock::Clock;
+use gleipnir::config::Config;
+use serde_json::{Value, json};
+use support::*;
+
+const OPAQUE: &str = "2YotnFZFEjr1zCsicMWpAA";
+
+fn introspection_settings(issuer: &TestIssuer, endpoint_path: &str) -> String {
+    format!(
+        "[issuers.introspection]\nendpoint = \"http://{}{endpoint_path}\"\nclient_id = \"{}\"\nsecret = {{ value = \"{}\" }}\n",
+        issuer.addr, INTROSPECTION_CLIENT.0, INTROSPECTION_CLIENT.1
+    )
+}
+
+/// An `active` answer as RFC 7662 §2.2 shapes it, for alice's token issued to the BFF.
+fn active(issuer: &TestIssuer) -> Value {
+    json!({ "active": true, "iss": issuer.iss, "sub": "alice", "aud": "bff",
+            "client_id": "bff", "scope": "orders:read", "token_type": "Bearer",
+            "iat": NOW - 60, "exp": NOW + 600, "jti": "opaque-1" })
+}
+
+fn patched(base: Value, changes: Value) -> Value {
+    let mut out = base;
+    for (k, v) in changes.as_object().unwrap() {
+        out[k.as_str()] = v.clone();
+    }
+    out
+}
+
+async fn introspecting_sts(issuer: &TestIssuer) -> Sts {
+    let settings = introspection_settings(issuer, "/introspect");
+    Sts::builder()
+        .issuer("corp", issuer, &settings)
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn active_opaque_tokens_are_exchanged_and_the_answer_cached() {
+    let issuer = TestIssuer::start().await;
+    issuer.introspection.answer(OPAQUE, active(&issuer));
+    let sts = introspecting_sts(&issuer).await;
+
+    // Delegation: opaque subject, JWT actor.
+    let actor = issuer.actor_token("bff");
+    let answer = sts.exchange(BFF, &delegation(OPAQUE, &actor)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let claims = answer.claims();
+    assert_eq!(
+        (claims["sub"].as_str(), claims["scope"].as_str()),
+        (Some("alice"), Some("orders:read"))
+    );
+    assert_eq!(claims["act"], json!({ "sub": "bff" }));
+    assert_eq!(claims["exp"], NOW + 300);
+    // What we sent: our token, the hint, our own credentials (checked by the endpoint).
+    assert_eq!(
+        issuer.introspection.last_form(),
+        format!("token={OPAQUE}&token_type_hint=access_token")
+    );
+
+    // Reused while valid: no second call.
+    assert_eq!(sts.exchange(BFF, &impersonation(OPAQUE)).await.status, 200);
+    assert_eq!(issuer.introspection.calls(), 1);
+    // After cache_seconds (default 60) it is asked again.
+    sts.clock.advance(60);
+    assert_eq!(sts.exchange(BFF, &impersonation(OPAQUE)).await.status, 200);
+    assert_eq!(issuer.introspection.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_active_answer_is_reused_no_longer_than_the_token_lives() {
+    let issuer = TestIssuer::start().await;
+    issuer
+        .introspection
+        .answer(OPAQUE, patched(active(&issuer), json!({ "exp": NOW + 20 })));
+    let sts = introspecting_sts(&issuer).await;
+    assert_eq!(sts.exchange(BFF, &impersonation(OPAQUE)).await.status, 200);
+    issuer
+        .introspection
+        .answer(OPAQUE, json!({ "active": false })); // revoked
+    sts.clock.advance(20);
+    let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        issuer.introspection.calls(),
+        2,
+        "the cached answer ended with the token's exp"
+    );
+}
+
+#[tokio::test]
+async fn inactive_tokens_are_refused_and_the_answer_cached_briefly() {
+    let issuer = TestIssuer::start().await;
+    let sts = introspecting_sts(&issuer).await;
+    for _ in 0..3 {
+        let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (400, "invalid_request"),
+            "{}",
+            answer.body
+        );
+    }
+    assert_eq!(issuer.introspection.calls(), 1);
+    sts.clock.advance(10);
+    issuer.introspection.answer(OPAQUE, active(&issuer));
+    assert_eq!(sts.exchange(BFF, &impersonation(OPAQUE)).await.status, 200);
+    assert_eq!(issuer.introspection.calls(), 2);
+}
+
+/// The endpoint unreachable, failing, refusing our credentials, or answering something
+/// that is not an introspection response: fail closed with 503, and cache nothing.
+#[tokio::test]
+async fn unusable_introspection_fails_closed() {
+    let cases: Vec<(&str, Option<u16>, Value)> = vec![
+        ("server error", Some(500), Value::Null),
+        ("our credentials refused", Some(401), Value::Null),
+        ("redirect not followed", Some(302), Value::Null),
+        (
+            "active as a string",
+            None,
+            json!({ "active": "true", "sub": "alice" }),
+        ),
+        ("no active member", None, json!({ "sub": "alice" })),
+        ("not an object", None, json!([true])),
+    ];
+    for (what, status, answer) in cases {
+        let issuer = TestIssuer::start().await;
+        issuer.introspection.fail_with(status);
+        if !answer.is_null() {
+            issuer.introspection.answer(OPAQUE, answer);
+        }
+        let sts = introspecting_sts(&issuer).await;
+        for _ in 0..2 {
+            let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+            assert_eq!(
+                (answer.status, answer.error()),
+                (503, "temporarily_unavailable"),
+                "{what}: {}",
+                answer.body
+            );
+            assert!(answer.headers.contains_key("retry-after"), "{what}");
+        }
+        assert_eq!(
+            issuer.introspection.calls(),
+            2,
+            "{what}: failures are not cached"
+        );
+    }
+
+    // Nothing listening at all.
+    let issuer = TestIssuer::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let settings = format!(
+        "[issuers.introspection]\nendpoint = \"http://{closed}/introspect\"\nclient_id = \"g\"\nsecret = {{ value = \"s\" }}\n"
+    );
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, &settings)
+        .start()
+        .await;
+    let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (503, "temporarily_unavailable"),
+        "{}",
+        answer.body
+    );
+}
+
+/// Active answers go through the checks any token's claims get.
+#[tokio::test]
+async fn active_answers_are_checked_like_tokens() {
+    let issuer = TestIssuer::start().await;
+    let other = TestIssuer::start().await;
+    let sts = introspecting_sts(&issuer).await;
+    let cases = [
+        ("iss of another issuer", json!({ "iss": other.iss })),
+        ("iss missing", json!({ "iss": null })),
+        ("expired", json!({ "exp": NOW - 60 })),
+        ("exp missing", json!({ "exp": null })),
+        ("sub missing", json!({ "sub": null })),
+        (
+            "aud of another client and no client_id",
+            json!({ "aud": "orders-api", "client_id": null }),
+        ),
+        ("Keycloak refresh token", json!({ "typ": "Refresh" })),
+        ("ID token hashes", json!({ "at_hash": "x" })),
+        ("iss as array", json!({ "iss": [issuer.iss] })),
+    ];
+    for (i, (what, change)) in cases.into_iter().enumerate() {
+        let token = format!("opaque-{i}");
+        let mut answer = active(&issuer);
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                answer.as_object_mut().unwrap().remove(k);
+            } else {
+                answer[k.as_str()] = v.clone();
+            }
+        }
+        issuer.introspection.answer(&token, answer);
+        let answer = sts.exchange(BFF, &impersonation(&token)).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (400, "invalid_request"),
+            "{what}: {}",
+            answer.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn opaque_tokens_need_an_introspecting_issuer_the_client_accepts() {
+    let issuer = TestIssuer::start().await;
+    issuer.introspection.answer(OPAQUE, active(&issuer));
+    // No introspection configured: an opaque token is simply not a JWT.
+    let plain = Sts::start(&issuer).await;
+    let answer = plain.exchange(BFF, &impersonation(OPAQUE)).await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (400, "invalid_request"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(issuer.introspection.calls(), 0);
+
+    // Introspection configured, but declared as jwt: only access tokens are introspected.
+    let sts = introspecting_sts(&issuer).await;
+    let mut form = impersonation(OPAQUE);
+    form[2] = ("subject_token_type", JWT);
+    let answer = sts.exchange(BFF, &form).await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (400, "invalid_request"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        issuer.introspection.calls(),
+        0,
+        "never sent to the endpoint"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_token_share_one_call() {
+    let issuer = TestIssuer::start().await;
+    issuer.introspection.answer(OPAQUE, active(&issuer));
+    let sts = introspecting_sts(&issuer).await;
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let (http, url) = (sts.http.clone(), sts.token_url());
+        handles.push(tokio::spawn(async move {
+            http.post(url)
+                .basic_auth(BFF.0, Some(BFF.1))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encode_form(&impersonation(OPAQUE)))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    assert_eq!(issuer.introspection.calls(), 1);
+}
+
+/// Keycloak: the endpoint defaults to the realm's, and its answer (Keycloak 26 shape:
+/// the access token's claims plus `client_id`, `username`, `token_type`, `active`) is
+/// accepted as an access token.
+#[tokio::test]
+async fn keycloak_realm_introspection() {
+    let issuer = TestIssuer::start().await;
+    let realm = format!("{}/realms/corp", issuer.iss);
+    issuer.introspection.answer(
+        OPAQUE,
+        json!({
+            "exp": NOW + 300, "iat": NOW, "jti": "179a04e8-6a41-41bb-ab20-14d55a8518af",
+            "iss": realm, "sub": "8befeac4-8963-49da-a9ac-f310e8d922d8", "typ": "Bearer",
+            "azp": "bff", "sid": "54db1502-a5dc-4a27-af62-eeef0694a628", "acr": "1",
+            "realm_access": { "roles": ["uma_authorization"] },
+            "scope": "openid email profile orders:read", "email_verified": true,
+            "preferred_username": "alice@example.org", "client_id": "bff",
+            "username": "alice@example.org", "token_type": "Bearer", "active": true
+        }),
+    );
+    let settings = format!(
+        "profile = \"keycloak\"\n[issuers.introspection]\nclient_id = \"{}\"\nsecret = {{ value = \"{}\" }}\n",
+        INTROSPECTION_CLIENT.0, INTROSPECTION_CLIENT.1
+    );
+    let sts = Sts::builder()
+        .issuer_at("corp", &realm, "", &settings)
+        .start()
+        .await;
+    let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(
+        issuer
+            .urls_requested()
+            .iter()
+            .any(|u| u == "/realms/corp/protocol/openid-connect/token/introspect"),
+        "{:?}",
+        issuer.urls_requested()
+    );
+}
+
+/// A client may accept at most one introspecting issuer per role: an opaque token must
+/// go to exactly one endpoint.
+#[test]
+fn two_introspecting_issuers_for_one_role_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = gleipnir::keys::pkcs8_to_pem(
+        &gleipnir::keys::generate_pkcs8(gleipnir::jose::JwsAlgorithm::Es256).unwrap(),
+    );
+    std::fs::write(dir.path().join("k.pem"), pem.as_bytes()).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.toml"),
+        "[clients.bff]\nimpersonate = true\nsubject_issuers = [\"a\", \"b\"]\n",
+    )
+    .unwrap();
+    let issuer = |name: &str| {
+        format!(
+            "[[issuers]]\nname = \"{name}\"\nissuer = \"https://{name}.example\"\njwks_uri = \"https://{name}.example/jwks\"\n[issuers.introspection]\nendpoint = \"https://{name}.example/introspect\"\nclient_id = \"g\"\nsecret = {{ value = \"s\" }}\n"
+        )
+    };
+    let text = format!(
+        "issuer = \"https://sts.example\"\n[signing]\nkey_file = \"k.pem\"\n{}{}[[clients]]\nid = \"bff\"\nsecret = {{ value = \"x\" }}\n",
+        issuer("a"),
+        issuer("b")
+    );
+    let config = Config::from_toml(&text, &dir.path().join("g.toml")).unwrap();
+    let error = App::build(&config, Clock::System).err().expect("refused");
+    assert_eq!(error.field, "clients.bff.subject_issuers", "{error}");
+}
