@@ -431,7 +431,13 @@ impl TokenValidator {
             return Err(TokenError::TokenTypeNotAccepted);
         }
         let answer = introspector.introspect(token).await?;
-        let claims = answer.claims.clone().ok_or(TokenError::Inactive)?;
+        let mut claims = answer.claims.clone().ok_or(TokenError::Inactive)?;
+        // RFC 7662 makes `sub` optional, and providers leave it out for client-credentials
+        // tokens; RFC 9068 §2.2 says such a token's subject is the client. So an answer
+        // without `sub` names its `client_id` (and without either, it is refused below).
+        if claims.sub.is_none() {
+            claims.sub.clone_from(&claims.client_id);
+        }
         // The answer must come from the issuer we asked (RFC 7662 §2.2 `iss`).
         if self.by_iss.get(&claims.iss).map(|i| i.id) != Some(issuer.id) {
             return Err(TokenError::UnknownIssuer);

@@ -14,8 +14,6 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use base64::Engine as _;
@@ -23,43 +21,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use support::*;
 
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-/// Whether node and the pinned `jose` are installed. When they are not: panics under
-/// `GLEIPNIR_REQUIRE_INTEROP=1`, otherwise says SKIPPED where `cargo test` shows it.
-fn verifier_available(test: &str) -> bool {
-    let node = Command::new("node").arg("--version").output();
-    let missing = match node {
-        Ok(out) if out.status.success() => {
-            if interop_dir()
-                .join("node_modules/jose/package.json")
-                .is_file()
-            {
-                return true;
-            }
-            "tests/interop/node_modules/jose is not installed".to_owned()
-        }
-        Ok(out) => format!("`node --version` failed: {}", out.status),
-        Err(e) => format!("`node` cannot be run: {e}"),
-    };
-    let how = "run `npm ci --prefix tests/interop` (needs Node 20+)";
-    if std::env::var("GLEIPNIR_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!(
-            "{test}: GLEIPNIR_REQUIRE_INTEROP=1 but the JOSE verifier is unavailable: {missing}; {how}"
-        );
-    }
-    // Straight to the process's stderr: libtest captures eprintln! of passing tests.
-    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {missing}; {how}");
-    false
-}
-
 /// Runs verify.mjs on a blocking thread, so the STS on this runtime can serve its JWKS.
 async fn verify(jwks_url: String, token: String, iss: String, aud: String) -> Output {
     tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg(interop_dir().join("verify.mjs"))
+            .arg(support::interop_dir().join("verify.mjs"))
             .args([&jwks_url, &token, &iss, &aud])
             .output()
             .unwrap()
@@ -77,7 +43,7 @@ fn flip_signature_byte(token: &str) -> String {
 }
 
 async fn minted_token_verifies_with_jose(alg: &str, test: &str) {
-    if !verifier_available(test) {
+    if !node_package_available(test, "jose") {
         return;
     }
     let issuer = TestIssuer::start().await;

@@ -193,7 +193,10 @@ async fn active_answers_are_checked_like_tokens() {
         ("iss missing", json!({ "iss": null })),
         ("expired", json!({ "exp": NOW - 60 })),
         ("exp missing", json!({ "exp": null })),
-        ("sub missing", json!({ "sub": null })),
+        (
+            "sub and client_id missing",
+            json!({ "sub": null, "client_id": null }),
+        ),
         (
             "aud of another client and no client_id",
             json!({ "aud": "orders-api", "client_id": null }),
@@ -221,6 +224,21 @@ async fn active_answers_are_checked_like_tokens() {
             answer.body
         );
     }
+}
+
+/// RFC 7662 answers for client-credentials tokens often carry no `sub`: the subject is
+/// then the client (RFC 9068 §2.2).
+#[tokio::test]
+async fn an_answer_without_sub_names_its_client() {
+    let issuer = TestIssuer::start().await;
+    let mut answer = active(&issuer);
+    answer.as_object_mut().unwrap().remove("sub");
+    answer["client_id"] = json!("reporting-job");
+    issuer.introspection.answer(OPAQUE, answer);
+    let sts = introspecting_sts(&issuer).await;
+    let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.claims()["sub"], "reporting-job");
 }
 
 #[tokio::test]

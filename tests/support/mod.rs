@@ -791,3 +791,38 @@ pub fn impersonation(subject: &str) -> Vec<(&str, &str)> {
         ("subject_token_type", AT),
     ]
 }
+
+/// `tests/interop`, where the Node packages of the interoperability tests live.
+pub fn interop_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// Whether `node` runs and the npm `package` is installed in `tests/interop`. When not,
+/// the test says SKIPPED where `cargo test` shows it and should return, unless
+/// `GLEIPNIR_REQUIRE_INTEROP=1` (set by `.ci/run`), which makes it a failure.
+pub fn node_package_available(test: &str, package: &str) -> bool {
+    use std::io::Write as _;
+    let node = std::process::Command::new("node").arg("--version").output();
+    let missing = match node {
+        Ok(out) if out.status.success() => {
+            if interop_dir()
+                .join("node_modules")
+                .join(package)
+                .join("package.json")
+                .is_file()
+            {
+                return true;
+            }
+            format!("tests/interop/node_modules/{package} is not installed")
+        }
+        Ok(out) => format!("`node --version` failed: {}", out.status),
+        Err(e) => format!("`node` cannot be run: {e}"),
+    };
+    let how = "run `npm ci --prefix tests/interop` (needs Node 20+)";
+    if std::env::var("GLEIPNIR_REQUIRE_INTEROP").as_deref() == Ok("1") {
+        panic!("{test}: GLEIPNIR_REQUIRE_INTEROP=1 but {missing}; {how}");
+    }
+    // Straight to the process's stderr: libtest captures eprintln! of passing tests.
+    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {missing}; {how}");
+    false
+}
