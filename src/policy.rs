@@ -317,6 +317,15 @@ impl Admission<'_> {
         if !bound {
             return Err(PolicyError::SubjectNotBoundToClient);
         }
+        // An ID token is issued to its audience (OIDC Core §2): only the client named in
+        // its `aud` may present it, whatever its `azp` says.
+        let names_client = subject
+            .aud()
+            .iter()
+            .any(|a| client.client().audiences().contains(a));
+        if subject.token_type() == TokenType::IdToken && !names_client {
+            return Err(PolicyError::SubjectNotBoundToClient);
+        }
 
         // Rules 4, 6, 7: the resulting chain.
         let chain: Vec<ActorId> = match actor {

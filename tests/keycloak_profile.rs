@@ -266,3 +266,40 @@ async fn without_the_profile_a_keycloak_access_token_is_not_an_access_token() {
         answer.body
     );
 }
+
+/// An ID token is only ever presented by the client in its `aud` (OIDC Core §2): `azp`
+/// naming the BFF does not bind an ID token issued to another app.
+#[tokio::test]
+async fn an_id_token_binds_only_to_the_client_in_its_aud() {
+    let issuer = TestIssuer::start().await;
+    let realm = Realm {
+        issuer: &issuer,
+        iss: format!("{}/realms/corp", issuer.iss),
+    };
+    let sts = keycloak_sts(&realm.iss).await;
+    let mut claims = realm.id_token();
+    claims["aud"] = json!("other-app");
+    let id_token = realm.sign(&claims);
+    let mut form = impersonation(&id_token);
+    form[2] = ("subject_token_type", ID_TOKEN);
+    let answer = sts.exchange(BFF, &form).await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (400, "invalid_request"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.body["error_description"],
+        "subject_token was not issued to this client or actor"
+    );
+    // The same claims as an access token bind by azp (RFC 9068 tokens often have no client aud).
+    let mut access = realm.user_access_token();
+    access["aud"] = json!("other-app");
+    assert_eq!(
+        sts.exchange(BFF, &impersonation(&realm.sign(&access)))
+            .await
+            .status,
+        200
+    );
+}
