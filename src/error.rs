@@ -311,7 +311,8 @@ fn token_wire(e: TokenError, invalid: &'static str, expired: &'static str) -> Wi
         | TokenError::BadSignature
         | TokenError::MissingClaim(_)
         | TokenError::InvalidClaim(_)
-        | TokenError::Inactive => wire(BAD, InvalidRequest, invalid),
+        | TokenError::Inactive
+        | TokenError::SenderConstrained => wire(BAD, InvalidRequest, invalid),
     }
 }
 

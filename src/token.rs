@@ -90,6 +90,9 @@ pub enum TokenError {
     /// `iat` is in the future beyond the leeway.
     #[error("issued in the future")]
     IssuedInFuture,
+    /// Bound to a key (`cnf`) whose possession we cannot check.
+    #[error("sender-constrained token")]
+    SenderConstrained,
     /// Older than the issuer's maximum token age (by `iat`).
     #[error("older than the issuer's maximum token age")]
     TooOld,
@@ -129,6 +132,7 @@ impl TokenError {
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::TooOld => "too_old",
+            TokenError::SenderConstrained => "sender_constrained",
             TokenError::KeysUnavailable => "keys_unavailable",
             TokenError::Inactive => "inactive",
             TokenError::IntrospectionUnavailable => "introspection_unavailable",
@@ -353,6 +357,14 @@ impl TokenValidator {
             return Err(TokenError::TooLarge);
         }
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            // A JWE (four dots) or anything whose first segment is a JOSE header is not
+            // an opaque token: refuse it rather than hand it to an introspection endpoint.
+            let first = token.split('.').next().and_then(b64_decode);
+            if first.is_some_and(|h| h.first() == Some(&b'{'))
+                || token.bytes().filter(|&b| b == b'.').count() == 4
+            {
+                return Err(TokenError::NotCompactJws);
+            }
             return self.validate_opaque(token, declared, accepted).await;
         }
         let mut parts = token.split('.');
@@ -447,7 +459,7 @@ impl TokenValidator {
             claim_typ: claims.typ.as_deref(),
             id_token_markers: claims.id_token_markers,
         };
-        if !kind.introspected_access_token() {
+        if !kind.introspected_access_token(claims.token_type.as_deref()) {
             return Err(TokenError::TypMismatch);
         }
         let (exp, sub) = self.check_claims(issuer, &claims)?;
@@ -462,6 +474,11 @@ impl TokenValidator {
         issuer: &TrustedIssuer,
         claims: &claims::Claims,
     ) -> Result<(u64, String), TokenError> {
+        // RFC 7800 `cnf`: the token only counts in the hands of the key holder, and we
+        // cannot check that a client holds it (no DPoP or mTLS proof here).
+        if claims.sender_constrained {
+            return Err(TokenError::SenderConstrained);
+        }
         let now = self.clock.now();
         let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
         if exp.saturating_add(self.leeway) <= now {
@@ -569,7 +586,8 @@ impl TokenKind<'_> {
         if claim_is("refresh") || claim_is("offline") || claim_is("logout") {
             return false;
         }
-        let id_token = claim_is("id") || self.id_token_markers;
+        // Keycloak's claim decides when present (its old access tokens carried `nonce`).
+        let id_token = claim_is("id") || (self.id_token_markers && !claim_is("bearer"));
         match declared {
             TokenType::AccessToken => {
                 !id_token
@@ -591,14 +609,15 @@ impl TokenKind<'_> {
             TokenType::RefreshToken | TokenType::Saml1 | TokenType::Saml2 => false,
         }
     }
-}
 
-impl TokenKind<'_> {
-    /// An introspected token is accepted as an access token unless its claims say it is
-    /// something else (a Keycloak `typ` other than `Bearer`, or ID-token hashes).
-    fn introspected_access_token(&self) -> bool {
+    /// An introspected token is an access token when the answer says `token_type`
+    /// `Bearer` (RFC 7662 §2.2; a provider leaves it out or says `refresh_token` for other
+    /// kinds, whatever `token_type_hint` asked) and nothing in it says otherwise.
+    fn introspected_access_token(&self, token_type: Option<&str>) -> bool {
         let claim_is = |want: &str| self.claim_typ.is_some_and(|c| c.eq_ignore_ascii_case(want));
-        !self.id_token_markers && (self.claim_typ.is_none() || claim_is("bearer"))
+        token_type.is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+            && !self.id_token_markers
+            && (self.claim_typ.is_none() || claim_is("bearer"))
     }
 }
 
@@ -664,6 +683,9 @@ mod tests {
             (Rfc9068, Some("logout+jwt"), None, false, Jwt, false),
             (Keycloak, Some("JWT"), Some("ID"), false, Jwt, false),
             (Rfc9068, Some("JWT"), None, true, Jwt, false),
+            // Keycloak's claim decides: an old access token with a nonce is still Bearer.
+            (Keycloak, Some("JWT"), Some("Bearer"), true, At, true),
+            (Keycloak, Some("JWT"), Some("Bearer"), true, Jwt, true),
             (Rfc9068, Some("at+jwt"), None, true, At, false),
             // ID tokens.
             (Rfc9068, None, None, true, Id, true),
@@ -686,6 +708,22 @@ mod tests {
                 false,
             ),
         ];
+        let introspected =
+            |claim: Option<&'static str>, markers: bool, token_type: Option<&'static str>| {
+                TokenKind {
+                    header_typ: None,
+                    claim_typ: claim,
+                    id_token_markers: markers,
+                }
+                .introspected_access_token(token_type)
+            };
+        assert!(introspected(None, false, Some("Bearer")));
+        assert!(introspected(Some("Bearer"), false, Some("bearer")));
+        assert!(!introspected(None, false, None), "token_type required");
+        assert!(!introspected(None, false, Some("refresh_token")));
+        assert!(!introspected(None, false, Some("DPoP")));
+        assert!(!introspected(Some("Refresh"), false, Some("Bearer")));
+        assert!(!introspected(None, true, Some("Bearer")));
         for &(profile, header, claim, markers, declared, accepted) in table {
             assert_eq!(
                 fits(profile, header, claim, markers, declared),

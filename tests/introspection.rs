@@ -204,6 +204,21 @@ async fn active_answers_are_checked_like_tokens() {
         ("Keycloak refresh token", json!({ "typ": "Refresh" })),
         ("ID token hashes", json!({ "at_hash": "x" })),
         ("iss as array", json!({ "iss": [issuer.iss] })),
+        // RFC 7662 token_type: only Bearer access tokens (a provider answers refresh tokens
+        // too, whatever the hint), and nothing bound to a key we cannot check.
+        (
+            "token_type refresh_token",
+            json!({ "token_type": "refresh_token" }),
+        ),
+        ("token_type missing", json!({ "token_type": null })),
+        (
+            "DPoP-bound",
+            json!({ "token_type": "DPoP", "cnf": { "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" } }),
+        ),
+        (
+            "mTLS-bound Bearer",
+            json!({ "cnf": { "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" } }),
+        ),
     ];
     for (i, (what, change)) in cases.into_iter().enumerate() {
         let token = format!("opaque-{i}");
@@ -367,4 +382,27 @@ fn two_introspecting_issuers_for_one_role_are_refused() {
     let config = Config::from_toml(&text, &dir.path().join("g.toml")).unwrap();
     let error = App::build(&config, Clock::System).err().expect("refused");
     assert_eq!(error.field, "clients.bff.subject_issuers", "{error}");
+}
+
+/// Strings with the shape of a JWE or of a JOSE structure are never sent to the
+/// introspection endpoint: they are malformed tokens, refused as such.
+#[tokio::test]
+async fn jose_shaped_strings_are_never_introspected() {
+    let issuer = TestIssuer::start().await;
+    let sts = introspecting_sts(&issuer).await;
+    let header = b64(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#);
+    for token in [
+        format!("{header}.key.iv.ciphertext.tag"),
+        format!("{header}.e30"),
+        format!("{}.sig", b64(br#"{"alg":"ES256"}"#)),
+    ] {
+        let answer = sts.exchange(BFF, &impersonation(&token)).await;
+        assert_eq!(
+            (answer.status, answer.error()),
+            (400, "invalid_request"),
+            "{token}: {}",
+            answer.body
+        );
+    }
+    assert_eq!(issuer.introspection.calls(), 0);
 }

@@ -3038,3 +3038,49 @@ async fn section4_audience_shapes() {
     ];
     run("§4 aud shapes", &sts, rows).await;
 }
+
+/// Tokens whose claims say they are not plain bearer access tokens: bound to a key
+/// (`cnf`, RFC 7800) or carrying the markers of an ID token (`nonce`), declared otherwise.
+#[tokio::test]
+async fn section4_sender_constrained_and_disguised_id_tokens() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "token_types = [\"access_token\", \"jwt\"]")
+        .start()
+        .await;
+    let claims = issuer.user_claims("alice", "bff", "orders:read");
+    let jwt_header = json!({ "alg": "ES256", "kid": "es-1", "typ": "JWT" });
+    let as_jwt = |token: &str| imp(token).set("subject_token_type", JWT);
+    let rows = vec![
+        row(
+            "ok_plain_jwt",
+            BFF,
+            as_jwt(&issuer.sign_with(Alg::Es256, jwt_header.clone(), claims.clone())),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row(
+            "dpop_bound_access_token",
+            BFF,
+            imp(&issuer.sign(patch(
+                &claims,
+                json!({ "cnf": { "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I" } }),
+            ))),
+        )
+        .refused(400, "invalid_request", "subject_token/sender_constrained"),
+        row(
+            "id_token_with_only_a_nonce_as_jwt",
+            BFF,
+            as_jwt(&issuer.sign_with(
+                Alg::Es256,
+                jwt_header,
+                patch(
+                    &claims,
+                    json!({ "nonce": "n-0S6_WzA2Mj", "auth_time": NOW }),
+                ),
+            )),
+        )
+        .refused(400, "invalid_request", "subject_token/typ_mismatch"),
+    ];
+    run("§4 bound and disguised tokens", &sts, rows).await;
+}

@@ -144,6 +144,12 @@ struct RawClaims<'a> {
     at_hash: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "raw")]
     c_hash: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    nonce: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    cnf: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    token_type: Option<&'a RawValue>,
 }
 
 /// Keeps a member's raw JSON, `null` included: `Option`'s own deserializer would turn a
@@ -171,9 +177,14 @@ pub(super) struct Claims {
     /// The `typ` *claim* (not header) by which Keycloak and Red Hat SSO tell token
     /// kinds apart: `Bearer`, `ID`, `Refresh`, `Offline`, `Logout`.
     pub typ: Option<String>,
-    /// `at_hash` or `c_hash` is present: claims OpenID Connect defines for ID tokens only
-    /// (OIDC Core §3.1.3.6, §3.3.2.11).
+    /// `at_hash`, `c_hash` or `nonce` is present: claims OpenID Connect defines for ID
+    /// tokens (OIDC Core §2, §3.1.3.6, §3.3.2.11).
     pub id_token_markers: bool,
+    /// `cnf` is present: the token is bound to a key (RFC 7800; DPoP RFC 9449, mTLS
+    /// RFC 8705) whose possession we cannot check.
+    pub sender_constrained: bool,
+    /// RFC 7662 §2.2 `token_type` of an introspection answer.
+    pub token_type: Option<String>,
 }
 
 fn claim<T: DeserializeOwned>(
@@ -221,7 +232,9 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
             .transpose()?
             .unwrap_or_default(),
         typ: claim(raw.typ, "typ")?,
-        id_token_markers: raw.at_hash.is_some() || raw.c_hash.is_some(),
+        id_token_markers: raw.at_hash.is_some() || raw.c_hash.is_some() || raw.nonce.is_some(),
+        sender_constrained: raw.cnf.is_some(),
+        token_type: claim(raw.token_type, "token_type")?,
         may_act: may_act.map(|JsonObject(m)| ActorId {
             sub: m.sub,
             iss: m.iss,
