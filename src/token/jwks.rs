@@ -10,12 +10,16 @@
 //!   10 min). A keeper task per issuer ([`JwksCache::maintain`]) refreshes them shortly
 //!   before they expire, so requests never wait for a routine refresh.
 //! - When the issuer is down, the last good keys keep being served up to the issuer's
-//!   maximum staleness (default 12 h); after that, and when there never were keys, token
-//!   validation fails closed (503). Failed fetches back off (1, 2, 4, 8 s), so an outage
-//!   causes neither a fetch storm nor requests queueing behind timeouts.
-//! - At most one fetch per issuer is in flight; requests that need keys wait for it and
-//!   share its result. A token with an unknown `kid` causes at most one refetch per
-//!   30 s cooldown per issuer, and a failed refetch never discards the keys we had.
+//!   maximum staleness (default 12 h); the keeper refreshes before that bound too. After
+//!   it, and when there never were keys, token validation fails closed (503). A JWKS that
+//!   is valid but has no usable key replaces the keys we had: the issuer withdrew them.
+//! - Only the keeper fetches (it is never cancelled, and it backs off 1, 2, 4, 8 s after
+//!   failures, counted from when the attempt ended). A request without usable keys waits
+//!   for the attempt in flight, if any, at most 5 s, and takes its outcome, success or
+//!   failure: an outage causes neither a fetch storm nor requests queueing behind
+//!   timeouts. A token with an unknown `kid` causes at most one refetch per 30 s cooldown
+//!   per issuer, shared by the requests waiting for it; a failed refetch never discards
+//!   the keys we had.
 //! - Every decision about time reads our [`Clock`], so tests can move time by hours. Each
 //!   issuer has its own cache, lock and keeper: one failing issuer never slows another.
 
@@ -38,6 +42,8 @@ pub const UNKNOWN_KID_COOLDOWN: u64 = 30;
 const MAX_BACKOFF: u64 = 8;
 /// How often each keeper looks at its issuer's keys.
 pub const KEEPER_TICK: Duration = Duration::from_millis(500);
+/// Longest a request waits for a fetch in flight.
+const WAIT_FOR_FETCH: Duration = Duration::from_secs(5);
 
 /// Why the keys could not be fetched.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,15 +89,16 @@ pub struct JwksStats {
 
 #[derive(Default)]
 struct FetchState {
-    /// When the last attempt started, and how many attempts in a row failed.
-    last_attempt: Option<u64>,
+    /// When the last attempt ended, and how many attempts in a row failed.
+    last_end: Option<u64>,
     failures: u32,
     /// When the last fetch forced by an unknown `kid` started.
     last_forced: Option<u64>,
 }
 
 impl FetchState {
-    /// Whether the last failure is too recent to try again at `now`.
+    /// Whether the last failure is too recent to try again at `now`. A clock that moved
+    /// backwards ends the wait rather than stretching it.
     fn backing_off(&self, now: u64) -> bool {
         let delay = 1u64
             .checked_shl(self.failures.saturating_sub(1))
@@ -99,8 +106,8 @@ impl FetchState {
             .min(MAX_BACKOFF);
         self.failures > 0
             && self
-                .last_attempt
-                .is_some_and(|at| now < at.saturating_add(delay))
+                .last_end
+                .is_some_and(|end| now >= end && now < end.saturating_add(delay))
     }
 }
 
@@ -160,7 +167,7 @@ impl JwksCache {
     /// The keys, if there are any not older than the maximum staleness at `now`.
     fn usable(&self, now: u64) -> Option<Arc<FetchedKeys>> {
         self.current()
-            .filter(|k| now < k.fetched_at.saturating_add(self.max_staleness))
+            .filter(|k| !k.keys.is_empty() && now < k.fetched_at.saturating_add(self.max_staleness))
     }
 
     /// Whether there are keys to validate with now (readiness).
@@ -179,22 +186,17 @@ impl JwksCache {
         }
     }
 
-    /// The keys to validate with. Fresh or stale-but-within-bound keys are returned at
-    /// once (the keeper refreshes them); without usable keys, one fetch is made (or
-    /// joined), unless the last one failed too recently. `None`: fail closed.
+    /// The keys to validate with: fresh or stale-but-within-bound keys at once (the keeper
+    /// refreshes them). Without usable keys, waits for the keeper's attempt in flight (at
+    /// most 5 s) and takes its outcome; never fetches itself. `None`: fail closed.
     pub async fn keys(&self) -> Option<Arc<FetchedKeys>> {
         if let Some(keys) = self.usable(self.clock.now()) {
             return Some(keys);
         }
-        let mut state = self.fetch.lock().await;
-        let now = self.clock.now();
-        if let Some(keys) = self.usable(now) {
-            return Some(keys); // fetched while we waited
-        }
-        if state.backing_off(now) {
-            return None;
-        }
-        self.fetch_locked(&mut state).await
+        let _attempt_over = tokio::time::timeout(WAIT_FOR_FETCH, self.fetch.lock())
+            .await
+            .ok()?;
+        self.usable(self.clock.now())
     }
 
     /// Called when a token names a `kid` that `seen` does not have. Refetches at most once
@@ -215,17 +217,24 @@ impl JwksCache {
         }
         state.last_forced = Some(now);
         tracing::info!(issuer = %self.name, "unknown kid: refetching JWKS");
-        self.fetch_locked(&mut state).await.unwrap_or(current)
+        // What is current now: the fresh keys, the issuer's (possibly empty) new set, or,
+        // after a failure, the keys we had.
+        self.fetch_locked(&mut state).await;
+        self.current().unwrap_or(current)
     }
 
-    /// One keeper step: fetches when there are no keys, or when they expire within a
-    /// tenth of their lifetime (at least a second), unless backing off.
+    /// One keeper step: fetches when there are no keys, or within a tenth of their
+    /// lifetime (at least a second) of the earlier of their expiry and the staleness
+    /// bound, unless backing off.
     pub async fn maintain(&self) {
         let due = |now: u64| match self.current() {
             None => true,
             Some(k) => {
-                let margin = (k.fresh_until.saturating_sub(k.fetched_at) / 10).max(1);
-                now.saturating_add(margin) >= k.fresh_until
+                let deadline = k
+                    .fresh_until
+                    .min(k.fetched_at.saturating_add(self.max_staleness));
+                let margin = (deadline.saturating_sub(k.fetched_at) / 10).max(1);
+                now.saturating_add(margin) >= deadline || now < k.fetched_at
             }
         };
         if !due(self.clock.now()) {
@@ -248,9 +257,12 @@ impl JwksCache {
 
     async fn fetch_locked(&self, state: &mut FetchState) -> Option<Arc<FetchedKeys>> {
         let now = self.clock.now();
-        state.last_attempt = Some(now);
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch_inner(now).await {
+        let fetched = self.fetch_inner(now).await;
+        // Backoff counts from the end of the attempt: a slow failure must not be retried
+        // at once.
+        state.last_end = Some(self.clock.now());
+        match fetched {
             Ok(fetched) => {
                 state.failures = 0;
                 let fetched = Arc::new(fetched);
@@ -265,7 +277,7 @@ impl JwksCache {
                     fresh_for_s = fetched.fresh_until - fetched.fetched_at,
                     "JWKS fetched"
                 );
-                Some(fetched)
+                self.usable(now)
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
@@ -280,7 +292,7 @@ impl JwksCache {
     async fn fetch_inner(&self, now: u64) -> Result<FetchedKeys, FetchError> {
         let uri = self.jwks_uri().await?;
         let fetched = self.fetch_jwks(uri, now).await;
-        if fetched.is_err() {
+        if fetched.is_err() && self.location == JwksLocation::Discover {
             *self
                 .discovered
                 .write()
@@ -364,7 +376,9 @@ impl JwksCache {
             tracing::warn!(issuer = %self.name, skipped, "JWKS keys skipped (unsupported or malformed)");
         }
         if keys.is_empty() {
-            return Err(FetchError::Malformed("JWKS has no usable key".into()));
+            // A valid JWKS without a key we may use: the issuer withdrew or replaced its
+            // keys. Take that as it is (fail closed), rather than keep the old ones.
+            tracing::warn!(issuer = %self.name, "JWKS has no usable key: this issuer's tokens are refused until it has");
         }
         Ok(FetchedKeys {
             keys,
@@ -539,7 +553,7 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_cap() {
         let state = |failures| FetchState {
-            last_attempt: Some(NOW),
+            last_end: Some(NOW),
             failures,
             last_forced: None,
         };
@@ -550,12 +564,18 @@ mod tests {
         assert!(!state(0).backing_off(NOW));
     }
 
+    /// The keeper's first fetch, then the keys requests would get.
+    async fn warm(cache: &JwksCache) -> Arc<FetchedKeys> {
+        cache.maintain().await;
+        cache.keys().await.unwrap()
+    }
+
     #[tokio::test]
     async fn stale_keys_are_served_up_to_the_bound_then_fail_closed() {
         let upstream = Upstream::start(200, JWKS).await;
         let clock = ManualClock::new(NOW);
         let cache = cache_for(&upstream, &clock);
-        let first = cache.keys().await.unwrap();
+        let first = warm(&cache).await;
         upstream.answer(500, "down");
         clock.advance(DEFAULT_TTL + 60); // expired: served stale, no request waits for a fetch
         assert!(Arc::ptr_eq(&cache.keys().await.unwrap(), &first));
@@ -569,31 +589,51 @@ mod tests {
         assert!(cache.keys().await.is_none(), "too stale: fail closed");
         upstream.answer(200, JWKS);
         clock.advance(MAX_BACKOFF);
+        cache.maintain().await;
         let fresh = cache.keys().await.unwrap();
         assert!(!Arc::ptr_eq(&fresh, &first));
-        assert_eq!(cache.stats().failures, 2);
+        assert_eq!(cache.stats().failures, 1);
     }
 
     #[tokio::test]
-    async fn without_keys_failures_back_off_instead_of_refetching_per_request() {
+    async fn requests_never_fetch_and_failures_back_off_from_the_end_of_the_attempt() {
         let upstream = Upstream::start(503, "down").await;
         let clock = ManualClock::new(NOW);
         let cache = cache_for(&upstream, &clock);
         for _ in 0..5 {
             assert!(cache.keys().await.is_none());
         }
+        assert_eq!(upstream.hits(), 0, "requests do not fetch; the keeper does");
+        cache.maintain().await;
+        cache.maintain().await;
         assert_eq!(upstream.hits(), 1, "one attempt, then back off");
         clock.advance(1);
-        assert!(cache.keys().await.is_none());
+        cache.maintain().await;
         assert_eq!(upstream.hits(), 2);
         upstream.answer(200, JWKS);
-        assert!(
-            cache.keys().await.is_none(),
+        cache.maintain().await;
+        assert_eq!(
+            upstream.hits(),
+            2,
             "backing off for 2 s after the second failure"
         );
         clock.advance(2);
+        cache.maintain().await;
         assert!(cache.keys().await.is_some());
         assert_eq!(upstream.hits(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_clock_stepped_back_does_not_stretch_the_backoff() {
+        let upstream = Upstream::start(503, "down").await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        cache.maintain().await;
+        clock.set(NOW - 3600);
+        upstream.answer(200, JWKS);
+        cache.maintain().await;
+        assert_eq!(upstream.hits(), 2);
+        assert!(cache.keys().await.is_some());
     }
 
     #[tokio::test]
@@ -613,11 +653,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_keeper_refreshes_before_the_staleness_bound_when_it_comes_first() {
+        let upstream = Upstream::start(200, JWKS).await;
+        let clock = ManualClock::new(NOW);
+        let mut cache = cache_for(&upstream, &clock);
+        cache.max_staleness = 300; // shorter than the 600 s the keys are fresh for
+        cache.maintain().await;
+        clock.advance(300 - 30 - 1);
+        cache.maintain().await;
+        assert_eq!(upstream.hits(), 1);
+        clock.advance(1);
+        cache.maintain().await;
+        assert_eq!(
+            upstream.hits(),
+            2,
+            "refreshed at 270 s, before the keys stop being usable"
+        );
+        assert!(cache.has_usable_keys());
+    }
+
+    #[tokio::test]
+    async fn a_valid_jwks_without_usable_keys_replaces_the_old_ones() {
+        let upstream = Upstream::start(200, JWKS).await;
+        let clock = ManualClock::new(NOW);
+        let cache = cache_for(&upstream, &clock);
+        let old = warm(&cache).await;
+        // The issuer now publishes only a key we cannot use (P-521).
+        upstream.answer(
+            200,
+            r#"{"keys":[{"kty":"EC","crv":"P-521","x":"AA","y":"AA"}]}"#,
+        );
+        clock.advance(UNKNOWN_KID_COOLDOWN);
+        let after = cache.refresh_for_unknown_kid(&old).await;
+        assert!(
+            after.keys.is_empty(),
+            "the withdrawn keys are not handed back"
+        );
+        assert!(cache.keys().await.is_none(), "fail closed");
+        assert!(!cache.has_usable_keys());
+        assert_eq!(
+            cache.stats().failures,
+            0,
+            "the issuer answered; it is not an outage"
+        );
+    }
+
+    #[tokio::test]
     async fn failed_unknown_kid_refetch_keeps_the_last_good_keys() {
         let upstream = Upstream::start(200, JWKS).await;
         let clock = ManualClock::new(NOW);
         let cache = cache_for(&upstream, &clock);
-        let old = cache.keys().await.unwrap();
+        let old = warm(&cache).await;
         upstream.answer(500, "down");
         clock.advance(UNKNOWN_KID_COOLDOWN);
         let after = cache.refresh_for_unknown_kid(&old).await;
@@ -637,7 +723,7 @@ mod tests {
         let upstream = Upstream::start(200, JWKS).await;
         let clock = ManualClock::new(NOW);
         let cache = cache_for(&upstream, &clock);
-        let old = cache.keys().await.unwrap();
+        let old = warm(&cache).await;
         clock.advance(UNKNOWN_KID_COOLDOWN - 1);
         assert!(
             Arc::ptr_eq(&cache.refresh_for_unknown_kid(&old).await, &old),
