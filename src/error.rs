@@ -182,11 +182,13 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
             e,
             "subject_token is invalid",
             "subject_token is expired or not yet valid",
+            "subject_token issuer not accepted for this client",
         ),
         ExchangeError::Actor(e) => token_wire(
             e,
             "actor_token is invalid",
             "actor_token is expired or not yet valid",
+            "actor_token issuer not accepted for this client",
         ),
         ExchangeError::Policy(e) => match e {
             PolicyError::ClientNotEnabled => {
@@ -271,9 +273,15 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
     }
 }
 
-fn token_wire(e: TokenError, invalid: &'static str, expired: &'static str) -> WireError {
+fn token_wire(
+    e: TokenError,
+    invalid: &'static str,
+    expired: &'static str,
+    not_accepted: &'static str,
+) -> WireError {
     use ErrorCode::*;
     match e {
+        TokenError::IssuerNotAccepted => wire(BAD, InvalidRequest, not_accepted),
         TokenError::IntrospectionUnavailable => WireError {
             retry_after: Some(5),
             ..wire(

@@ -11,6 +11,7 @@
 mod claims;
 pub mod introspection;
 pub mod jwks;
+mod upstream;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -56,6 +57,9 @@ pub enum TokenError {
     /// `iss` is not a configured issuer.
     #[error("untrusted issuer")]
     UnknownIssuer,
+    /// `iss` is a configured issuer, but not one the client's policy accepts for this role.
+    #[error("issuer not accepted for this client")]
+    IssuerNotAccepted,
     /// The declared token type is not accepted from this issuer.
     #[error("token type not accepted from issuer")]
     TokenTypeNotAccepted,
@@ -120,6 +124,7 @@ impl TokenError {
             TokenError::UnsupportedAlgorithm => "unsupported_algorithm",
             TokenError::AlgorithmNotAllowed => "algorithm_not_allowed",
             TokenError::UnknownIssuer => "unknown_issuer",
+            TokenError::IssuerNotAccepted => "issuer_not_accepted",
             TokenError::TokenTypeNotAccepted => "token_type_not_accepted",
             TokenError::TypMismatch => "typ_mismatch",
             TokenError::UnknownKid => "unknown_kid",
@@ -385,6 +390,11 @@ impl TokenValidator {
             .by_iss
             .get(&claims.iss)
             .ok_or(TokenError::UnknownIssuer)?;
+        // Before any key work: an upstream issuer this client may not use for this role
+        // costs no fetch. (Our own issuer costs none; the policy explains its refusals.)
+        if issuer.id != IssuerId::SELF && !accepted.contains(&issuer.id) {
+            return Err(TokenError::IssuerNotAccepted);
+        }
         if !issuer.token_types.contains(&declared) {
             return Err(TokenError::TokenTypeNotAccepted);
         }
@@ -443,7 +453,7 @@ impl TokenValidator {
             return Err(TokenError::TokenTypeNotAccepted);
         }
         let answer = introspector.introspect(token).await?;
-        let mut claims = answer.claims.clone().ok_or(TokenError::Inactive)?;
+        let mut claims = answer.outcome.clone()?;
         // RFC 7662 makes `sub` optional, and providers leave it out for client-credentials
         // tokens; RFC 9068 §2.2 says such a token's subject is the client. So an answer
         // without `sub` names its `client_id` (and without either, it is refused below).

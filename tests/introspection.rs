@@ -155,6 +155,14 @@ async fn unusable_introspection_fails_closed() {
         }
         assert_eq!(
             issuer.introspection.calls(),
+            1,
+            "{what}: the endpoint is left alone during the backoff"
+        );
+        sts.clock.advance(1);
+        let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+        assert_eq!(answer.status, 503, "{what}");
+        assert_eq!(
+            issuer.introspection.calls(),
             2,
             "{what}: failures are not cached"
         );
@@ -405,4 +413,73 @@ async fn jose_shaped_strings_are_never_introspected() {
         );
     }
     assert_eq!(issuer.introspection.calls(), 0);
+}
+
+/// RFC 7662 §2.3: an endpoint that does not introspect this kind of token says
+/// `unsupported_token_type`; the token is refused like an inactive one, and the endpoint
+/// is not treated as down.
+#[tokio::test]
+async fn unsupported_token_type_is_an_inactive_token() {
+    let issuer = TestIssuer::start().await;
+    issuer
+        .introspection
+        .fail_with_body(400, json!({ "error": "unsupported_token_type" }));
+    let sts = introspecting_sts(&issuer).await;
+    let answer = sts.exchange(BFF, &impersonation(OPAQUE)).await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (400, "invalid_request"),
+        "{}",
+        answer.body
+    );
+    // Another token is introspected at once: no backoff after a proper answer.
+    let answer = sts.exchange(BFF, &impersonation("another-opaque")).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(issuer.introspection.calls(), 2);
+    // A 400 that is not unsupported_token_type is the endpoint's problem: 503.
+    issuer
+        .introspection
+        .fail_with_body(400, json!({ "error": "invalid_request" }));
+    let answer = sts.exchange(BFF, &impersonation("third-opaque")).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+}
+
+/// At most 16 calls per issuer are in flight; beyond that, requests get 503 at once
+/// instead of piling up connections to a slow endpoint.
+#[tokio::test]
+async fn calls_in_flight_are_capped() {
+    let issuer = TestIssuer::start().await;
+    issuer
+        .introspection
+        .delay(std::time::Duration::from_millis(500));
+    let sts = introspecting_sts(&issuer).await;
+    let mut handles = Vec::new();
+    for i in 0..24 {
+        let (http, url) = (sts.http.clone(), sts.token_url());
+        handles.push(tokio::spawn(async move {
+            let token = format!("distinct-opaque-{i}");
+            http.post(url)
+                .basic_auth(BFF.0, Some(BFF.1))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encode_form(&impersonation(&token)))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.unwrap());
+    }
+    let refused = statuses.iter().filter(|s| **s == 400).count();
+    let shed = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(refused + shed, 24, "{statuses:?}");
+    assert!(
+        issuer.introspection.calls() <= 16,
+        "calls: {}",
+        issuer.introspection.calls()
+    );
+    assert!(shed >= 8, "{statuses:?}");
 }

@@ -1,19 +1,23 @@
 //! RFC 7662 introspection of opaque upstream tokens (EXCHANGE-RULES §4).
 //!
 //! - gleipnir authenticates to the issuer's endpoint with its own credentials
-//!   (`client_secret_basic`, RFC 6749 §2.3.1) and POSTs `token` with the hint
-//!   `access_token`; the shared client's limits apply (2 s connect, 5 s total, no
-//!   redirects), and the answer is read up to 128 KiB.
+//!   (`client_secret_basic`, RFC 6749 §2.3.1; the header is built once and marked
+//!   sensitive) and POSTs `token` with the hint `access_token`; the shared client's limits
+//!   apply (2 s connect, 5 s total, no redirects), and the answer is read up to 128 KiB.
 //! - An `active` answer is a claims set: it goes through the same strict claim parser as
-//!   a JWT's payload, and the validator then applies the same checks (`iss`, `typ`, times).
+//!   a JWT's payload, and the validator then applies the same checks (`iss`, `typ`, times),
+//!   plus `token_type` `Bearer`.
 //! - Answers are cached by the SHA-256 of the token, never the token itself: `active`
-//!   until min(`exp`, `cache_seconds`), inactive for [`INACTIVE_SECONDS`], measured on our
-//!   clock. Concurrent introspections of one token share one call (moka).
+//!   until min(`exp`, `cache_seconds`); inactive answers (and `unsupported_token_type`)
+//!   and refused ones for [`BRIEF_SECONDS`], measured on our clock. Concurrent
+//!   introspections of one token share one call (moka); the cache is bounded in bytes.
 //! - Unreachable endpoint, a status other than 200, or an answer without a boolean
-//!   `active`: fail closed (503), nothing cached.
+//!   `active`: fail closed (503), nothing cached, and the issuer's endpoint is left alone
+//!   for a backoff (1, 2, 4, 8 s) during which its opaque tokens get 503 at once. At most
+//!   [`MAX_IN_FLIGHT`] calls per issuer run at a time; beyond that, 503 at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lc_rs::digest;
@@ -23,31 +27,26 @@ use zeroize::Zeroizing;
 
 use super::TokenError;
 use super::claims::{Claims, parse_claims};
+use super::upstream::{Backoff, read_capped};
 use crate::clock::Clock;
 use crate::config::{ConfigError, IssuerConfig};
-use crate::jose::{JsonObject, MAX_JWKS_BYTES};
+use crate::jose::JsonObject;
 use crate::oauth::form;
 
-/// How long an `active: false` answer is reused.
-pub const INACTIVE_SECONDS: u64 = 10;
-/// Most introspection answers kept.
-const MAX_ENTRIES: u64 = 100_000;
+/// How long an inactive or refused answer is reused.
+pub const BRIEF_SECONDS: u64 = 10;
+/// Most introspection calls per issuer at a time.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Bytes of answers kept per issuer (approximate: the size of the answers' JSON).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the issuer said about a token, and until when (our clock) we may reuse it.
 #[derive(Debug)]
 pub(super) struct Answer {
-    /// The claims of an active token; `None` for an inactive one.
-    pub claims: Option<Claims>,
+    /// The claims of an active token, or why the token is refused (`Inactive` included).
+    pub outcome: Result<Claims, TokenError>,
     until: u64,
-}
-
-/// Why introspection gave no answer.
-#[derive(Debug, Clone)]
-enum Failure {
-    /// Unreachable, non-200, or not an introspection response: fail closed.
-    Unavailable(String),
-    /// An active answer whose claims are malformed: the token is refused.
-    Token(TokenError),
+    weight: u32,
 }
 
 /// Introspection counters, for metrics.
@@ -65,11 +64,13 @@ pub struct IntrospectionStats {
 pub struct Introspector {
     name: String,
     endpoint: reqwest::Url,
-    authorization: Zeroizing<String>,
+    authorization: http::HeaderValue,
     cache_seconds: u64,
     http: reqwest::Client,
     clock: Clock,
     cache: moka::future::Cache<[u8; 32], Arc<Answer>>,
+    in_flight: tokio::sync::Semaphore,
+    backoff: Mutex<Backoff>,
     calls: AtomicU64,
     failures: AtomicU64,
     cache_hits: AtomicU64,
@@ -88,13 +89,10 @@ impl Introspector {
             return Ok(None);
         };
         let field = format!("issuers[{}].introspection.secret", issuer.name);
-        let secret = config
-            .secret
-            .resolve()
-            .map_err(|r| ConfigError::new(origin, &field, r))?;
+        let bad = |reason: &str| ConfigError::new(origin, &field, reason);
+        let secret = config.secret.resolve().map_err(|r| bad(&r))?;
         let secret = Zeroizing::new(
-            String::from_utf8(secret.expose().to_vec())
-                .map_err(|_| ConfigError::new(origin, &field, "secret is not UTF-8"))?,
+            String::from_utf8(secret.expose().to_vec()).map_err(|_| bad("secret is not UTF-8"))?,
         );
         // RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
         let credentials = Zeroizing::new(format!(
@@ -102,10 +100,13 @@ impl Introspector {
             form::encode(&config.client_id),
             form::encode(&secret)
         ));
-        let authorization = Zeroizing::new(format!(
+        let basic = Zeroizing::new(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes())
         ));
+        let mut authorization = http::HeaderValue::from_str(&basic)
+            .map_err(|_| bad("cannot form the Authorization header"))?;
+        authorization.set_sensitive(true);
         Ok(Some(Self {
             name: issuer.name.clone(),
             endpoint: config.endpoint.clone(),
@@ -114,12 +115,13 @@ impl Introspector {
             http: http.clone(),
             clock,
             cache: moka::future::Cache::builder()
-                .max_capacity(MAX_ENTRIES)
+                .max_capacity(CACHE_BYTES)
+                .weigher(|_key, answer: &Arc<Answer>| answer.weight)
                 // A memory bound only: reuse is decided by `until`, on our clock.
-                .time_to_live(Duration::from_secs(
-                    config.cache_seconds.max(INACTIVE_SECONDS),
-                ))
+                .time_to_live(Duration::from_secs(config.cache_seconds.max(BRIEF_SECONDS)))
                 .build(),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            backoff: Mutex::new(Backoff::default()),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -135,6 +137,12 @@ impl Introspector {
         }
     }
 
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// What the issuer says about `token`, from the cache when still valid.
     pub(super) async fn introspect(&self, token: &str) -> Result<Arc<Answer>, TokenError> {
         let key = cache_key(token);
@@ -145,78 +153,96 @@ impl Introspector {
             }
             self.cache.invalidate(&key).await;
         }
+        if self.backoff().backing_off(self.clock.now()) {
+            return Err(TokenError::IntrospectionUnavailable);
+        }
         self.cache
             .try_get_with(key, async { self.call(token).await.map(Arc::new) })
             .await
-            .map_err(|failure| match &*failure {
-                Failure::Unavailable(_) => TokenError::IntrospectionUnavailable,
-                Failure::Token(e) => *e,
-            })
+            .map_err(|_| TokenError::IntrospectionUnavailable)
     }
 
-    async fn call(&self, token: &str) -> Result<Answer, Failure> {
+    /// One call to the endpoint; `Err` means unavailable (nothing is cached).
+    async fn call(&self, token: &str) -> Result<Answer, String> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(format!(
+                "more than {MAX_IN_FLIGHT} introspection calls in flight"
+            ));
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.request(token).await;
-        if let Err(Failure::Unavailable(reason)) = &result {
+        self.backoff().ended(self.clock.now(), result.is_ok());
+        if let Err(reason) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(issuer = %self.name, reason = %reason, "introspection failed");
         }
         result
     }
 
-    async fn request(&self, token: &str) -> Result<Answer, Failure> {
-        let unavailable = |e: reqwest::Error| Failure::Unavailable(e.without_url().to_string());
-        let body = Zeroizing::new(format!(
-            "token={}&token_type_hint=access_token",
-            form::encode(token)
-        ));
-        let mut response = self
+    async fn request(&self, token: &str) -> Result<Answer, String> {
+        let response = self
             .http
             .post(self.endpoint.clone())
-            .header(http::header::AUTHORIZATION, self.authorization.as_str())
+            .header(http::header::AUTHORIZATION, self.authorization.clone())
             .header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .header(http::header::ACCEPT, "application/json")
-            .body(body.as_bytes().to_vec())
+            .body(format!(
+                "token={}&token_type_hint=access_token",
+                form::encode(token)
+            ))
             .send()
             .await
-            .map_err(unavailable)?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(Failure::Unavailable(format!(
-                "status {}",
-                response.status().as_u16()
-            )));
+            .map_err(|e| e.without_url().to_string())?;
+        let status = response.status();
+        let json = read_capped(response).await.map_err(|e| format!("{e:?}"))?;
+        let now = self.clock.now();
+        let weight = u32::try_from(json.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(64);
+        let brief = |outcome: Result<Claims, TokenError>| Answer {
+            outcome,
+            until: now.saturating_add(BRIEF_SECONDS),
+            weight,
+        };
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: String,
         }
-        let mut json = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
-            if json.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(Failure::Unavailable("answer too large".into()));
-            }
-            json.extend_from_slice(&chunk);
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            // RFC 7662 §2.3: a token of a type the server does not introspect.
+            return match serde_json::from_slice::<JsonObject<ErrorBody>>(&json) {
+                Ok(JsonObject(e)) if e.error == "unsupported_token_type" => {
+                    Ok(brief(Err(TokenError::Inactive)))
+                }
+                _ => Err("status 400".into()),
+            };
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("status {}", status.as_u16()));
         }
         #[derive(Deserialize)]
         struct Head {
             active: bool,
         }
-        let JsonObject(head) = serde_json::from_slice::<JsonObject<Head>>(&json).map_err(|_| {
-            Failure::Unavailable("not an introspection response (no boolean active)".into())
-        })?;
-        let now = self.clock.now();
+        let JsonObject(head) = serde_json::from_slice::<JsonObject<Head>>(&json)
+            .map_err(|_| "not an introspection response (no boolean active)".to_owned())?;
         if !head.active {
-            return Ok(Answer {
-                claims: None,
-                until: now.saturating_add(INACTIVE_SECONDS),
-            });
+            return Ok(brief(Err(TokenError::Inactive)));
         }
-        let claims = parse_claims(&json).map_err(Failure::Token)?;
-        let exp = claims
-            .exp
-            .ok_or(Failure::Token(TokenError::MissingClaim("exp")))?;
+        let claims = match parse_claims(&json) {
+            Ok(claims) => claims,
+            Err(e) => return Ok(brief(Err(e))),
+        };
+        let Some(exp) = claims.exp else {
+            return Ok(brief(Err(TokenError::MissingClaim("exp"))));
+        };
         Ok(Answer {
             until: now.saturating_add(self.cache_seconds).min(exp),
-            claims: Some(claims),
+            outcome: Ok(claims),
+            weight,
         })
     }
 }

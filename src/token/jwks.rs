@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::upstream::{Backoff, ReadError, read_capped};
 use crate::clock::Clock;
 use crate::config::{IssuerConfig, JwksLocation, url_allowed};
 use crate::jose::{JsonObject, JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
@@ -38,8 +39,6 @@ const MIN_TTL: u64 = 60;
 const MAX_TTL: u64 = 3600;
 /// Minimum time between two fetches forced by an unknown `kid`, in seconds.
 pub const UNKNOWN_KID_COOLDOWN: u64 = 30;
-/// Longest wait between two attempts after failures, in seconds.
-const MAX_BACKOFF: u64 = 8;
 /// How often each keeper looks at its issuer's keys.
 pub const KEEPER_TICK: Duration = Duration::from_millis(500);
 /// Longest a request waits for a fetch in flight.
@@ -89,26 +88,10 @@ pub struct JwksStats {
 
 #[derive(Default)]
 struct FetchState {
-    /// When the last attempt ended, and how many attempts in a row failed.
-    last_end: Option<u64>,
-    failures: u32,
+    /// Failures in a row, and when the last attempt ended.
+    backoff: Backoff,
     /// When the last fetch forced by an unknown `kid` started.
     last_forced: Option<u64>,
-}
-
-impl FetchState {
-    /// Whether the last failure is too recent to try again at `now`. A clock that moved
-    /// backwards ends the wait rather than stretching it.
-    fn backing_off(&self, now: u64) -> bool {
-        let delay = 1u64
-            .checked_shl(self.failures.saturating_sub(1))
-            .unwrap_or(MAX_BACKOFF)
-            .min(MAX_BACKOFF);
-        self.failures > 0
-            && self
-                .last_end
-                .is_some_and(|end| now >= end && now < end.saturating_add(delay))
-    }
 }
 
 /// The JWKS of one issuer.
@@ -212,7 +195,7 @@ impl JwksCache {
         let latest = state
             .last_forced
             .map_or(current.fetched_at, |f| f.max(current.fetched_at));
-        if now < latest.saturating_add(UNKNOWN_KID_COOLDOWN) || state.backing_off(now) {
+        if now < latest.saturating_add(UNKNOWN_KID_COOLDOWN) || state.backoff.backing_off(now) {
             return current;
         }
         state.last_forced = Some(now);
@@ -242,7 +225,7 @@ impl JwksCache {
         }
         let mut state = self.fetch.lock().await;
         let now = self.clock.now();
-        if due(now) && !state.backing_off(now) {
+        if due(now) && !state.backoff.backing_off(now) {
             self.fetch_locked(&mut state).await;
         }
     }
@@ -261,10 +244,9 @@ impl JwksCache {
         let fetched = self.fetch_inner(now).await;
         // Backoff counts from the end of the attempt: a slow failure must not be retried
         // at once.
-        state.last_end = Some(self.clock.now());
+        state.backoff.ended(self.clock.now(), fetched.is_ok());
         match fetched {
             Ok(fetched) => {
-                state.failures = 0;
                 let fetched = Arc::new(fetched);
                 *self
                     .current
@@ -280,7 +262,6 @@ impl JwksCache {
                 self.usable(now)
             }
             Err(e) => {
-                state.failures = state.failures.saturating_add(1);
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let kept = self.usable(now).is_some();
                 tracing::warn!(issuer = %self.name, error = %e, kept_last_good_keys = kept, "JWKS fetch failed");
@@ -394,35 +375,25 @@ impl JwksCache {
         url: &str,
         accept: &'static str,
     ) -> Result<(Vec<u8>, Option<String>), FetchError> {
-        let transport = |e: reqwest::Error| FetchError::Transport(e.without_url().to_string());
-        let mut response = self
+        let response = self
             .http
             .get(url)
             .header(http::header::ACCEPT, accept)
             .send()
             .await
-            .map_err(transport)?;
+            .map_err(|e| FetchError::Transport(e.without_url().to_string()))?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
-        }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
-        {
-            return Err(FetchError::TooLarge);
         }
         let cache_control = response
             .headers()
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_capped(response).await.map_err(|e| match e {
+            ReadError::TooLarge => FetchError::TooLarge,
+            ReadError::Transport(e) => FetchError::Transport(e),
+        })?;
         Ok((body, cache_control))
     }
 }
@@ -445,6 +416,7 @@ fn ttl_from_cache_control(value: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::upstream::MAX_BACKOFF;
     use super::*;
     use crate::clock::ManualClock;
     use std::sync::Mutex;
@@ -548,20 +520,6 @@ mod tests {
         assert_eq!(ttl_from_cache_control("no-store"), MIN_TTL);
         assert_eq!(ttl_from_cache_control("private"), DEFAULT_TTL);
         assert_eq!(ttl_from_cache_control("max-age=abc"), DEFAULT_TTL);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let state = |failures| FetchState {
-            last_end: Some(NOW),
-            failures,
-            last_forced: None,
-        };
-        for (failures, delay) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 8), (40, 8)] {
-            assert!(state(failures).backing_off(NOW + delay - 1), "{failures}");
-            assert!(!state(failures).backing_off(NOW + delay), "{failures}");
-        }
-        assert!(!state(0).backing_off(NOW));
     }
 
     /// The keeper's first fetch, then the keys requests would get.

@@ -137,6 +137,8 @@ pub struct Introspection {
     answers: std::sync::Mutex<std::collections::HashMap<String, Value>>,
     calls: AtomicUsize,
     status: std::sync::Mutex<Option<u16>>,
+    body: std::sync::Mutex<Option<Value>>,
+    delay: std::sync::Mutex<std::time::Duration>,
     last_form: std::sync::Mutex<String>,
 }
 
@@ -151,6 +153,15 @@ impl Introspection {
     /// Answers every call with this status (and no JSON) from now on; `None` restores.
     pub fn fail_with(&self, status: Option<u16>) {
         *self.status.lock().unwrap() = status;
+    }
+    /// Answers every call with this status and JSON body.
+    pub fn fail_with_body(&self, status: u16, body: Value) {
+        *self.status.lock().unwrap() = Some(status);
+        *self.body.lock().unwrap() = Some(body);
+    }
+    /// Waits this long before answering each call.
+    pub fn delay(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
@@ -181,6 +192,8 @@ impl Introspection {
         let form = String::from_utf8(body.to_vec()).unwrap();
         *self.last_form.lock().unwrap() = form.clone();
         let status = *self.status.lock().unwrap();
+        let delay = *self.delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         let reply = |status: u16, body: String| {
             hyper::Response::builder()
                 .status(status)
@@ -189,7 +202,13 @@ impl Introspection {
                 .unwrap()
         };
         if let Some(status) = status {
-            return reply(status, "{}".into());
+            let body = self
+                .body
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| json!({}));
+            return reply(status, body.to_string());
         }
         if !authorized {
             return reply(401, r#"{"error":"invalid_client"}"#.into());

@@ -1,0 +1,94 @@
+//! What gleipnir's calls to upstream issuers (JWKS, metadata, introspection) share: a
+//! response body read within a size cap, and the backoff after failures. Time is our
+//! clock's, in seconds.
+
+use crate::jose::MAX_JWKS_BYTES;
+
+/// Longest wait between two attempts after failures, in seconds.
+pub const MAX_BACKOFF: u64 = 8;
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Larger than [`MAX_JWKS_BYTES`] (declared or read).
+    TooLarge,
+    /// The connection failed while reading.
+    Transport(String),
+}
+
+/// Reads a response body, refusing more than [`MAX_JWKS_BYTES`] (by `Content-Length`
+/// before reading, and while reading).
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_JWKS_BYTES as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ReadError::Transport(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Consecutive failures, and when the last attempt ended: wait 1, 2, 4, then 8 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    last_end: Option<u64>,
+    failures: u32,
+}
+
+impl Backoff {
+    /// Whether the last failure is too recent to try again at `now`. A clock that moved
+    /// backwards ends the wait rather than stretching it.
+    pub fn backing_off(&self, now: u64) -> bool {
+        let delay = 1u64
+            .checked_shl(self.failures.saturating_sub(1))
+            .unwrap_or(MAX_BACKOFF)
+            .min(MAX_BACKOFF);
+        self.failures > 0
+            && self
+                .last_end
+                .is_some_and(|end| now >= end && now < end.saturating_add(delay))
+    }
+
+    /// An attempt ended at `now`, successfully or not.
+    pub fn ended(&mut self, now: u64, succeeded: bool) {
+        self.last_end = Some(now);
+        self.failures = if succeeded {
+            0
+        } else {
+            self.failures.saturating_add(1)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets_on_success() {
+        const NOW: u64 = 1_900_000_000;
+        for (failures, delay) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 8), (40, 8)] {
+            let mut b = Backoff::default();
+            for _ in 0..failures {
+                b.ended(NOW, false);
+            }
+            assert!(b.backing_off(NOW + delay - 1), "{failures}");
+            assert!(!b.backing_off(NOW + delay), "{failures}");
+            assert!(!b.backing_off(NOW - 1), "clock stepped back");
+            b.ended(NOW, true);
+            assert!(!b.backing_off(NOW));
+        }
+        assert!(!Backoff::default().backing_off(NOW));
+    }
+}
