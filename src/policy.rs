@@ -307,10 +307,11 @@ impl Admission<'_> {
         }
         // Rule 2: the subject token names this client (or this actor) as a party.
         let id = client.id();
-        let bound = subject
+        let names_client = subject
             .aud()
             .iter()
-            .any(|a| client.client().audiences().contains(a))
+            .any(|a| client.client().audiences().contains(a));
+        let bound = names_client
             || subject.client_id() == Some(id)
             || subject.azp() == Some(id)
             || named_by_may_act == Some(true);
@@ -319,10 +320,6 @@ impl Admission<'_> {
         }
         // An ID token is issued to its audience (OIDC Core §2): only the client named in
         // its `aud` may present it, whatever its `azp` says.
-        let names_client = subject
-            .aud()
-            .iter()
-            .any(|a| client.client().audiences().contains(a));
         if subject.token_type() == TokenType::IdToken && !names_client {
             return Err(PolicyError::SubjectNotBoundToClient);
         }
