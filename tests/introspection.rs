@@ -302,24 +302,10 @@ async fn concurrent_requests_for_one_token_share_one_call() {
     let issuer = TestIssuer::start().await;
     issuer.introspection.answer(OPAQUE, active(&issuer));
     let sts = introspecting_sts(&issuer).await;
-    let mut handles = Vec::new();
-    for _ in 0..20 {
-        let (http, url) = (sts.http.clone(), sts.token_url());
-        handles.push(tokio::spawn(async move {
-            http.post(url)
-                .basic_auth(BFF.0, Some(BFF.1))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(encode_form(&impersonation(OPAQUE)))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for h in handles {
-        assert_eq!(h.await.unwrap(), 200);
-    }
+    let statuses = sts
+        .exchange_concurrently(BFF, vec![OPAQUE.to_owned(); 20])
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(issuer.introspection.calls(), 1);
 }
 
@@ -453,26 +439,8 @@ async fn calls_in_flight_are_capped() {
         .introspection
         .delay(std::time::Duration::from_millis(500));
     let sts = introspecting_sts(&issuer).await;
-    let mut handles = Vec::new();
-    for i in 0..24 {
-        let (http, url) = (sts.http.clone(), sts.token_url());
-        handles.push(tokio::spawn(async move {
-            let token = format!("distinct-opaque-{i}");
-            http.post(url)
-                .basic_auth(BFF.0, Some(BFF.1))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(encode_form(&impersonation(&token)))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for h in handles {
-        statuses.push(h.await.unwrap());
-    }
+    let tokens = (0..24).map(|i| format!("distinct-opaque-{i}")).collect();
+    let statuses = sts.exchange_concurrently(BFF, tokens).await;
     let refused = statuses.iter().filter(|s| **s == 400).count();
     let shed = statuses.iter().filter(|s| **s == 503).count();
     assert_eq!(refused + shed, 24, "{statuses:?}");

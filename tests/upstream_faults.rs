@@ -149,24 +149,13 @@ async fn hung_or_trickling_issuer_is_bounded_and_never_blocks_another() {
         // Ten requests for the slow issuer at once: they wait for the keeper's attempt
         // (at most 5 s) and take its failure; none starts a fetch of its own.
         let started = Instant::now();
-        let mut requests = Vec::new();
-        for _ in 0..10 {
-            let (http, url, token) = (sts.http.clone(), sts.token_url(), long_token(&slow));
-            requests.push(tokio::spawn(async move {
-                let r = http
-                    .post(url)
-                    .basic_auth(BFF.0, Some(BFF.1))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(encode_form(&impersonation(&token)))
-                    .send()
-                    .await
-                    .unwrap();
-                r.status().as_u16()
-            }));
-        }
-        for r in requests {
-            assert_eq!(r.await.unwrap(), 503, "{behaviour:?}");
-        }
+        let statuses = sts
+            .exchange_concurrently(BFF, (0..10).map(|_| long_token(&slow)).collect())
+            .await;
+        assert!(
+            statuses.iter().all(|s| *s == 503),
+            "{behaviour:?}: {statuses:?}"
+        );
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_secs(7),
@@ -248,28 +237,15 @@ async fn unknown_kid_flood_causes_one_fetch_per_cooldown() {
     // Issue the floods concurrently (each request on its own task).
     for round in 0..2 {
         sts.clock.advance(30);
-        let mut handles = Vec::new();
-        for i in 0..100 {
-            let header =
-                json!({ "alg": "ES256", "kid": format!("flood-{round}-{i}"), "typ": "at+jwt" });
-            let token =
-                issuer.sign_with(Alg::Es256, header, issuer.user_claims("alice", "bff", ""));
-            let (http, url) = (sts.http.clone(), sts.token_url());
-            handles.push(tokio::spawn(async move {
-                http.post(url)
-                    .basic_auth(BFF.0, Some(BFF.1))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(encode_form(&impersonation(&token)))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }));
-        }
-        for h in handles {
-            assert_eq!(h.await.unwrap(), 400);
-        }
+        let tokens = (0..100)
+            .map(|i| {
+                let header =
+                    json!({ "alg": "ES256", "kid": format!("flood-{round}-{i}"), "typ": "at+jwt" });
+                issuer.sign_with(Alg::Es256, header, issuer.user_claims("alice", "bff", ""))
+            })
+            .collect();
+        let statuses = sts.exchange_concurrently(BFF, tokens).await;
+        assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
         eprintln!(
             "unknown-kid flood round {round}: 100 requests, JWKS fetches so far: {}",
             issuer.jwks_fetches() - before

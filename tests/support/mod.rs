@@ -723,6 +723,37 @@ impl Sts {
         .await
     }
 
+    /// Sends one impersonation exchange per subject token, all at once (each on its own
+    /// task, with HTTP Basic client authentication); returns their statuses, in order.
+    pub async fn exchange_concurrently(
+        &self,
+        client: (&'static str, &'static str),
+        subject_tokens: Vec<String>,
+    ) -> Vec<u16> {
+        let tasks: Vec<_> = subject_tokens
+            .into_iter()
+            .map(|token| {
+                let (http, url) = (self.http.clone(), self.token_url());
+                tokio::spawn(async move {
+                    http.post(url)
+                        .basic_auth(client.0, Some(client.1))
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(encode_form(&impersonation(&token)))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            statuses.push(task.await.unwrap());
+        }
+        statuses
+    }
+
     /// POSTs a raw request to /token.
     pub async fn post(&self, request: reqwest::RequestBuilder) -> Answer {
         Self::send(request).await
