@@ -361,13 +361,12 @@ impl TokenValidator {
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
         }
-        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+        let dots = token.bytes().filter(|&b| b == b'.').count();
+        if dots != 2 {
             // A JWE (four dots) or anything whose first segment is a JOSE header is not
             // an opaque token: refuse it rather than hand it to an introspection endpoint.
             let first = token.split('.').next().and_then(b64_decode);
-            if first.is_some_and(|h| h.first() == Some(&b'{'))
-                || token.bytes().filter(|&b| b == b'.').count() == 4
-            {
+            if dots == 4 || first.is_some_and(|h| h.first() == Some(&b'{')) {
                 return Err(TokenError::NotCompactJws);
             }
             return self.validate_opaque(token, declared, accepted).await;
