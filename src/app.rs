@@ -4,6 +4,7 @@
 //! files) and fails with a [`ConfigError`] naming the field, before any port is bound.
 //! It starts no task and opens no socket; `server::run` does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use crate::config::{Config, ConfigError, KeySource};
 use crate::exchange::Exchanger;
 use crate::jose::KeySet;
 use crate::keys::{SigningKey, jwks_document};
+use crate::metrics::{Metrics, Snapshot};
 use crate::mint::Minter;
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
 use crate::policy::PolicyEngine;
@@ -22,6 +24,9 @@ use crate::token::TokenValidator;
 /// The running service's parts.
 pub struct App {
     exchanger: Exchanger,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    key_loaded_at: u64,
     max_body_bytes: usize,
     jwks: Bytes,
     metadata: Bytes,
@@ -54,10 +59,28 @@ impl App {
         let http = upstream_client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
-        let validator = TokenValidator::new(config, own_keys, key.alg(), &http, clock.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        let validator = TokenValidator::new(
+            config,
+            own_keys,
+            key.alg(),
+            &http,
+            clock.clone(),
+            Arc::clone(&metrics),
+        )?;
         let minter = Minter::new(config.issuer.clone(), key, config.tokens.act_includes_iss);
         Ok(App {
-            exchanger: Exchanger::new(clients, validator, policy, minter, clock),
+            exchanger: Exchanger::new(
+                clients,
+                validator,
+                policy,
+                minter,
+                clock.clone(),
+                Arc::clone(&metrics),
+            ),
+            metrics,
+            key_loaded_at: clock.now(),
+            clock,
             max_body_bytes: config.server.max_body_bytes,
             jwks,
             metadata,
@@ -82,6 +105,24 @@ impl App {
     /// `GET /.well-known/oauth-authorization-server`, serialised once.
     pub fn metadata_document(&self) -> Bytes {
         self.metadata.clone()
+    }
+
+    /// The metrics, which the HTTP edge records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// `GET /metrics` (admin listener): the OpenMetrics text of everything.
+    pub fn metrics_text(&self) -> String {
+        let validator = self.exchanger.validator();
+        let key = self.exchanger.minter().key();
+        self.metrics.encode(Snapshot {
+            ready: self.is_ready(),
+            signing_key: (key.kid().to_owned(), key.alg().as_str()),
+            signing_key_loaded_seconds: self.clock.now().saturating_sub(self.key_loaded_at),
+            jwks: validator.jwks_stats(),
+            introspection: validator.introspection_stats(),
+        })
     }
 
     /// Readiness: our key is loaded (it is, once built) and every required issuer's keys

@@ -6,10 +6,13 @@ mod request;
 
 pub use request::{PresentedToken, RequestError, TokenExchangeRequest};
 
+use std::sync::Arc;
+
 use crate::audit::AuditRecord;
 use crate::client_auth::ClientAuthenticator;
 use crate::clock::Clock;
 use crate::error::ExchangeError;
+use crate::metrics::Metrics;
 use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
 use crate::policy::{PolicyEngine, Targets};
@@ -17,6 +20,7 @@ use crate::token::{Actor, Subject, TokenValidator};
 
 /// The token-exchange pipeline.
 pub struct Exchanger {
+    metrics: Arc<Metrics>,
     clients: ClientAuthenticator,
     validator: TokenValidator,
     policy: PolicyEngine,
@@ -32,8 +36,10 @@ impl Exchanger {
         policy: PolicyEngine,
         minter: Minter,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            metrics,
             clients,
             validator,
             policy,
@@ -62,8 +68,14 @@ impl Exchanger {
         let mut audit = AuditRecord::default();
         let result = self.run(authorization, form, &mut audit).await;
         match &result {
-            Ok((grant, issued)) => audit.granted(request_id, grant, issued),
-            Err(error) => audit.refused(request_id, error),
+            Ok((grant, issued)) => {
+                self.metrics.grant(grant.rule_id());
+                audit.granted(request_id, grant, issued);
+            }
+            Err(error) => {
+                self.metrics.refusal(error.stage(), error.reason());
+                audit.refused(request_id, error);
+            }
         }
         result.map(|(_, issued)| issued)
     }

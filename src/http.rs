@@ -40,6 +40,8 @@ pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
 }
 
 async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Response<Body> {
+    // Latency is an interval, not wall time: a monotonic reading.
+    let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let result = match body::read_form(&parts.headers, body, app.max_body_bytes()).await {
@@ -51,13 +53,19 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
         Err(e) => {
             let error = ExchangeError::Request(e);
             tracing::info!(target: "audit", request_id, decision = "refused", stage = error.stage(), reason = error.reason());
+            app.metrics().refusal(error.stage(), error.reason());
             Err(error)
         }
     };
+    let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(issued) => response::token(&issued),
+        Ok(issued) => {
+            app.metrics().exchange("granted", seconds);
+            response::token(&issued)
+        }
         Err(error) => {
             let wire = to_wire(&error, authorization.is_some());
+            app.metrics().exchange(wire.code.as_str(), seconds);
             if wire.status.is_server_error() {
                 tracing::error!(
                     request_id,
@@ -71,8 +79,7 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
     }
 }
 
-/// The admin listener: liveness and readiness (EXCHANGE-RULES §1). `/metrics` is not
-/// built yet (the operations issue adds it).
+/// The admin listener: liveness, readiness and metrics (EXCHANGE-RULES §1).
 pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/livez") => {
@@ -84,7 +91,15 @@ pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
         (&Method::GET | &Method::HEAD, "/readyz") => {
             response::json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#)
         }
-        (_, "/livez" | "/readyz") => response::method_not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let mut r = Response::new(Body::from(app.metrics_text()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        (_, "/livez" | "/readyz" | "/metrics") => response::method_not_allowed("GET, HEAD"),
         _ => response::not_found(),
     }
 }

@@ -43,6 +43,7 @@ pub mod exchange;
 pub mod http;
 pub mod jose;
 pub mod keys;
+pub mod metrics;
 pub mod mint;
 pub mod oauth;
 pub mod policy;

@@ -187,6 +187,10 @@ impl Grant {
     pub fn rule(&self) -> &str {
         &self.rule
     }
+    /// The same, shared (a metric label).
+    pub fn rule_id(&self) -> &std::sync::Arc<str> {
+        &self.rule
+    }
 }
 
 /// The compiled policies of every client.

@@ -24,6 +24,7 @@ pub use claims::ActorId;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, IssuerId, IssuerProfile};
 use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
+use crate::metrics::Metrics;
 use crate::oauth::TokenType;
 use jwks::JwksCache;
 
@@ -150,7 +151,10 @@ mod sealed {
 }
 
 /// The role a token plays in an exchange.
-pub trait Role: sealed::Sealed {}
+pub trait Role: sealed::Sealed {
+    /// `subject` or `actor`, for metrics.
+    const NAME: &'static str;
+}
 /// The subject token's role.
 #[derive(Debug)]
 pub enum Subject {}
@@ -159,8 +163,12 @@ pub enum Subject {}
 pub enum Actor {}
 impl sealed::Sealed for Subject {}
 impl sealed::Sealed for Actor {}
-impl Role for Subject {}
-impl Role for Actor {}
+impl Role for Subject {
+    const NAME: &'static str = "subject";
+}
+impl Role for Actor {
+    const NAME: &'static str = "actor";
+}
 
 /// A token whose signature, issuer, type and times were checked. Only
 /// [`TokenValidator::validate`] builds one.
@@ -248,6 +256,8 @@ enum IssuerKeys {
 
 struct TrustedIssuer {
     id: IssuerId,
+    /// Its name, as metrics label it.
+    label: Arc<str>,
     introspector: Option<introspection::Introspector>,
     profile: IssuerProfile,
     max_token_age: Option<u64>,
@@ -260,6 +270,8 @@ struct TrustedIssuer {
 /// Validates subject and actor tokens against the trusted issuers.
 pub struct TokenValidator {
     by_iss: HashMap<String, TrustedIssuer>,
+    metrics: Arc<Metrics>,
+    unresolved: Arc<str>,
     clock: Clock,
     leeway: u64,
     max_bytes: usize,
@@ -274,12 +286,14 @@ impl TokenValidator {
         own_alg: JwsAlgorithm,
         http: &reqwest::Client,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
         let mut by_iss = HashMap::with_capacity(config.issuers.len() + 1);
         by_iss.insert(
             config.issuer.clone(),
             TrustedIssuer {
                 id: IssuerId::SELF,
+                label: Arc::from(crate::config::SELF_ISSUER_NAME),
                 introspector: None,
                 profile: IssuerProfile::Rfc9068,
                 max_token_age: None,
@@ -294,6 +308,7 @@ impl TokenValidator {
                 issuer.issuer.clone(),
                 TrustedIssuer {
                     id: IssuerId::upstream(index),
+                    label: Arc::from(issuer.name.as_str()),
                     introspector: introspection::Introspector::new(
                         issuer,
                         http,
@@ -315,6 +330,8 @@ impl TokenValidator {
         }
         Ok(Self {
             by_iss,
+            metrics,
+            unresolved: Arc::from("unresolved"),
             clock,
             leeway: config.tokens.leeway_seconds,
             max_bytes: config.tokens.max_token_bytes,
@@ -358,6 +375,28 @@ impl TokenValidator {
         declared: TokenType,
         accepted: &[IssuerId],
     ) -> Result<VerifiedToken<R>, TokenError> {
+        let mut resolved = None;
+        let result = self
+            .validate_inner(token, declared, accepted, &mut resolved)
+            .await;
+        let outcome = match &result {
+            Ok(_) => "valid",
+            Err(e) => e.as_str(),
+        };
+        let issuer = resolved.as_ref().unwrap_or(&self.unresolved);
+        self.metrics.validation(issuer, R::NAME, outcome);
+        result
+    }
+
+    /// [`validate`](Self::validate), noting in `resolved` which issuer the token was
+    /// attributed to (for metrics).
+    async fn validate_inner<R: Role>(
+        &self,
+        token: &str,
+        declared: TokenType,
+        accepted: &[IssuerId],
+        resolved: &mut Option<Arc<str>>,
+    ) -> Result<VerifiedToken<R>, TokenError> {
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
         }
@@ -369,7 +408,9 @@ impl TokenValidator {
             if dots == 4 || first.is_some_and(|h| h.first() == Some(&b'{')) {
                 return Err(TokenError::NotCompactJws);
             }
-            return self.validate_opaque(token, declared, accepted).await;
+            return self
+                .validate_opaque(token, declared, accepted, resolved)
+                .await;
         }
         let mut parts = token.split('.');
         let (Some(h64), Some(p64), Some(s64), None) =
@@ -389,6 +430,7 @@ impl TokenValidator {
             .by_iss
             .get(&claims.iss)
             .ok_or(TokenError::UnknownIssuer)?;
+        *resolved = Some(Arc::clone(&issuer.label));
         // Before any key work: an upstream issuer this client may not use for this role
         // costs no fetch. (Our own issuer costs none; the policy explains its refusals.)
         if issuer.id != IssuerId::SELF && !accepted.contains(&issuer.id) {
@@ -440,6 +482,7 @@ impl TokenValidator {
         token: &str,
         declared: TokenType,
         accepted: &[IssuerId],
+        resolved: &mut Option<Arc<str>>,
     ) -> Result<VerifiedToken<R>, TokenError> {
         let Some((issuer, introspector)) = self.by_iss.values().find_map(|i| {
             let introspector = i.introspector.as_ref()?;
@@ -447,6 +490,7 @@ impl TokenValidator {
         }) else {
             return Err(TokenError::NotCompactJws);
         };
+        *resolved = Some(Arc::clone(&issuer.label));
         // Introspection vouches for access tokens only (an ID token is always a JWT).
         if declared != TokenType::AccessToken || !issuer.token_types.contains(&declared) {
             return Err(TokenError::TokenTypeNotAccepted);
@@ -524,8 +568,12 @@ impl TokenValidator {
     /// Introspection counters per issuer, for metrics.
     pub fn introspection_stats(&self) -> Vec<(String, introspection::IntrospectionStats)> {
         self.by_iss
-            .iter()
-            .filter_map(|(iss, i)| i.introspector.as_ref().map(|x| (iss.clone(), x.stats())))
+            .values()
+            .filter_map(|i| {
+                i.introspector
+                    .as_ref()
+                    .map(|x| (i.label.to_string(), x.stats()))
+            })
             .collect()
     }
 }

@@ -1,0 +1,294 @@
+//! Prometheus metrics (`prometheus-client`), served by the admin listener at `/metrics`
+//! in OpenMetrics text. A supporting module: the exchange and the validator record into
+//! it; what the upstream caches count (JWKS, introspection) is read at scrape time.
+//!
+//! Label values come from closed sets: OAuth error codes, the stable names of the error
+//! enums (`as_str`), configured issuer names and policy rule ids. No label ever carries a
+//! token, a subject or anything else a caller chooses.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::token::introspection::IntrospectionStats;
+use crate::token::jwks::JwksStats;
+
+/// `Content-Type` of the `/metrics` response.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    stage: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ValidationLabels {
+    issuer: Arc<str>,
+    role: &'static str,
+    outcome: &'static str,
+}
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    exchanges: Family<ResultLabel, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
+    grants: Family<RuleLabel, Counter>,
+    duration: Histogram,
+    validations: Family<ValidationLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every live metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gleipnir");
+        let exchanges = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "exchanges",
+            "Token requests answered, by result: granted, or the OAuth error code",
+            exchanges.clone(),
+        );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "exchange_refusals",
+            "Refused token requests, by the stage and the check that refused them",
+            refusals.clone(),
+        );
+        let grants = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "exchange_grants",
+            "Granted exchanges, by the policy rule that allowed them",
+            grants.clone(),
+        );
+        // 100 µs .. ~3.3 s: the exchange itself is sub-millisecond, upstream waits are not.
+        let duration = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.0001, 2.0, 16,
+        ));
+        registry.register(
+            "exchange_duration_seconds",
+            "Time from the request's arrival to its answer on POST /token",
+            duration.clone(),
+        );
+        let validations = Family::<ValidationLabels, Counter>::default();
+        registry.register(
+            "token_validations",
+            "Subject and actor tokens checked, by issuer (or \"unresolved\"), role and outcome (valid, or the reason)",
+            validations.clone(),
+        );
+        Self {
+            registry,
+            exchanges,
+            refusals,
+            grants,
+            duration,
+            validations,
+        }
+    }
+
+    /// A token request answered: `result` is `granted` or the OAuth error code.
+    pub fn exchange(&self, result: &'static str, seconds: f64) {
+        self.exchanges.get_or_create(&ResultLabel { result }).inc();
+        self.duration.observe(seconds);
+    }
+
+    /// A refusal, by stage and reason (`ExchangeError::stage`/`reason`).
+    pub fn refusal(&self, stage: &'static str, reason: &'static str) {
+        self.refusals
+            .get_or_create(&RefusalLabels { stage, reason })
+            .inc();
+    }
+
+    /// A grant, by the policy rule that allowed it.
+    pub fn grant(&self, rule: &Arc<str>) {
+        self.grants
+            .get_or_create(&RuleLabel {
+                rule: Arc::clone(rule),
+            })
+            .inc();
+    }
+
+    /// A token checked: `issuer` as configured (or `unresolved`), `role` subject/actor,
+    /// `outcome` `valid` or the refusal reason.
+    pub fn validation(&self, issuer: &Arc<str>, role: &'static str, outcome: &'static str) {
+        self.validations
+            .get_or_create(&ValidationLabels {
+                issuer: Arc::clone(issuer),
+                role,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text of everything: the live metrics and `snapshot`'s.
+    pub fn encode(&self, snapshot: Snapshot) -> String {
+        let mut text = String::new();
+        let mut scrape = Registry::with_prefix("gleipnir");
+        scrape.register_collector(Box::new(snapshot));
+        // Writing to a String cannot fail; an encoding error would only lose metrics.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &scrape);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut text);
+        text
+    }
+}
+
+/// What is read at scrape time: readiness, the signing key, and the upstream caches'
+/// counters.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// `/readyz` would answer 200.
+    pub ready: bool,
+    /// The signing key's `kid` and algorithm.
+    pub signing_key: (String, &'static str),
+    /// Seconds since the signing key was loaded.
+    pub signing_key_loaded_seconds: u64,
+    /// Per issuer name.
+    pub jwks: Vec<(String, JwksStats)>,
+    /// Per issuer name.
+    pub introspection: Vec<(String, IntrospectionStats)>,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+        };
+        gauge(
+            &mut encoder,
+            "ready",
+            "1 when every required issuer has usable keys",
+            i64::from(self.ready),
+        )?;
+        gauge(
+            &mut encoder,
+            "signing_key_loaded_seconds",
+            "Seconds since the signing key was loaded",
+            i64::try_from(self.signing_key_loaded_seconds).unwrap_or(i64::MAX),
+        )?;
+        {
+            let info = ConstGauge::new(1i64);
+            let mut metric = encoder.encode_descriptor(
+                "signing_key",
+                "The signing key in use",
+                None,
+                MetricType::Gauge,
+            )?;
+            let labels = [
+                ("kid", self.signing_key.0.as_str()),
+                ("alg", self.signing_key.1),
+            ];
+            info.encode(metric.encode_family(&labels)?)?;
+        }
+        type Per<'a, S> = &'a [(String, S)];
+        fn per_issuer<S>(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            help: &str,
+            kind: MetricType,
+            rows: Per<'_, S>,
+            value: impl Fn(&S) -> Option<u64>,
+        ) -> Result<(), std::fmt::Error> {
+            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+            for (issuer, stats) in rows {
+                let Some(v) = value(stats) else { continue };
+                let labels = [("issuer", issuer.as_str())];
+                let family = metric.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(v).encode(family)?,
+                    _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(family)?,
+                }
+            }
+            Ok(())
+        }
+        let jwks = self.jwks.as_slice();
+        per_issuer(
+            &mut encoder,
+            "jwks_fetches",
+            "JWKS fetch attempts",
+            MetricType::Counter,
+            jwks,
+            |s| Some(s.fetches),
+        )?;
+        per_issuer(
+            &mut encoder,
+            "jwks_fetch_failures",
+            "Failed JWKS fetch attempts",
+            MetricType::Counter,
+            jwks,
+            |s| Some(s.failures),
+        )?;
+        per_issuer(
+            &mut encoder,
+            "jwks_keys",
+            "Usable (key, algorithm) pairs held",
+            MetricType::Gauge,
+            jwks,
+            |s| u64::try_from(s.keys).ok(),
+        )?;
+        per_issuer(
+            &mut encoder,
+            "jwks_age_seconds",
+            "Age of the keys held",
+            MetricType::Gauge,
+            jwks,
+            |s| s.age_seconds,
+        )?;
+        let introspection = self.introspection.as_slice();
+        per_issuer(
+            &mut encoder,
+            "introspection_calls",
+            "Calls to the introspection endpoint",
+            MetricType::Counter,
+            introspection,
+            |s| Some(s.calls),
+        )?;
+        per_issuer(
+            &mut encoder,
+            "introspection_failures",
+            "Introspection calls that failed (endpoint unavailable)",
+            MetricType::Counter,
+            introspection,
+            |s| Some(s.failures),
+        )?;
+        per_issuer(
+            &mut encoder,
+            "introspection_cache_hits",
+            "Introspection answers reused from the cache",
+            MetricType::Counter,
+            introspection,
+            |s| Some(s.cache_hits),
+        )?;
+        Ok(())
+    }
+}
