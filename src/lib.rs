@@ -26,7 +26,9 @@
 //! Stages: [`exchange`] (request parameters, and where the stages meet), [`client_auth`],
 //! [`token`], [`policy`], [`mint`]. The edge: [`http`], [`server`]. Supporting modules,
 //! which never import a stage: [`config`], [`clock`], [`jose`], [`keys`], [`oauth`],
-//! [`error`], [`audit`], [`telemetry`]. Assembly: [`app`]. The embedded default for
+//! [`metrics`], [`telemetry`]; [`error`] and [`audit`] read the stages' results (the one
+//! error mapping, the audit record) and are used only where the stages meet
+//! ([`exchange`]) and at the edge. Assembly: [`app`]. The embedded default for
 //! trying it out: [`dev`].
 //!
 //! The contract is EXCHANGE-RULES (what is accepted and refused); DESIGN explains the

@@ -17,8 +17,29 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::token::introspection::IntrospectionStats;
-use crate::token::jwks::JwksStats;
+/// Counters for one issuer's JWKS, for the metrics endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksStats {
+    /// Fetch attempts.
+    pub fetches: u64,
+    /// Failed fetch attempts.
+    pub failures: u64,
+    /// Keys (key, algorithm bindings) currently held.
+    pub keys: usize,
+    /// Age of the keys held, in seconds; `None` when there are none.
+    pub age_seconds: Option<u64>,
+}
+
+/// Introspection counters, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntrospectionStats {
+    /// Calls to the endpoint.
+    pub calls: u64,
+    /// Calls that failed (unavailable).
+    pub failures: u64,
+    /// Answers served from the cache.
+    pub cache_hits: u64,
+}
 
 /// `Content-Type` of the `/metrics` response.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -351,7 +351,7 @@ impl TokenValidator {
     }
 
     /// Per-issuer JWKS counters, for metrics.
-    pub fn jwks_stats(&self) -> Vec<(String, jwks::JwksStats)> {
+    pub fn jwks_stats(&self) -> Vec<(String, crate::metrics::JwksStats)> {
         self.remote()
             .map(|(_, cache)| (cache.name().to_owned(), cache.stats()))
             .collect()
@@ -566,7 +566,7 @@ impl TokenValidator {
     }
 
     /// Introspection counters per issuer, for metrics.
-    pub fn introspection_stats(&self) -> Vec<(String, introspection::IntrospectionStats)> {
+    pub fn introspection_stats(&self) -> Vec<(String, crate::metrics::IntrospectionStats)> {
         self.by_iss
             .values()
             .filter_map(|i| {

@@ -31,6 +31,7 @@ use super::upstream::{Backoff, read_capped};
 use crate::clock::Clock;
 use crate::config::{ConfigError, IssuerConfig};
 use crate::jose::JsonObject;
+use crate::metrics::IntrospectionStats;
 use crate::oauth::form;
 
 /// How long an inactive or refused answer is reused.
@@ -47,17 +48,6 @@ pub(super) struct Answer {
     pub outcome: Result<Claims, TokenError>,
     until: u64,
     weight: u32,
-}
-
-/// Introspection counters, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IntrospectionStats {
-    /// Calls to the endpoint.
-    pub calls: u64,
-    /// Calls that failed (unavailable).
-    pub failures: u64,
-    /// Answers served from the cache.
-    pub cache_hits: u64,
 }
 
 /// Introspects one issuer's opaque tokens.

@@ -33,6 +33,7 @@ use super::upstream::{Backoff, ReadError, read_capped};
 use crate::clock::Clock;
 use crate::config::{IssuerConfig, JwksLocation, url_allowed};
 use crate::jose::{JsonObject, JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
+use crate::metrics::JwksStats;
 
 const DEFAULT_TTL: u64 = 600;
 const MIN_TTL: u64 = 60;
@@ -71,19 +72,6 @@ pub struct FetchedKeys {
     pub keys: KeySet,
     fetched_at: u64,
     fresh_until: u64,
-}
-
-/// Counters for one issuer's JWKS, for the metrics endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JwksStats {
-    /// Fetch attempts.
-    pub fetches: u64,
-    /// Failed fetch attempts.
-    pub failures: u64,
-    /// Keys (key, algorithm bindings) currently held.
-    pub keys: usize,
-    /// Age of the keys held, in seconds; `None` when there are none.
-    pub age_seconds: Option<u64>,
 }
 
 #[derive(Default)]
