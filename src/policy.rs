@@ -1,6 +1,6 @@
 //! Stage 4: the delegation decision (EXCHANGE-RULES §5).
 //!
-//! [`PolicyEngine::decide`] takes the authenticated client and the verified tokens and
+//! [`Admission::decide`] takes the authenticated client and the verified tokens and
 //! returns a [`Grant`] (only this module builds one) or the [`PolicyError`] that names
 //! the refused check. The rules marked "always enforced" in EXCHANGE-RULES §5 are code
 //! here and no policy file can switch them off; the per-client policy (`policies/*.toml`,

@@ -55,10 +55,10 @@ pub enum RequestError {
     /// `scope` is not a space-delimited list of scope tokens (RFC 6749 §3.3).
     #[error("malformed scope")]
     MalformedScope,
-    /// More than [`MAX_SCOPES`] distinct scope tokens.
+    /// More than `MAX_SCOPES` (64) distinct scope tokens.
     #[error("too many scope values")]
     TooManyScopes,
-    /// More than [`MAX_TARGETS`] `audience` and `resource` values.
+    /// More than `MAX_TARGETS` (16) `audience` and `resource` values.
     #[error("too many audience and resource values")]
     TooManyTargets,
 }
