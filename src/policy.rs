@@ -1,8 +1,9 @@
 //! Stage 4: the delegation decision (EXCHANGE-RULES §5).
 //!
-//! [`Admission::decide`] takes the authenticated client and the verified tokens and
-//! returns a [`Grant`] (only this module builds one) or the [`PolicyError`] that names
-//! the refused check. The rules marked "always enforced" in EXCHANGE-RULES §5 are code
+//! In two steps: [`PolicyEngine::admit`] checks, before any token is validated, that the
+//! authenticated client may exchange in this mode, and returns an [`Admission`]; then
+//! [`Admission::decide`] takes the verified tokens and returns a [`Grant`] (only this
+//! module builds one) or the [`PolicyError`] that names the refused check. The rules marked "always enforced" in EXCHANGE-RULES §5 are code
 //! here and no policy file can switch them off; the per-client policy (`policies/*.toml`,
 //! compiled at start-up by [`file`]) decides modes, issuers, targets, scope ceiling, TTL
 //! and depth within them.
