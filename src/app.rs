@@ -19,11 +19,13 @@ use crate::metrics::{Metrics, Snapshot};
 use crate::mint::Minter;
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
 use crate::policy::PolicyEngine;
+use crate::server::Limits;
 use crate::token::TokenValidator;
 
 /// The running service's parts.
 pub struct App {
     exchanger: Exchanger,
+    limits: Limits,
     metrics: Arc<Metrics>,
     clock: Clock,
     key_loaded_at: u64,
@@ -82,6 +84,12 @@ impl App {
             key_loaded_at: clock.now(),
             clock,
             max_body_bytes: config.server.max_body_bytes,
+            limits: Limits {
+                max_connections: config.server.max_connections,
+                idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
+                request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
+                shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+            },
             jwks,
             metadata,
         })
@@ -90,6 +98,11 @@ impl App {
     /// The exchange pipeline.
     pub fn exchanger(&self) -> &Exchanger {
         &self.exchanger
+    }
+
+    /// The listeners' limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Largest accepted request body.

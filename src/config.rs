@@ -98,6 +98,14 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Connections served at once, per listener.
+    pub max_connections: usize,
+    /// Seconds of silence after which a connection is closed.
+    pub idle_timeout_seconds: u64,
+    /// Seconds within which a request is answered, else 503.
+    pub request_timeout_seconds: u64,
+    /// Seconds in-flight requests get to finish after shutdown starts.
+    pub shutdown_grace_seconds: u64,
 }
 
 /// Where the signing key comes from.
@@ -251,6 +259,10 @@ struct RawServer {
     listen: Option<String>,
     admin_listen: Option<String>,
     max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    idle_timeout_seconds: Option<u64>,
+    request_timeout_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +371,14 @@ impl Config {
             .map_err(|r| err("server.admin_listen", &r))?,
             max_body_bytes: bounded(raw.server.max_body_bytes, DEFAULT_MAX_BODY, 1024, 1 << 20)
                 .map_err(|r| err("server.max_body_bytes", &r))?,
+            max_connections: bounded(raw.server.max_connections, 1024, 1, 1_000_000)
+                .map_err(|r| err("server.max_connections", &r))?,
+            idle_timeout_seconds: bounded(raw.server.idle_timeout_seconds, 60, 1, 3600)
+                .map_err(|r| err("server.idle_timeout_seconds", &r))?,
+            request_timeout_seconds: bounded(raw.server.request_timeout_seconds, 30, 1, 300)
+                .map_err(|r| err("server.request_timeout_seconds", &r))?,
+            shutdown_grace_seconds: bounded(raw.server.shutdown_grace_seconds, 10, 0, 300)
+                .map_err(|r| err("server.shutdown_grace_seconds", &r))?,
         };
 
         let algorithm = match raw.signing.algorithm.as_deref() {

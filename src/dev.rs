@@ -214,6 +214,7 @@ pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Res
             let clock = clock.clone();
             async move { demo.handle(req, &clock).await }
         },
+        app.limits(),
         stopped,
     ));
     crate::server::run(app, public, admin, shutdown).await;

@@ -2,12 +2,17 @@
 //! timeout, and graceful shutdown: stop accepting, let in-flight requests finish within
 //! a grace period, then return.
 //!
-//! Not built yet (the operations issue): TLS on the public listener, connection limits,
-//! idle and request timeouts beyond the header and body deadlines.
+//! Each listener caps its connections, closes connections that stay silent, answers 503
+//! to a request that outlives the request timeout, and on shutdown lets every connection
+//! answer its request in flight within a grace period. Not built yet: TLS on the public
+//! listener (the operations issue).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -15,16 +20,31 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::app::App;
 use crate::http::response::Body;
 
-/// How long in-flight requests get to finish after shutdown starts.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's headers once it has started (HTTP/1.1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener's limits (`[server]` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; at the limit, accepting pauses until one ends.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (after any request in
+    /// flight is answered).
+    pub idle_timeout: Duration,
+    /// A request not answered within this long gets 503.
+    pub request_timeout: Duration,
+    /// How long in-flight requests get to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
 
 /// Serves the public and admin listeners until `shutdown` completes, then drains.
 /// Also runs the keeper of every upstream issuer's JWKS in the background.
@@ -34,6 +54,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = app.limits();
     let (stop, stopped) = watch::channel(false);
     // One keeper task per upstream issuer: fetch keys now, refresh them before expiry.
     let keepers: Vec<_> = app
@@ -50,6 +71,7 @@ pub async fn run(
             let app = Arc::clone(&public_app);
             async move { crate::http::public(&app, req).await }
         },
+        limits,
         stopped.clone(),
     ));
     let admin = tokio::spawn(serve(
@@ -58,6 +80,7 @@ pub async fn run(
             let app = Arc::clone(&app);
             async move { crate::http::admin(&app, req).await }
         },
+        limits,
         stopped,
     ));
     shutdown.await;
@@ -69,10 +92,16 @@ pub async fn run(
     let _ = tokio::join!(public, admin);
 }
 
-/// Accepts connections on `listener` and serves them with `handler` until `stop` changes
-/// (or its sender is dropped), then drains.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut stop: watch::Receiver<bool>)
-where
+/// Accepts connections on `listener` and serves them with `handler` within `limits`,
+/// until `stop` changes (or its sender is dropped); then stops accepting, lets every
+/// connection answer its request in flight and close, and returns (at the latest after
+/// the grace period, closing what remains).
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -84,41 +113,170 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
+        .max_concurrent_streams(256)
+        // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let handler = handler.clone();
-                    let service = service_fn(move |req| {
-                        let response = handler(req);
-                        async move { Ok::<_, Infallible>(response.await) }
-                    });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
             },
             _ = stop.changed() => break,
-        }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+        };
+        // Reap finished connections as we go, so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let handler = handler.clone();
+        let request_timeout = limits.request_timeout;
+        let service = service_fn(move |req| {
+            let response = tokio::time::timeout(request_timeout, handler(req));
+            async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|_| timed_out())) }
+        });
+        let io = TokioIo::new(Tracked {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        });
+        let connection = builder.serve_connection(io, service).into_owned();
+        let mut stop = stop.clone();
+        let idle_timeout = limits.idle_timeout;
+        connections.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            let mut closing = false;
+            loop {
+                let idle = activity.idle_for();
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.changed(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = tokio::time::sleep(idle_timeout.saturating_sub(idle)), if !closing => {
+                        if activity.idle_for() >= idle_timeout {
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
+            }
+        });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
         tracing::warn!("grace period over: closing remaining connections");
+        connections.abort_all();
+    }
+}
+
+/// 503 for a request that outlived the request timeout.
+fn timed_out() -> Response<Body> {
+    let mut response = crate::http::response::json(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        r#"{"error":"temporarily_unavailable","error_description":"request timed out"}"#,
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
+/// When a connection last received bytes.
+struct Activity {
+    started: Instant,
+    last_read_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+/// A stream that notes when bytes arrive (the idle timeout's clock).
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

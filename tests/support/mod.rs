@@ -555,6 +555,7 @@ pub struct StsBuilder<'a> {
     issuers: Vec<(String, String, String, String)>,
     policy: String,
     tokens: String,
+    server: String,
     signing_alg: &'a str,
 }
 
@@ -577,6 +578,11 @@ impl<'a> StsBuilder<'a> {
     }
     pub fn policy(mut self, policy: &str) -> Self {
         self.policy = policy.to_owned();
+        self
+    }
+    /// Extra lines for the [server] table.
+    pub fn server(mut self, lines: &str) -> Self {
+        self.server = lines.to_owned();
         self
     }
     /// Extra lines for the [tokens] table.
@@ -622,8 +628,8 @@ impl<'a> StsBuilder<'a> {
             })
             .collect();
         let text = format!(
-            "issuer = \"{base}\"\n[signing]\nalgorithm = \"{}\"\nkey_file = \"signing.pem\"\n[tokens]\n{}\n{issuers}{clients}",
-            self.signing_alg, self.tokens
+            "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\nkey_file = \"signing.pem\"\n[tokens]\n{}\n{issuers}{clients}",
+            self.server, self.signing_alg, self.tokens
         );
         let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml")).unwrap();
         let clock = ManualClock::new(NOW);
@@ -690,6 +696,7 @@ impl Sts {
             issuers: Vec::new(),
             policy: DEFAULT_POLICY.to_owned(),
             tokens: String::new(),
+            server: String::new(),
             signing_alg: "ES256",
         }
     }
