@@ -595,17 +595,15 @@ impl<'a> StsBuilder<'a> {
         self
     }
 
-    pub async fn start(self) -> Sts {
+    /// Builds the App as the STS would run it, with `base` as its issuer, without
+    /// starting any listener (benches drive its exchanger directly).
+    pub fn build_app(self, base: &str) -> (Arc<App>, ManualClock, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let alg = gleipnir::jose::JwsAlgorithm::from_name(self.signing_alg).unwrap();
         let pem = gleipnir::keys::pkcs8_to_pem(&gleipnir::keys::generate_pkcs8(alg).unwrap());
         std::fs::write(dir.path().join("signing.pem"), pem.as_bytes()).unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/test.toml"), &self.policy).unwrap();
-
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", public.local_addr().unwrap());
         let issuers: String = self
             .issuers
             .iter()
@@ -634,6 +632,14 @@ impl<'a> StsBuilder<'a> {
         let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml")).unwrap();
         let clock = ManualClock::new(NOW);
         let app = Arc::new(App::build(&config, Clock::from(clock.clone())).unwrap());
+        (app, clock, dir)
+    }
+
+    pub async fn start(self) -> Sts {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", public.local_addr().unwrap());
+        let (app, clock, dir) = self.build_app(&base);
         let admin_base = format!("http://{}", admin.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(gleipnir::server::run(app, public, admin, async move {
