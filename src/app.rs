@@ -18,7 +18,7 @@ use crate::keys::{SigningKey, jwks_document};
 use crate::metrics::{Metrics, Snapshot};
 use crate::mint::Minter;
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
-use crate::policy::PolicyEngine;
+use crate::policy::PolicyStore;
 use crate::server::Limits;
 use crate::token::TokenValidator;
 
@@ -57,11 +57,11 @@ impl App {
         let metadata = Bytes::from(metadata(config).to_string());
 
         let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
-        let policy = PolicyEngine::load(config)?;
         let http = upstream_client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
         let metrics = Arc::new(Metrics::new());
+        let policy = Arc::new(PolicyStore::load(config, Arc::clone(&metrics))?);
         let validator = TokenValidator::new(
             config,
             own_keys,
@@ -70,7 +70,7 @@ impl App {
             clock.clone(),
             Arc::clone(&metrics),
         )?;
-        let minter = Minter::new(config.issuer.clone(), key, config.tokens.act_includes_iss);
+        let minter = Minter::new(config.issuer.clone(), key);
         Ok(App {
             exchanger: Exchanger::new(
                 clients,

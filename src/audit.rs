@@ -1,10 +1,11 @@
-//! The audit record: one structured event per exchange on the `audit` tracing target,
-//! granted or refused, with the facts an operator needs to explain it. Never a token or
-//! a secret. (The policy issue grows this into the full explanation output.)
+//! The audit record: one event per exchange on the `audit` tracing target, granted or
+//! refused, with the facts an operator needs to explain it: the rule that allowed it, or
+//! the check that refused it, where that check looked and what it found. Never a token or
+//! a secret. `telemetry` writes these events as one JSON line each.
 
 use crate::error::ExchangeError;
 use crate::mint::IssuedToken;
-use crate::policy::Grant;
+use crate::policy::{Grant, Refusal};
 
 /// What is known about an exchange so far; emitted once when it ends.
 #[derive(Debug, Default)]
@@ -13,20 +14,35 @@ pub struct AuditRecord {
     pub client_id: Option<String>,
     /// How it authenticated (`client_secret_basic`, `client_secret_post`).
     pub auth_method: Option<&'static str>,
+    /// The requested `audience` and `resource` values, once the parameters are read.
+    pub targets: Option<(Vec<String>, Vec<String>)>,
     /// The subject token's `jti` and declared type, once verified (lineage across hops).
     pub subject_jti: Option<String>,
     /// The declared subject and actor token types.
     pub token_types: Option<(&'static str, Option<&'static str>)>,
     /// The subject's (`iss`, `sub`), once verified.
     pub subject: Option<(String, String)>,
+    /// The subject token's delegation chain (`act` subs, current actor first).
+    pub subject_chain: Vec<String>,
     /// The actor's (`iss`, `sub`), once verified.
     pub actor: Option<(String, String)>,
+    /// The policy's explanation of a refusal.
+    pub refusal: Option<Refusal>,
 }
 
 impl AuditRecord {
+    /// Keeps the policy's explanation for the record; the client gets the check's OAuth
+    /// error.
+    pub fn refused_by(&mut self, refusal: Refusal) -> ExchangeError {
+        let check = refusal.check;
+        self.refusal = Some(refusal);
+        ExchangeError::Policy(check)
+    }
+
     /// Emits the record of a granted exchange.
     pub fn granted(&self, request_id: &str, grant: &Grant, issued: &IssuedToken) {
         let chain: Vec<&str> = grant.act().iter().map(|a| a.sub.as_str()).collect();
+        let claims: Vec<&str> = grant.claims().keys().map(String::as_str).collect();
         tracing::info!(
             target: "audit",
             request_id,
@@ -39,9 +55,11 @@ impl AuditRecord {
             subject_jti = self.subject_jti.as_deref(),
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = grant.sub(),
+            actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
             actor_chain = ?chain,
             aud = ?grant.aud(),
             scope = issued.scope.as_str(),
+            passthrough_claims = ?claims,
             exp = grant.exp(),
             jti = issued.jti.as_str(),
         );
@@ -49,18 +67,24 @@ impl AuditRecord {
 
     /// Emits the record of a refused exchange.
     pub fn refused(&self, request_id: &str, error: &ExchangeError) {
+        let refusal = self.refusal.as_ref();
         tracing::info!(
             target: "audit",
             request_id,
             decision = "refused",
             stage = error.stage(),
             reason = error.reason(),
-            detail = %error,
+            on = refusal.map(|r| r.on.as_str()),
+            detail = %refusal.map_or_else(|| error.to_string(), |r| r.detail.clone()),
+            rule = refusal.and_then(|r| r.rule.as_deref()),
             client_id = self.client_id.as_deref(),
             auth_method = self.auth_method,
+            audience = ?self.targets.as_ref().map(|t| &t.0),
+            resource = ?self.targets.as_ref().map(|t| &t.1),
             subject_jti = self.subject_jti.as_deref(),
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = self.subject.as_ref().map(|s| s.1.as_str()),
+            subject_chain = ?self.subject_chain,
             actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
             actor_sub = self.actor.as_ref().map(|s| s.1.as_str()),
         );

@@ -83,6 +83,9 @@ pub struct Config {
     pub tokens: TokenConfig,
     /// Where the policy files are.
     pub policy: PolicySource,
+    /// How often the policy directory is checked for changes (0: never; SIGHUP still
+    /// reloads).
+    pub policy_watch_seconds: u64,
     /// Upstream issuers we trust, in file order ([`IssuerId::upstream`]).
     pub issuers: Vec<IssuerConfig>,
     /// Registered clients.
@@ -138,8 +141,6 @@ pub struct TokenConfig {
     pub max_depth: usize,
     /// Upper bound for every client's `ttl_seconds`.
     pub max_ttl_seconds: u64,
-    /// Whether `act` members carry `iss` besides `sub`.
-    pub act_includes_iss: bool,
 }
 
 /// Where policy files come from.
@@ -279,14 +280,13 @@ struct RawTokens {
     leeway_seconds: Option<u64>,
     max_depth: Option<usize>,
     max_ttl_seconds: Option<u64>,
-    #[serde(default)]
-    act_includes_iss: bool,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     dir: Option<String>,
+    watch_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -338,6 +338,7 @@ const DEFAULT_LEEWAY: u64 = 30;
 const DEFAULT_MAX_DEPTH: usize = 4;
 const DEFAULT_MAX_TTL: u64 = 3600;
 const DEFAULT_MAX_STALENESS: u64 = 12 * 3600;
+const DEFAULT_POLICY_WATCH: u64 = 2;
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
@@ -408,10 +409,11 @@ impl Config {
                 .map_err(|r| err("tokens.max_depth", &r))?,
             max_ttl_seconds: bounded(raw.tokens.max_ttl_seconds, DEFAULT_MAX_TTL, 1, 86_400)
                 .map_err(|r| err("tokens.max_ttl_seconds", &r))?,
-            act_includes_iss: raw.tokens.act_includes_iss,
         };
 
         let policy = PolicySource::Dir(base.join(raw.policy.dir.as_deref().unwrap_or("policies")));
+        let policy_watch_seconds = bounded(raw.policy.watch_seconds, DEFAULT_POLICY_WATCH, 0, 3600)
+            .map_err(|r| err("policy.watch_seconds", &r))?;
 
         let mut issuers = Vec::with_capacity(raw.issuers.len());
         let mut names = HashSet::new();
@@ -662,6 +664,7 @@ impl Config {
             signing,
             tokens,
             policy,
+            policy_watch_seconds,
             issuers,
             clients,
         })

@@ -204,6 +204,29 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 UnauthorizedClient,
                 "client may not exchange with an actor_token",
             ),
+            PolicyError::SubjectTokenTypeNotAccepted => wire(
+                BAD,
+                InvalidRequest,
+                "subject_token_type not accepted for this client",
+            ),
+            PolicyError::ActorTokenTypeNotAccepted => wire(
+                BAD,
+                InvalidRequest,
+                "actor_token_type not accepted for this client",
+            ),
+            PolicyError::ActorNotAllowed => {
+                wire(BAD, InvalidRequest, "actor not permitted for this client")
+            }
+            PolicyError::PriorActorNotAllowed => wire(
+                BAD,
+                InvalidRequest,
+                "delegation chain not accepted for this client",
+            ),
+            PolicyError::ConditionNotMet => wire(
+                BAD,
+                InvalidRequest,
+                "tokens do not meet this client's policy",
+            ),
             PolicyError::SubjectIssuerNotAccepted => wire(
                 BAD,
                 InvalidRequest,

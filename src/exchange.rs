@@ -15,7 +15,7 @@ use crate::error::ExchangeError;
 use crate::metrics::Metrics;
 use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
-use crate::policy::{PolicyEngine, Targets};
+use crate::policy::{PolicyStore, Targets};
 use crate::token::{Actor, Subject, TokenValidator};
 
 /// The token-exchange pipeline.
@@ -23,7 +23,7 @@ pub struct Exchanger {
     metrics: Arc<Metrics>,
     clients: ClientAuthenticator,
     validator: TokenValidator,
-    policy: PolicyEngine,
+    policy: Arc<PolicyStore>,
     minter: Minter,
     clock: Clock,
 }
@@ -33,7 +33,7 @@ impl Exchanger {
     pub fn new(
         clients: ClientAuthenticator,
         validator: TokenValidator,
-        policy: PolicyEngine,
+        policy: Arc<PolicyStore>,
         minter: Minter,
         clock: Clock,
         metrics: Arc<Metrics>,
@@ -51,6 +51,11 @@ impl Exchanger {
     /// The token validator (readiness, warm-up).
     pub fn validator(&self) -> &TokenValidator {
         &self.validator
+    }
+
+    /// The policy in force, and its reload.
+    pub fn policy(&self) -> &Arc<PolicyStore> {
+        &self.policy
     }
 
     /// The minter (its key is published in our JWKS).
@@ -92,7 +97,17 @@ impl Exchanger {
         audit.client_id = Some(client.id().to_owned());
         audit.auth_method = Some(client.method().as_str());
         let request = TokenExchangeRequest::from_form(form)?;
-        let admission = self.policy.admit(&client, request.actor.is_some())?;
+        audit.targets = Some((request.audiences.clone(), request.resources.clone()));
+        // The policy in force when the request arrived decides it to the end, whatever a
+        // reload does meanwhile.
+        let policy = self.policy.current();
+        let admission = policy
+            .admit(
+                &client,
+                request.subject.token_type,
+                request.actor.as_ref().map(|a| a.token_type),
+            )
+            .map_err(|r| audit.refused_by(r))?;
 
         let subject = self
             .validator
@@ -105,6 +120,7 @@ impl Exchanger {
             .map_err(ExchangeError::Subject)?;
         audit.subject = Some((subject.iss().to_owned(), subject.sub().to_owned()));
         audit.subject_jti = subject.jti().map(str::to_owned);
+        audit.subject_chain = subject.act().iter().map(|a| a.sub.clone()).collect();
         let actor = match &request.actor {
             Some(presented) => {
                 let actor = self
@@ -112,7 +128,7 @@ impl Exchanger {
                     .validate::<Actor>(
                         &presented.token,
                         presented.token_type,
-                        admission.actor_issuers(),
+                        admission.actor_issuers(subject.issuer()),
                     )
                     .await
                     .map_err(ExchangeError::Actor)?;
@@ -130,7 +146,9 @@ impl Exchanger {
             scope: request.scope.as_deref(),
             requested_token_type: request.requested_token_type,
         };
-        let grant = admission.decide(&subject, actor.as_ref(), targets, self.clock.now())?;
+        let grant = admission
+            .decide(&subject, actor.as_ref(), targets, self.clock.now())
+            .map_err(|r| audit.refused_by(r))?;
         let issued = self.minter.mint(&grant)?;
         Ok((grant, issued))
     }

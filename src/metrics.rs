@@ -13,7 +13,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -61,6 +61,11 @@ struct RuleLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ValidationLabels {
     issuer: Arc<str>,
     role: &'static str,
@@ -75,6 +80,8 @@ pub struct Metrics {
     grants: Family<RuleLabel, Counter>,
     duration: Histogram,
     validations: Family<ValidationLabels, Counter>,
+    policy_reloads: Family<ReloadLabel, Counter>,
+    policy_reload_failing: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,6 +133,18 @@ impl Metrics {
             "Subject and actor tokens checked, by issuer (or \"unresolved\"), role and outcome (valid, or the reason)",
             validations.clone(),
         );
+        let policy_reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reload attempts (SIGHUP or a change of the files), by outcome: applied or failed",
+            policy_reloads.clone(),
+        );
+        let policy_reload_failing = Gauge::default();
+        registry.register(
+            "policy_reload_failing",
+            "1 while the policy files on disk fail to compile and the previous policy stays in force",
+            policy_reload_failing.clone(),
+        );
         Self {
             registry,
             exchanges,
@@ -133,6 +152,8 @@ impl Metrics {
             grants,
             duration,
             validations,
+            policy_reloads,
+            policy_reload_failing,
         }
     }
 
@@ -156,6 +177,15 @@ impl Metrics {
                 rule: Arc::clone(rule),
             })
             .inc();
+    }
+
+    /// A policy reload attempt: applied, or failed (the previous policy stays in force).
+    pub fn policy_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "failed" };
+        self.policy_reloads
+            .get_or_create(&ReloadLabel { outcome })
+            .inc();
+        self.policy_reload_failing.set(i64::from(!applied));
     }
 
     /// A token checked: `issuer` as configured (or `unresolved`), `role` subject/actor,

@@ -62,12 +62,11 @@ pub struct Minter {
     key: SigningKey,
     header_access_token: String,
     header_jwt: String,
-    act_includes_iss: bool,
 }
 
 impl Minter {
     /// Precomputes the headers for both issued token types.
-    pub fn new(issuer: String, key: SigningKey, act_includes_iss: bool) -> Self {
+    pub fn new(issuer: String, key: SigningKey) -> Self {
         let header = |typ: &str| {
             b64_encode(
                 format!(
@@ -83,7 +82,6 @@ impl Minter {
             header_jwt: header("JWT"),
             issuer,
             key,
-            act_includes_iss,
         }
     }
 
@@ -110,8 +108,9 @@ impl Minter {
             scope: &scope,
             act: (!grant.act().is_empty()).then_some(Act {
                 chain: grant.act(),
-                include_iss: self.act_includes_iss,
+                include_iss: grant.act_includes_iss(),
             }),
+            extra: grant.claims(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
         let (header, typ) = match grant.token_type() {
@@ -149,6 +148,10 @@ struct Claims<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<Act<'a>>,
+    /// Passthrough claims (policy `claims`); the policy refuses reserved names, so none
+    /// of them repeats a member above.
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// One audience as a string, several as an array (RFC 7519 §4.1.3).

@@ -186,6 +186,7 @@ pub struct VerifiedToken<R: Role> {
     act: Vec<ActorId>,
     may_act: Option<ActorId>,
     token_type: TokenType,
+    raw: Arc<str>,
     role: PhantomData<R>,
 }
 
@@ -237,6 +238,11 @@ impl<R: Role> VerifiedToken<R> {
     /// The token type the request declared and the token proved.
     pub fn token_type(&self) -> TokenType {
         self.token_type
+    }
+    /// Every claim, as the token carries it (policy conditions and passthrough claims).
+    pub fn claims_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        // The text was parsed as a JSON object when the token was checked.
+        serde_json::from_str(&self.raw).unwrap_or_default()
     }
     /// The (`iss`, `sub`) identity as an actor entry.
     pub fn identity(&self) -> ActorId {
@@ -598,6 +604,7 @@ fn verified_token<R: Role>(
         act: claims.act,
         may_act: claims.may_act,
         token_type: declared,
+        raw: claims.raw,
         role: PhantomData,
     }
 }

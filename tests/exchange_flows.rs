@@ -119,11 +119,13 @@ async fn impersonation_of_a_delegated_token_carries_act_unchanged() {
 }
 
 #[tokio::test]
-async fn act_carries_iss_when_configured() {
+async fn act_carries_iss_when_the_policy_says_so() {
     let issuer = TestIssuer::start().await;
     let sts = Sts::builder()
         .issuer("corp", &issuer, "")
-        .tokens("act_includes_iss = true")
+        .policy(&format!(
+            "[defaults]\nact_includes_iss = true\n{DEFAULT_POLICY}"
+        ))
         .start()
         .await;
     let subject = issuer.user_token("alice", "bff", "");

@@ -185,6 +185,9 @@ pub(super) struct Claims {
     pub sender_constrained: bool,
     /// RFC 7662 §2.2 `token_type` of an introspection answer.
     pub token_type: Option<String>,
+    /// The claims set as received (JSON text): policy conditions and passthrough claims
+    /// read members the typed fields do not keep.
+    pub raw: std::sync::Arc<str>,
 }
 
 fn claim<T: DeserializeOwned>(
@@ -203,6 +206,9 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
     }
     let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawClaims<'_>>>(json)
         .map_err(|_| TokenError::MalformedClaims)?;
+    let text: std::sync::Arc<str> = std::str::from_utf8(json)
+        .map_err(|_| TokenError::MalformedClaims)?
+        .into();
     let iss: String = claim(raw.iss, "iss")?.ok_or(TokenError::MissingClaim("iss"))?;
     let scope: Option<String> = claim(raw.scope, "scope")?;
     let act: Option<JsonObject<RawActor>> = claim(raw.act, "act")?;
@@ -239,6 +245,7 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
             sub: m.sub,
             iss: m.iss,
         }),
+        raw: text,
     })
 }
 
