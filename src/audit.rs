@@ -56,10 +56,10 @@ impl AuditRecord {
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = grant.sub(),
             actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
-            actor_chain = ?chain,
-            aud = ?grant.aud(),
+            actor_chain = %json(&chain),
+            aud = %json(grant.aud()),
             scope = issued.scope.as_str(),
-            passthrough_claims = ?claims,
+            passthrough_claims = %json(&claims),
             exp = grant.exp(),
             jti = issued.jti.as_str(),
         );
@@ -79,14 +79,20 @@ impl AuditRecord {
             rule = refusal.and_then(|r| r.rule.as_deref()),
             client_id = self.client_id.as_deref(),
             auth_method = self.auth_method,
-            audience = ?self.targets.as_ref().map(|t| &t.0),
-            resource = ?self.targets.as_ref().map(|t| &t.1),
+            audience = self.targets.as_ref().map(|t| json(&t.0)),
+            resource = self.targets.as_ref().map(|t| json(&t.1)),
             subject_jti = self.subject_jti.as_deref(),
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = self.subject.as_ref().map(|s| s.1.as_str()),
-            subject_chain = ?self.subject_chain,
+            subject_chain = %json(&self.subject_chain),
             actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
             actor_sub = self.actor.as_ref().map(|s| s.1.as_str()),
         );
     }
+}
+
+/// A list field as JSON text (`["a","b"]`): tracing fields are scalars, so list-valued
+/// fields of the audit record are JSON arrays inside a string.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }

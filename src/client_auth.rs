@@ -73,6 +73,9 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the body.
     ClientSecretPost,
+    /// Not authenticated: named by an operator for a dry run (`gleipnir policy explain`,
+    /// `gleipnir policy test`), which mints nothing.
+    DryRun,
 }
 
 impl AuthMethod {
@@ -81,6 +84,7 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::DryRun => "dry_run",
         }
     }
 }
@@ -173,6 +177,16 @@ impl ClientAuthenticator {
         Ok(Self {
             clients: map,
             dummy_digest,
+        })
+    }
+
+    /// The registered client `id`, unauthenticated, for a dry run that mints nothing
+    /// (`exchange::dry_run`). Never reachable from a request.
+    pub(crate) fn assume(&self, id: &str) -> Result<AuthenticatedClient, ClientAuthError> {
+        let entry = self.clients.get(id).ok_or(ClientAuthError::UnknownClient)?;
+        Ok(AuthenticatedClient {
+            client: Arc::clone(&entry.client),
+            method: AuthMethod::DryRun,
         })
     }
 

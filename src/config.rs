@@ -670,6 +670,41 @@ impl Config {
         })
     }
 
+    /// This configuration for an offline dry run (`gleipnir policy test`, `policy explain
+    /// --offline`), which neither authenticates, nor introspects, nor signs: an ephemeral
+    /// signing key, and every secret replaced by a random one nobody knows, so no key file
+    /// or secret needs to be present.
+    pub fn for_offline_dry_run(&self) -> Config {
+        let unknowable = || {
+            let mut bytes = [0u8; 32];
+            let _ = aws_lc_rs::rand::fill(&mut bytes);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            SecretSource::Value(zeroize::Zeroizing::new(hex))
+        };
+        let mut config = self.clone();
+        config.signing.key = KeySource::Ephemeral;
+        for client in &mut config.clients {
+            client.secret = unknowable();
+        }
+        for issuer in &mut config.issuers {
+            if let Some(introspection) = &mut issuer.introspection {
+                introspection.secret = unknowable();
+            }
+        }
+        config
+    }
+
+    /// The `iss` of the issuer a policy names (`self` or a configured name).
+    pub fn issuer_iss(&self, name: &str) -> Option<&str> {
+        if name == SELF_ISSUER_NAME {
+            return Some(&self.issuer);
+        }
+        self.issuers
+            .iter()
+            .find(|i| i.name == name)
+            .map(|i| i.issuer.as_str())
+    }
+
     /// The id of the issuer a policy names (`self` or a configured name).
     pub fn issuer_id(&self, name: &str) -> Option<IssuerId> {
         if name == SELF_ISSUER_NAME {

@@ -2,6 +2,7 @@
 //! parameters → policy admission → subject (and actor) token validation → policy decision
 //! → minting. Each step's output type proves the step before it.
 
+pub mod dry_run;
 mod request;
 
 pub use request::{PresentedToken, RequestError, TokenExchangeRequest};

@@ -29,13 +29,15 @@
 //! [`metrics`], [`telemetry`]; [`error`] and [`audit`] read the stages' results (the one
 //! error mapping, the audit record) and are used only where the stages meet
 //! ([`exchange`]) and at the edge. Assembly: [`app`]. The embedded default for
-//! trying it out: [`dev`].
+//! trying it out: [`dev`]. Policy dry runs (`gleipnir policy explain`, `policy test`):
+//! [`exchange::dry_run`] and [`cases`].
 //!
 //! The contract is EXCHANGE-RULES (what is accepted and refused); DESIGN explains the
 //! layout. The README's conformance table maps RFC sections to code and tests.
 
 pub mod app;
 pub mod audit;
+pub mod cases;
 pub mod client_auth;
 pub mod clock;
 pub mod config;

@@ -48,6 +48,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Policy tools: explain a decision, run policy tests.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Write a new private signing key (PKCS#8 PEM, mode 0600).
     Keygen {
         /// ES256 or EdDSA.
@@ -72,6 +77,60 @@ enum Command {
     },
 }
 
+// Parsed once per process: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Dry run: what would the policy decide for this client and these tokens, and why.
+    /// Signs nothing. Verifies signatures against the issuers' keys unless --offline.
+    Explain {
+        /// The TOML configuration file (its policies are the ones explained).
+        #[arg(long)]
+        config: PathBuf,
+        /// The client that would ask (not authenticated: no secret needed).
+        #[arg(long)]
+        client: String,
+        /// The subject token, or @FILE to read it from a file.
+        #[arg(long)]
+        subject_token: String,
+        /// access_token, jwt or id_token.
+        #[arg(long, default_value = "access_token")]
+        subject_token_type: String,
+        /// The actor token, or @FILE.
+        #[arg(long)]
+        actor_token: Option<String>,
+        /// access_token, jwt or id_token.
+        #[arg(long, default_value = "access_token")]
+        actor_token_type: String,
+        /// `audience` (repeatable).
+        #[arg(long)]
+        audience: Vec<String>,
+        /// `resource` (repeatable).
+        #[arg(long)]
+        resource: Vec<String>,
+        /// `scope` (space-separated).
+        #[arg(long)]
+        scope: Option<String>,
+        /// access_token or jwt.
+        #[arg(long)]
+        requested_token_type: Option<String>,
+        /// Skip signature verification (and fetch nothing): every line says so.
+        #[arg(long)]
+        offline: bool,
+        /// Decide at this time (Unix seconds) instead of now, e.g. for sample tokens.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Run the policy test cases (*.toml) of a directory; exit 1 if any fails.
+    Test {
+        /// The directory of case files.
+        dir: PathBuf,
+        /// Print every case's explanation, not only the failing ones'.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
@@ -90,6 +149,12 @@ fn main() -> ExitCode {
         } => runtime.block_on(serve(config, listen, admin_listen)),
         Command::Check { config } => check(&config),
         Command::Keygen { alg, out } => keygen(&alg, &out),
+        Command::Policy {
+            command: PolicyCommand::Test { dir, verbose },
+        } => runtime.block_on(policy_test(&dir, verbose)),
+        Command::Policy {
+            command: explain @ PolicyCommand::Explain { .. },
+        } => runtime.block_on(policy_explain(explain)),
         Command::Dev {
             listen,
             admin_listen,
@@ -178,6 +243,131 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+async fn policy_test(dir: &std::path::Path, verbose: bool) -> ExitCode {
+    let results = match gleipnir::cases::run_dir(dir).await {
+        Ok(results) => results,
+        Err(e) => return fail(&e),
+    };
+    let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
+    for result in &results {
+        let passed = result.failures.is_empty();
+        println!("{}: {}", if passed { "PASS" } else { "FAIL" }, result.name);
+        for failure in &result.failures {
+            println!("    {failure}");
+        }
+        if !passed || verbose {
+            for line in &result.explanation {
+                println!("      | {line}");
+            }
+        }
+    }
+    println!("{}/{} passed", results.len() - failed, results.len());
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn policy_explain(command: PolicyCommand) -> ExitCode {
+    use gleipnir::exchange::dry_run::Signatures;
+    let PolicyCommand::Explain {
+        config,
+        client,
+        subject_token,
+        subject_token_type,
+        actor_token,
+        actor_token_type,
+        audience,
+        resource,
+        scope,
+        requested_token_type,
+        offline,
+        at,
+    } = command
+    else {
+        return fail("not an explain command");
+    };
+    let urn = |name: &str, flag: &str| {
+        gleipnir::oauth::TokenType::from_name(name)
+            .map(|t| t.urn().to_owned())
+            .ok_or_else(|| format!("{flag}: unknown token type {name:?}"))
+    };
+    let read = |value: String| match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(value),
+    };
+    let pairs = (|| -> Result<Vec<(String, String)>, String> {
+        let mut pairs = vec![
+            (
+                "grant_type".to_owned(),
+                gleipnir::oauth::GRANT_TYPE_TOKEN_EXCHANGE.to_owned(),
+            ),
+            ("subject_token".to_owned(), read(subject_token)?),
+            (
+                "subject_token_type".to_owned(),
+                urn(&subject_token_type, "--subject-token-type")?,
+            ),
+        ];
+        if let Some(actor) = actor_token {
+            pairs.push(("actor_token".to_owned(), read(actor)?));
+            pairs.push((
+                "actor_token_type".to_owned(),
+                urn(&actor_token_type, "--actor-token-type")?,
+            ));
+        }
+        pairs.extend(audience.into_iter().map(|a| ("audience".to_owned(), a)));
+        pairs.extend(resource.into_iter().map(|r| ("resource".to_owned(), r)));
+        if let Some(scope) = scope {
+            pairs.push(("scope".to_owned(), scope));
+        }
+        if let Some(t) = requested_token_type {
+            pairs.push((
+                "requested_token_type".to_owned(),
+                urn(&t, "--requested-token-type")?,
+            ));
+        }
+        Ok(pairs)
+    })();
+    let form = match pairs.and_then(|p| gleipnir::cases::form_body(&p)) {
+        Ok(form) => form,
+        Err(e) => return fail(&e),
+    };
+    let config = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    // Offline, nothing is verified or signed: no key file or secret is needed.
+    let (config, signatures) = if offline {
+        (config.for_offline_dry_run(), Signatures::Offline)
+    } else {
+        (config, Signatures::Verified)
+    };
+    let clock = match at {
+        Some(at) => Clock::from(gleipnir::clock::ManualClock::new(at)),
+        None => Clock::System,
+    };
+    let app = match App::build(&config, clock) {
+        Ok(app) => app,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if signatures == Signatures::Verified {
+        app.exchanger().fetch_issuer_keys().await;
+    }
+    let explanation = app.exchanger().dry_run(&client, &form, signatures).await;
+    for line in explanation.lines() {
+        println!("{line}");
+    }
+    // Scriptable: 0 granted, 1 refused (2: the command itself failed).
+    if explanation.outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -47,7 +47,8 @@ pub struct Limits {
 }
 
 /// Serves the public and admin listeners until `shutdown` completes, then drains.
-/// Also runs the keeper of every upstream issuer's JWKS in the background.
+/// Also runs in the background the keeper of every upstream issuer's JWKS, and the
+/// policy reload: on SIGHUP, and when the policy files change (`policy.watch_seconds`).
 pub async fn run(
     app: Arc<App>,
     public: TcpListener,
@@ -64,6 +65,9 @@ pub async fn run(
         .into_iter()
         .map(|cache| tokio::spawn(async move { cache.keep().await }))
         .collect();
+    let policy = app.exchanger().policy();
+    let policy_watch = tokio::spawn(Arc::clone(policy).watch());
+    let policy_sighup = tokio::spawn(reload_on_sighup(Arc::clone(policy)));
     let public_app = Arc::clone(&app);
     let public = tokio::spawn(serve(
         public,
@@ -86,10 +90,29 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop.send(true);
-    for keeper in keepers {
-        keeper.abort();
+    for task in keepers.into_iter().chain([policy_watch, policy_sighup]) {
+        task.abort();
     }
     let _ = tokio::join!(public, admin);
+}
+
+/// Reloads the policy on every SIGHUP (a bad policy keeps the previous one in force).
+async fn reload_on_sighup(policy: Arc<crate::policy::PolicyStore>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload the policy by changing its files");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            let policy = Arc::clone(&policy);
+            let _ = tokio::task::spawn_blocking(move || policy.reload(true)).await;
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 /// Accepts connections on `listener` and serves them with `handler` within `limits`,

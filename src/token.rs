@@ -383,7 +383,7 @@ impl TokenValidator {
     ) -> Result<VerifiedToken<R>, TokenError> {
         let mut resolved = None;
         let result = self
-            .validate_inner(token, declared, accepted, &mut resolved)
+            .validate_inner(token, declared, accepted, true, &mut resolved)
             .await;
         let outcome = match &result {
             Ok(_) => "valid",
@@ -394,13 +394,44 @@ impl TokenValidator {
         result
     }
 
+    /// Every check of [`validate`](Self::validate) except the signature, for an offline
+    /// dry run (`gleipnir policy explain --offline`, `gleipnir policy test`), which says
+    /// so on every line it prints and mints nothing. No key is fetched; an opaque token
+    /// (which only introspection could vouch for) is refused.
+    pub(crate) async fn check_unsigned<R: Role>(
+        &self,
+        token: &str,
+        declared: TokenType,
+        accepted: &[IssuerId],
+    ) -> Result<VerifiedToken<R>, TokenError> {
+        self.validate_inner(token, declared, accepted, false, &mut None)
+            .await
+    }
+
+    /// The header an unsigned test token of `iss` needs to pass the checks (the issuer's
+    /// first algorithm; `typ` by its profile and the declared type), for `policy test`.
+    pub(crate) fn unsigned_header(
+        &self,
+        iss: &str,
+        declared: TokenType,
+    ) -> Option<(JwsAlgorithm, &'static str)> {
+        let issuer = self.by_iss.get(iss)?;
+        let typ = match (declared, issuer.profile) {
+            (TokenType::AccessToken, IssuerProfile::Rfc9068) => "at+jwt",
+            _ => "JWT",
+        };
+        Some((*issuer.algorithms.first()?, typ))
+    }
+
     /// [`validate`](Self::validate), noting in `resolved` which issuer the token was
-    /// attributed to (for metrics).
+    /// attributed to (for metrics); `verify` false skips the signature (and any
+    /// introspection) for [`check_unsigned`](Self::check_unsigned).
     async fn validate_inner<R: Role>(
         &self,
         token: &str,
         declared: TokenType,
         accepted: &[IssuerId],
+        verify: bool,
         resolved: &mut Option<Arc<str>>,
     ) -> Result<VerifiedToken<R>, TokenError> {
         if token.len() > self.max_bytes {
@@ -411,7 +442,7 @@ impl TokenValidator {
             // A JWE (four dots) or anything whose first segment is a JOSE header is not
             // an opaque token: refuse it rather than hand it to an introspection endpoint.
             let first = token.split('.').next().and_then(b64_decode);
-            if dots == 4 || first.is_some_and(|h| h.first() == Some(&b'{')) {
+            if dots == 4 || first.is_some_and(|h| h.first() == Some(&b'{')) || !verify {
                 return Err(TokenError::NotCompactJws);
             }
             return self
@@ -458,6 +489,9 @@ impl TokenValidator {
         }
 
         let (exp, sub) = self.check_claims(issuer, &claims)?;
+        if !verify {
+            return Ok(verified_token(issuer.id, claims, exp, sub, declared));
+        }
 
         // The signed input is the two first segments exactly as received (RFC 7515 §5.2).
         let signing_input = token

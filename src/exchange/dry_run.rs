@@ -1,0 +1,208 @@
+//! The dry run behind `gleipnir policy explain` and `gleipnir policy test`: the exchange
+//! pipeline for a client named by the operator, without client authentication and
+//! without minting. It reads the parameters as a request's, validates the tokens (with
+//! their signatures, or offline without them), asks the policy in force, and returns the
+//! decision with its explanation. Nothing is signed and no audit record is written.
+
+use crate::error::{ExchangeError, WireError, to_wire};
+use crate::oauth::form::FormBody;
+use crate::policy::{Grant, Refusal, Targets};
+use crate::token::{Actor, Subject};
+
+use super::{Exchanger, TokenExchangeRequest};
+
+/// Whether the dry run checks signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    /// Verified against the issuers' keys (fetched now) or by introspection.
+    Verified,
+    /// Not checked: every other check runs; opaque tokens cannot be explained.
+    Offline,
+}
+
+/// The decision of a dry run and why.
+#[derive(Debug)]
+pub struct Explanation {
+    /// The grant, or the refusal as a stage error.
+    pub outcome: Result<Grant, ExchangeError>,
+    /// The policy's own explanation, when the policy refused.
+    pub refusal: Option<Refusal>,
+    /// How the tokens were checked.
+    pub signatures: Signatures,
+}
+
+impl Explanation {
+    /// What the client would be told, for a refusal.
+    pub fn wire(&self) -> Option<WireError> {
+        self.outcome.as_ref().err().map(|e| to_wire(e, true))
+    }
+
+    /// `stage/reason` of a refusal (`policy/actor_in_chain`), `granted` otherwise.
+    pub fn verdict(&self) -> String {
+        match &self.outcome {
+            Ok(_) => "granted".into(),
+            Err(e) => format!("{}/{}", e.stage(), e.reason()),
+        }
+    }
+
+    /// The explanation as lines of text; offline, each says so.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        match &self.outcome {
+            Ok(grant) => {
+                let chain: Vec<&str> = grant.act().iter().map(|a| a.sub.as_str()).collect();
+                lines.push("decision: granted".into());
+                lines.push(format!("rule: {}", grant.rule()));
+                lines.push(format!("sub: {}", grant.sub()));
+                lines.push(format!("aud: {}", grant.aud().join(" ")));
+                lines.push(format!("scope: {}", grant.scope().join(" ")));
+                lines.push(format!("act (current actor first): {}", chain.join(" <- ")));
+                lines.push(format!(
+                    "lifetime: {} s",
+                    grant.exp().saturating_sub(grant.iat())
+                ));
+                let claims: Vec<&str> = grant.claims().keys().map(String::as_str).collect();
+                lines.push(format!("passthrough claims: {}", claims.join(" ")));
+                lines.push(format!("token type: {}", grant.token_type().name()));
+            }
+            Err(error) => {
+                lines.push("decision: refused".into());
+                lines.push(format!("stage: {}", error.stage()));
+                lines.push(format!("check: {}", error.reason()));
+                match &self.refusal {
+                    Some(refusal) => {
+                        lines.push(format!("on: {}", refusal.on));
+                        lines.push(format!("detail: {}", refusal.detail));
+                        if let Some(rule) = &refusal.rule {
+                            lines.push(format!("rule: {rule}"));
+                        }
+                    }
+                    None => lines.push(format!("detail: {error}")),
+                }
+                let wire = to_wire(error, true);
+                lines.push(format!(
+                    "client is told: {} {} \"{}\"",
+                    wire.status.as_u16(),
+                    wire.code.as_str(),
+                    wire.description
+                ));
+            }
+        }
+        if self.signatures == Signatures::Offline {
+            for line in &mut lines {
+                *line = format!("[offline: signatures not verified] {line}");
+            }
+        }
+        lines
+    }
+}
+
+impl Exchanger {
+    /// Fetches every upstream issuer's keys once, as a keeper would (a dry run has no
+    /// keeper tasks). Each fetch is bounded by the upstream timeouts.
+    pub async fn fetch_issuer_keys(&self) {
+        let mut fetches = tokio::task::JoinSet::new();
+        for cache in self.validator.keepers() {
+            fetches.spawn(async move { cache.maintain().await });
+        }
+        while fetches.join_next().await.is_some() {}
+    }
+
+    /// Runs the exchange `form` describes for `client_id`, up to the decision.
+    /// `form` holds the token-exchange parameters (`grant_type`, `subject_token`, ...).
+    pub async fn dry_run(
+        &self,
+        client_id: &str,
+        form: &FormBody,
+        signatures: Signatures,
+    ) -> Explanation {
+        let mut refusal = None;
+        let outcome = self
+            .dry_run_inner(client_id, form, signatures, &mut refusal)
+            .await;
+        Explanation {
+            outcome,
+            refusal,
+            signatures,
+        }
+    }
+
+    async fn dry_run_inner(
+        &self,
+        client_id: &str,
+        form: &FormBody,
+        signatures: Signatures,
+        refusal: &mut Option<Refusal>,
+    ) -> Result<Grant, ExchangeError> {
+        let mut refused = |r: Refusal| {
+            let check = r.check;
+            *refusal = Some(r);
+            ExchangeError::Policy(check)
+        };
+        let client = self.clients.assume(client_id)?;
+        let request = TokenExchangeRequest::from_form(form)?;
+        let policy = self.policy.current();
+        let admission = policy
+            .admit(
+                &client,
+                request.subject.token_type,
+                request.actor.as_ref().map(|a| a.token_type),
+            )
+            .map_err(&mut refused)?;
+        let subject = &request.subject;
+        let subject = match signatures {
+            Signatures::Verified => {
+                self.validator
+                    .validate::<Subject>(
+                        &subject.token,
+                        subject.token_type,
+                        admission.subject_issuers(),
+                    )
+                    .await
+            }
+            Signatures::Offline => {
+                self.validator
+                    .check_unsigned::<Subject>(
+                        &subject.token,
+                        subject.token_type,
+                        admission.subject_issuers(),
+                    )
+                    .await
+            }
+        }
+        .map_err(ExchangeError::Subject)?;
+        let actor = match &request.actor {
+            Some(presented) => {
+                let accepted = admission.actor_issuers(subject.issuer());
+                let actor = match signatures {
+                    Signatures::Verified => {
+                        self.validator
+                            .validate::<Actor>(&presented.token, presented.token_type, accepted)
+                            .await
+                    }
+                    Signatures::Offline => {
+                        self.validator
+                            .check_unsigned::<Actor>(
+                                &presented.token,
+                                presented.token_type,
+                                accepted,
+                            )
+                            .await
+                    }
+                }
+                .map_err(ExchangeError::Actor)?;
+                Some(actor)
+            }
+            None => None,
+        };
+        let targets = Targets {
+            audiences: &request.audiences,
+            resources: &request.resources,
+            scope: request.scope.as_deref(),
+            requested_token_type: request.requested_token_type,
+        };
+        admission
+            .decide(&subject, actor.as_ref(), targets, self.clock.now())
+            .map_err(refused)
+    }
+}
