@@ -24,7 +24,7 @@ pub const DEFAULT_TTL_SECONDS: u64 = 300;
 
 /// Claims the STS sets itself or that describe the presented token rather than its
 /// subject: never copied from a subject token (EXCHANGE-RULES §5, §6).
-pub const RESERVED_CLAIMS: [&str; 20] = [
+pub const RESERVED_CLAIMS: [&str; 19] = [
     "iss",
     "sub",
     "aud",
@@ -42,7 +42,6 @@ pub const RESERVED_CLAIMS: [&str; 20] = [
     "at_hash",
     "c_hash",
     "nonce",
-    "auth_time",
     "token_type",
     "active",
 ];
