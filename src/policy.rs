@@ -833,11 +833,12 @@ impl Admission<'_> {
             ));
         }
 
-        // Passthrough claims, as the subject token carries them (absent ones stay absent).
+        // Passthrough claims, as the subject token carries them (absent or `null` ones stay
+        // absent, as conditions read them).
         let mut claims = Map::new();
         if let Some(subject_claims) = &subject_claims {
             for name in &rule.claims {
-                if let Some(value) = subject_claims.get(name) {
+                if let Some(value) = subject_claims.get(name).filter(|v| !v.is_null()) {
                     claims.insert(name.clone(), value.clone());
                 }
             }

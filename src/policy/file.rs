@@ -490,23 +490,28 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
     for (target, list) in keyed {
         let field = format!("target_scopes.{target:?}");
         let ceiling = scope_set(list).map_err(|r| (field.clone(), r))?;
-        let slot = match (
-            audiences.iter().position(|a| a == target),
-            resources.iter().position(|r| r == target),
-        ) {
-            (Some(i), _) => audience_scopes.get_mut(i),
-            (None, Some(i)) => resource_scopes.get_mut(i),
-            (None, None) => None,
-        };
-        match slot {
-            Some(slot) => *slot = Some(ceiling),
-            None => {
-                return Err((
-                    field,
-                    "not an entry of audiences or resources (write the entry exactly as listed there)"
-                        .into(),
-                ));
+        // A value listed in both audiences and resources gets the ceiling in both: the
+        // parameter it is asked for by must not matter.
+        let mut found = false;
+        for (entries, slots) in [
+            (&audiences, &mut audience_scopes),
+            (&resources, &mut resource_scopes),
+        ] {
+            if let Some(slot) = entries
+                .iter()
+                .position(|e| e == target)
+                .and_then(|i| slots.get_mut(i))
+            {
+                *slot = Some(ceiling.clone());
+                found = true;
             }
+        }
+        if !found {
+            return Err((
+                field,
+                "not an entry of audiences or resources (write the entry exactly as listed there)"
+                    .into(),
+            ));
         }
     }
     let max_audiences = raw.max_audiences.unwrap_or(1);

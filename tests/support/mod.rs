@@ -554,6 +554,8 @@ pub struct StsBuilder<'a> {
     /// (name, `iss`, `jwks_uri`, extra TOML lines) of each `[[issuers]]` entry.
     issuers: Vec<(String, String, String, String)>,
     policy: String,
+    /// Further policy files (name, text) beside `policies/test.toml`.
+    policy_files: Vec<(String, String)>,
     tokens: String,
     server: String,
     signing_alg: &'a str,
@@ -580,6 +582,11 @@ impl<'a> StsBuilder<'a> {
         self.policy = policy.to_owned();
         self
     }
+    /// Another policy file `policies/<name>`, read with `test.toml` in name order.
+    pub fn policy_file(mut self, name: &str, text: &str) -> Self {
+        self.policy_files.push((name.to_owned(), text.to_owned()));
+        self
+    }
     /// Extra lines for the [server] table.
     pub fn server(mut self, lines: &str) -> Self {
         self.server = lines.to_owned();
@@ -598,12 +605,23 @@ impl<'a> StsBuilder<'a> {
     /// Builds the App as the STS would run it, with `base` as its issuer, without
     /// starting any listener (benches drive its exchanger directly).
     pub fn build_app(self, base: &str) -> (Arc<App>, ManualClock, tempfile::TempDir) {
+        self.try_build_app(base).unwrap()
+    }
+
+    /// [`build_app`](Self::build_app), returning the error start-up would report.
+    pub fn try_build_app(
+        self,
+        base: &str,
+    ) -> Result<(Arc<App>, ManualClock, tempfile::TempDir), gleipnir::config::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let alg = gleipnir::jose::JwsAlgorithm::from_name(self.signing_alg).unwrap();
         let pem = gleipnir::keys::pkcs8_to_pem(&gleipnir::keys::generate_pkcs8(alg).unwrap());
         std::fs::write(dir.path().join("signing.pem"), pem.as_bytes()).unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/test.toml"), &self.policy).unwrap();
+        for (name, text) in &self.policy_files {
+            std::fs::write(dir.path().join("policies").join(name), text).unwrap();
+        }
         let issuers: String = self
             .issuers
             .iter()
@@ -629,10 +647,10 @@ impl<'a> StsBuilder<'a> {
             "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\nkey_file = \"signing.pem\"\n[tokens]\n{}\n{issuers}{clients}",
             self.server, self.signing_alg, self.tokens
         );
-        let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml")).unwrap();
+        let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))?;
         let clock = ManualClock::new(NOW);
-        let app = Arc::new(App::build(&config, Clock::from(clock.clone())).unwrap());
-        (app, clock, dir)
+        let app = Arc::new(App::build(&config, Clock::from(clock.clone()))?);
+        Ok((app, clock, dir))
     }
 
     pub async fn start(self) -> Sts {
@@ -701,6 +719,7 @@ impl Sts {
         StsBuilder {
             issuers: Vec::new(),
             policy: DEFAULT_POLICY.to_owned(),
+            policy_files: Vec::new(),
             tokens: String::new(),
             server: String::new(),
             signing_alg: "ES256",
