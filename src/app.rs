@@ -11,10 +11,10 @@ use bytes::Bytes;
 
 use crate::client_auth::{AuthMethod, ClientAuthenticator};
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, KeySource};
+use crate::config::{Config, ConfigError};
 use crate::exchange::Exchanger;
-use crate::jose::KeySet;
-use crate::keys::{SigningKey, jwks_document};
+use crate::keys::jwks_document;
+use crate::keys::ring::KeyStore;
 use crate::metrics::{Metrics, Snapshot};
 use crate::mint::Minter;
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
@@ -28,49 +28,44 @@ pub struct App {
     limits: Limits,
     metrics: Arc<Metrics>,
     clock: Clock,
-    key_loaded_at: u64,
+    started_at: u64,
     max_body_bytes: usize,
-    jwks: Bytes,
     metadata: Bytes,
 }
 
 impl App {
     /// Builds every part. Reads the key file, client secrets and policy files.
     pub fn build(config: &Config, clock: Clock) -> Result<App, ConfigError> {
-        let key = match &config.signing.key {
-            KeySource::File(path) => SigningKey::from_pem_file(config.signing.algorithm, path)
-                .map_err(|e| {
-                    ConfigError::new(
-                        &config.origin,
-                        "signing.key_file",
-                        format!("{}: {e}", path.display()),
-                    )
-                })?,
-            KeySource::Ephemeral => SigningKey::ephemeral(config.signing.algorithm)
-                .map_err(|e| ConfigError::new(&config.origin, "signing", e.to_string()))?,
-        };
-        let own_keys =
-            KeySet::from_keys(vec![key.verifying_key().map_err(|e| {
-                ConfigError::new(&config.origin, "signing", e.to_string())
-            })?]);
-        let jwks = Bytes::from(jwks_document(&[&key]).to_string());
-        let metadata = Bytes::from(metadata(config).to_string());
+        let metrics = Arc::new(Metrics::new());
+        // A key stays published after its successor took over until its last token has
+        // expired: the longest lifetime plus the leeway verifiers allow.
+        let retire_after = config
+            .tokens
+            .max_ttl_seconds
+            .saturating_add(config.tokens.leeway_seconds);
+        let keys = Arc::new(KeyStore::load(
+            &config.signing.key,
+            config.signing.algorithm,
+            retire_after,
+            clock.clone(),
+            Arc::clone(&metrics),
+            &config.origin,
+        )?);
+        let metadata = Bytes::from(metadata(config, &keys.current().algorithms()).to_string());
 
         let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
         let http = upstream_client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
-        let metrics = Arc::new(Metrics::new());
         let policy = Arc::new(PolicyStore::load(config, Arc::clone(&metrics))?);
         let validator = TokenValidator::new(
             config,
-            own_keys,
-            key.alg(),
+            Arc::clone(&keys),
             &http,
             clock.clone(),
             Arc::clone(&metrics),
         )?;
-        let minter = Minter::new(config.issuer.clone(), key);
+        let minter = Minter::new(config.issuer.clone(), keys);
         Ok(App {
             exchanger: Exchanger::new(
                 clients,
@@ -81,7 +76,7 @@ impl App {
                 Arc::clone(&metrics),
             ),
             metrics,
-            key_loaded_at: clock.now(),
+            started_at: clock.now(),
             clock,
             max_body_bytes: config.server.max_body_bytes,
             limits: Limits {
@@ -90,7 +85,6 @@ impl App {
                 request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
                 shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
             },
-            jwks,
             metadata,
         })
     }
@@ -110,9 +104,11 @@ impl App {
         self.max_body_bytes
     }
 
-    /// `GET /.well-known/jwks.json`, serialised once.
+    /// `GET /.well-known/jwks.json`: the keys the ring publishes now (they change on
+    /// schedule, so this is built per request; JWKS requests are rare).
     pub fn jwks_document(&self) -> Bytes {
-        self.jwks.clone()
+        let ring = self.exchanger.minter().keys().current();
+        Bytes::from(jwks_document(&ring.published(self.clock.now())).to_string())
     }
 
     /// `GET /.well-known/oauth-authorization-server`, serialised once.
@@ -128,11 +124,18 @@ impl App {
     /// `GET /metrics` (admin listener): the OpenMetrics text of everything.
     pub fn metrics_text(&self) -> String {
         let validator = self.exchanger.validator();
-        let key = self.exchanger.minter().key();
+        let ring = self.exchanger.minter().keys().current();
+        let now = self.clock.now();
+        let signer = ring.signer(now);
         self.metrics.encode(Snapshot {
             ready: self.is_ready(),
-            signing_key: (key.kid().to_owned(), key.alg().as_str()),
-            signing_key_loaded_seconds: self.clock.now().saturating_sub(self.key_loaded_at),
+            signing_key: signer.map_or((String::new(), "none"), |k| {
+                (k.key().kid().to_owned(), k.key().alg().as_str())
+            }),
+            signing_key_loaded_seconds: now.saturating_sub(
+                signer.map_or(self.started_at, |k| k.not_before().max(self.started_at)),
+            ),
+            signing_keys_published: ring.published(now).len(),
             jwks: validator.jwks_stats(),
             introspection: validator.introspection_stats(),
         })
@@ -157,7 +160,7 @@ fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// RFC 8414 §2 authorization server metadata.
-fn metadata(config: &Config) -> serde_json::Value {
+fn metadata(config: &Config, algorithms: &[crate::jose::JwsAlgorithm]) -> serde_json::Value {
     let presentable =
         [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken].map(TokenType::urn);
     serde_json::json!({
@@ -174,6 +177,6 @@ fn metadata(config: &Config) -> serde_json::Value {
         "subject_token_types_supported": presentable,
         "actor_token_types_supported": presentable,
         "requested_token_types_supported": [TokenType::AccessToken.urn(), TokenType::Jwt.urn()],
-        "token_signing_alg_values_supported": [config.signing.algorithm.as_str()],
+        "token_signing_alg_values_supported": algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
     })
 }

@@ -3,8 +3,8 @@
 //!
 //! [`Config::from_toml`] is pure; [`Config::load`] reads the file. Everything that needs
 //! the outside world (secrets from env or files, the key file, the policy directory) is
-//! resolved by `App::build`, still before any port is bound. Every error names the file,
-//! the field and the reason.
+//! resolved by `App::build` (the TLS certificate and key by `server::tls::Tls::load`),
+//! still before any port is bound. Every error names the file, the field and the reason.
 
 mod secret;
 
@@ -90,6 +90,21 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Registered clients.
     pub clients: Vec<ClientConfig>,
+    /// TLS on the public listener (`[tls]`); `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the public listener (`[tls]`). The files are read by `server::tls::Tls::load`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes (0: never; SIGHUP still reloads).
+    pub watch_seconds: u64,
+    /// How long a client has to complete the TLS handshake.
+    pub handshake_timeout_seconds: u64,
 }
 
 /// Listeners and request limits.
@@ -116,6 +131,15 @@ pub struct ServerConfig {
 pub enum KeySource {
     /// A PEM file (PKCS#8; SEC1 also accepted for ES256).
     File(PathBuf),
+    /// A key directory with a schedule (`keys.toml`): rotation, see `keys::ring`.
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// How long a new key must be published before it signs (checked on reload).
+        publish_ahead_seconds: u64,
+        /// How often the directory is checked for changes (0: never; SIGHUP reloads).
+        watch_seconds: u64,
+    },
     /// A key generated at start-up and never written down. Only `gleipnir dev` uses
     /// this; a config file cannot ask for it.
     Ephemeral,
@@ -252,6 +276,16 @@ struct RawConfig {
     issuers: Vec<RawIssuer>,
     #[serde(default)]
     clients: Vec<RawClient>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
+    watch_seconds: Option<u64>,
+    handshake_timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -270,7 +304,10 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawSigning {
     algorithm: Option<String>,
-    key_file: String,
+    key_file: Option<String>,
+    key_dir: Option<String>,
+    publish_ahead_seconds: Option<u64>,
+    watch_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -339,6 +376,9 @@ const DEFAULT_MAX_DEPTH: usize = 4;
 const DEFAULT_MAX_TTL: u64 = 3600;
 const DEFAULT_MAX_STALENESS: u64 = 12 * 3600;
 const DEFAULT_POLICY_WATCH: u64 = 2;
+const DEFAULT_TLS_WATCH: u64 = 2;
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT: u64 = 10;
+const DEFAULT_PUBLISH_AHEAD: u64 = 3600;
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
@@ -387,13 +427,48 @@ impl Config {
             Some("EdDSA") => JwsAlgorithm::EdDsa,
             Some(_) => return Err(err("signing.algorithm", "must be ES256 or EdDSA")),
         };
-        if raw.signing.key_file.is_empty() {
-            return Err(err("signing.key_file", "must name a PEM file"));
-        }
-        let signing = SigningConfig {
-            algorithm,
-            key: KeySource::File(base.join(&raw.signing.key_file)),
+        let rotation_only =
+            raw.signing.publish_ahead_seconds.is_some() || raw.signing.watch_seconds.is_some();
+        let key = match (&raw.signing.key_file, &raw.signing.key_dir) {
+            (Some(_), None) if rotation_only => {
+                return Err(err(
+                    "signing.publish_ahead_seconds",
+                    "publish_ahead_seconds and watch_seconds go with key_dir (rotation), not key_file",
+                ));
+            }
+            (Some(file), None) if file.is_empty() => {
+                return Err(err("signing.key_file", "must name a PEM file"));
+            }
+            (Some(file), None) => KeySource::File(base.join(file)),
+            (None, Some(dir)) if dir.is_empty() => {
+                return Err(err("signing.key_dir", "must name a directory"));
+            }
+            (None, Some(dir)) => KeySource::Dir {
+                path: base.join(dir),
+                publish_ahead_seconds: bounded(
+                    raw.signing.publish_ahead_seconds,
+                    DEFAULT_PUBLISH_AHEAD,
+                    0,
+                    7 * 86_400,
+                )
+                .map_err(|r| err("signing.publish_ahead_seconds", &r))?,
+                watch_seconds: bounded(raw.signing.watch_seconds, DEFAULT_POLICY_WATCH, 0, 3600)
+                    .map_err(|r| err("signing.watch_seconds", &r))?,
+            },
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "signing.key_dir",
+                    "give key_file (one key) or key_dir (rotation), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(err(
+                    "signing.key_file",
+                    "required: a PEM file (or key_dir for rotation)",
+                ));
+            }
         };
+        let signing = SigningConfig { algorithm, key };
 
         let tokens = TokenConfig {
             max_token_bytes: bounded(
@@ -414,6 +489,31 @@ impl Config {
         let policy = PolicySource::Dir(base.join(raw.policy.dir.as_deref().unwrap_or("policies")));
         let policy_watch_seconds = bounded(raw.policy.watch_seconds, DEFAULT_POLICY_WATCH, 0, 3600)
             .map_err(|r| err("policy.watch_seconds", &r))?;
+
+        let tls = match raw.tls {
+            None => None,
+            Some(tls) => {
+                if tls.cert_file.is_empty() {
+                    return Err(err("tls.cert_file", "must name a PEM file"));
+                }
+                if tls.key_file.is_empty() {
+                    return Err(err("tls.key_file", "must name a PEM file"));
+                }
+                Some(TlsConfig {
+                    cert_file: base.join(&tls.cert_file),
+                    key_file: base.join(&tls.key_file),
+                    watch_seconds: bounded(tls.watch_seconds, DEFAULT_TLS_WATCH, 0, 3600)
+                        .map_err(|r| err("tls.watch_seconds", &r))?,
+                    handshake_timeout_seconds: bounded(
+                        tls.handshake_timeout_seconds,
+                        DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                        1,
+                        60,
+                    )
+                    .map_err(|r| err("tls.handshake_timeout_seconds", &r))?,
+                })
+            }
+        };
 
         let mut issuers = Vec::with_capacity(raw.issuers.len());
         let mut names = HashSet::new();
@@ -667,6 +767,7 @@ impl Config {
             policy_watch_seconds,
             issuers,
             clients,
+            tls,
         })
     }
 
@@ -851,6 +952,26 @@ secret = { env = "BFF_SECRET" }
                 "key_file = \"keys/signing.pem\"",
                 "key_file = \"k.pem\"\nalgorithm = \"HS256\"",
                 "signing.algorithm",
+            ),
+            (
+                "key_file = \"keys/signing.pem\"",
+                "key_file = \"k.pem\"\nkey_dir = \"keys\"",
+                "signing.key_dir",
+            ),
+            (
+                "key_file = \"keys/signing.pem\"",
+                "algorithm = \"ES256\"",
+                "signing.key_file",
+            ),
+            (
+                "key_file = \"keys/signing.pem\"",
+                "key_file = \"k.pem\"\npublish_ahead_seconds = 60",
+                "signing.publish_ahead_seconds",
+            ),
+            (
+                "key_file = \"keys/signing.pem\"",
+                "key_dir = \"keys\"\npublish_ahead_seconds = 99999999",
+                "signing.publish_ahead_seconds",
             ),
             ("name = \"corp\"", "name = \"self\"", "issuers[self].name"),
             ("name = \"corp\"", "name = \"co rp\"", "issuers[co rp].name"),
@@ -1038,6 +1159,42 @@ secret = { env = "BFF_SECRET" }
         let e = parse(&text).unwrap_err();
         assert!(e.reason.contains("scret"), "{e}");
         assert!(e.reason.ends_with(&format!("(line {line})")), "{e}");
+    }
+
+    #[test]
+    fn tls_table_resolves_paths_and_checks_its_bounds() {
+        assert!(
+            parse(MINIMAL).unwrap().tls.is_none(),
+            "plain HTTP by default"
+        );
+        let with = |lines: &str| format!("{MINIMAL}\n[tls]\n{lines}\n");
+        let c = parse(&with(
+            "cert_file = \"tls/chain.pem\"\nkey_file = \"/keys/tls.pem\"",
+        ))
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, Path::new("/etc/gleipnir/tls/chain.pem"));
+        assert_eq!(tls.key_file, Path::new("/keys/tls.pem"));
+        assert_eq!((tls.watch_seconds, tls.handshake_timeout_seconds), (2, 10));
+        for (lines, field) in [
+            ("cert_file = \"\"\nkey_file = \"k\"", "tls.cert_file"),
+            ("cert_file = \"c\"\nkey_file = \"\"", "tls.key_file"),
+            (
+                "cert_file = \"c\"\nkey_file = \"k\"\nwatch_seconds = 3601",
+                "tls.watch_seconds",
+            ),
+            (
+                "cert_file = \"c\"\nkey_file = \"k\"\nhandshake_timeout_seconds = 0",
+                "tls.handshake_timeout_seconds",
+            ),
+            ("cert_file = \"c\"", "toml"),
+            (
+                "cert_file = \"c\"\nkey_file = \"k\"\nca_file = \"x\"",
+                "toml",
+            ),
+        ] {
+            assert_eq!(parse(&with(lines)).unwrap_err().field, field, "{lines}");
+        }
     }
 
     #[test]

@@ -287,7 +287,7 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
             }
         },
         ExchangeError::Mint(e) => match e {
-            MintError::Serialize | MintError::Crypto => wire(
+            MintError::Serialize | MintError::Crypto | MintError::NoSigningKey => wire(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ServerError,
                 "internal error",

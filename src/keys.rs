@@ -1,11 +1,14 @@
-//! The service's signing key: loaded once from a PEM file (or generated for `gleipnir dev`),
+//! The service's signing keys: loaded from a PEM file or a key directory (or generated for `gleipnir dev`),
 //! used by `mint` to sign, published in our JWKS, and trusted by `token` so our own tokens
 //! can be exchanged again (multi-hop delegation).
 //!
 //! The private key is parsed once into an aws-lc-rs key pair; the JOSE header and the
 //! public JWK are computed here, at start-up, not per token. Key material never has a
 //! `Debug` or `Display` form, and PEM/DER buffers are zeroized on drop.
-//! Rotation across several keys is not built yet (the operations issue adds it).
+//! Several keys on a schedule (rotation) are the [`ring`]: the signer, and the keys our
+//! JWKS publishes, at any time.
+
+pub mod ring;
 
 use std::path::Path;
 

@@ -11,6 +11,7 @@ use gleipnir::app::App;
 use gleipnir::clock::Clock;
 use gleipnir::config::Config;
 use gleipnir::jose::JwsAlgorithm;
+use gleipnir::server::tls::Tls;
 use gleipnir::telemetry::{self, LogFormat};
 use tokio::net::TcpListener;
 
@@ -178,10 +179,15 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn load(path: &std::path::Path) -> Result<(Config, App), String> {
+/// Everything `serve` needs before it binds: the configuration, the App, and the public
+/// listener's TLS certificate when `[tls]` is set.
+type Loaded = (Config, App, Option<Arc<Tls>>);
+
+fn load(path: &std::path::Path) -> Result<Loaded, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let app = App::build(&config, Clock::System).map_err(|e| e.to_string())?;
-    Ok((config, app))
+    let tls = Tls::load(&config).map_err(|e| e.to_string())?;
+    Ok((config, app, tls))
 }
 
 async fn serve(
@@ -189,7 +195,7 @@ async fn serve(
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> ExitCode {
-    let (config, app) = match load(&path) {
+    let (config, app, tls) = match load(&path) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e),
     };
@@ -217,21 +223,30 @@ async fn serve(
         public = %bound(&public, public_addr),
         admin = %bound(&admin, admin_addr),
         issuer = %config.issuer,
+        tls = tls.is_some(),
         "gleipnir serving"
     );
-    gleipnir::server::run(
-        Arc::new(app),
-        public,
-        admin,
-        gleipnir::server::shutdown_signal(),
-    )
-    .await;
+    if tls.is_none() && !public_addr.ip().is_loopback() {
+        // Not refused: TLS may be terminated in front (an ingress, a mesh sidecar).
+        tracing::warn!(
+            public = %public_addr,
+            "the public listener serves plain HTTP on a non-loopback address: client \
+             secrets and tokens travel in clear text unless TLS is terminated in front \
+             (set [tls] to serve HTTPS)"
+        );
+    }
+    let app = Arc::new(app);
+    let shutdown = gleipnir::server::shutdown_signal();
+    match tls {
+        Some(tls) => gleipnir::server::run_tls(app, public, tls, admin, shutdown).await,
+        None => gleipnir::server::run(app, public, admin, shutdown).await,
+    }
     ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match load(path) {
-        Ok((config, _)) => {
+        Ok((config, _, _)) => {
             let plural = |n: usize| if n == 1 { "" } else { "s" };
             let (issuers, clients) = (config.issuers.len(), config.clients.len());
             println!(

@@ -82,6 +82,9 @@ pub struct Metrics {
     validations: Family<ValidationLabels, Counter>,
     policy_reloads: Family<ReloadLabel, Counter>,
     policy_reload_failing: Gauge,
+    tls_reloads: Family<ReloadLabel, Counter>,
+    tls_certificate_expiry: CertificateExpiry,
+    signing_key_reloads: Family<ReloadLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -145,7 +148,22 @@ impl Metrics {
             "1 while the policy files on disk fail to compile and the previous policy stays in force",
             policy_reload_failing.clone(),
         );
+        let tls_reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Reloads of the public listener's TLS certificate and key (SIGHUP or a change of the files), by outcome: applied or failed (the previous certificate stays in force)",
+            tls_reloads.clone(),
+        );
+        let tls_certificate_expiry = CertificateExpiry::default();
+        registry.register_collector(Box::new(tls_certificate_expiry.clone()));
+        let signing_key_reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "signing_key_reloads",
+            "Reloads of the signing key directory (SIGHUP or a change of its files), by outcome: applied or failed (the previous keys stay in force)",
+            signing_key_reloads.clone(),
+        );
         Self {
+            signing_key_reloads,
             registry,
             exchanges,
             refusals,
@@ -154,6 +172,8 @@ impl Metrics {
             validations,
             policy_reloads,
             policy_reload_failing,
+            tls_reloads,
+            tls_certificate_expiry,
         }
     }
 
@@ -186,6 +206,33 @@ impl Metrics {
             .get_or_create(&ReloadLabel { outcome })
             .inc();
         self.policy_reload_failing.set(i64::from(!applied));
+    }
+
+    /// A TLS certificate reload attempt: applied, or failed (the previous certificate
+    /// stays in force).
+    pub fn tls_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&ReloadLabel { outcome })
+            .inc();
+    }
+
+    /// The not-after time (Unix seconds) of the TLS certificate now in force. Until this
+    /// is called (a plain-HTTP listener), the gauge is absent rather than 0.
+    pub fn tls_certificate_expiry(&self, not_after: i64) {
+        *self
+            .tls_certificate_expiry
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(not_after);
+    }
+
+    /// A signing key directory reload: applied, or failed (the previous keys stay).
+    pub fn signing_keys_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "failed" };
+        self.signing_key_reloads
+            .get_or_create(&ReloadLabel { outcome })
+            .inc();
     }
 
     /// A token checked: `issuer` as configured (or `unresolved`), `role` subject/actor,
@@ -221,8 +268,10 @@ pub struct Snapshot {
     pub ready: bool,
     /// The signing key's `kid` and algorithm.
     pub signing_key: (String, &'static str),
-    /// Seconds since the signing key was loaded.
+    /// Seconds since the signing key was loaded or, in a key ring, started signing.
     pub signing_key_loaded_seconds: u64,
+    /// Keys in our JWKS now.
+    pub signing_keys_published: usize,
     /// Per issuer name.
     pub jwks: Vec<(String, JwksStats)>,
     /// Per issuer name.
@@ -244,8 +293,14 @@ impl Collector for Snapshot {
         gauge(
             &mut encoder,
             "signing_key_loaded_seconds",
-            "Seconds since the signing key was loaded",
+            "Seconds since the signing key in use was loaded or, with a key directory, started signing",
             i64::try_from(self.signing_key_loaded_seconds).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            &mut encoder,
+            "signing_keys_published",
+            "Keys in the published JWKS (upcoming, signing, and retired ones whose tokens may still be valid)",
+            i64::try_from(self.signing_keys_published).unwrap_or(i64::MAX),
         )?;
         {
             let info = ConstGauge::new(1i64);
@@ -341,5 +396,28 @@ impl Collector for Snapshot {
             |s| Some(s.cache_hits),
         )?;
         Ok(())
+    }
+}
+
+/// `gleipnir_tls_certificate_expiry_timestamp_seconds`: present only once a certificate is
+/// in force, so a plain-HTTP listener shows no expiry at all rather than 1970.
+#[derive(Debug, Default, Clone)]
+struct CertificateExpiry(Arc<std::sync::Mutex<Option<i64>>>);
+
+impl Collector for CertificateExpiry {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let not_after = *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(not_after) = not_after else {
+            return Ok(());
+        };
+        ConstGauge::new(not_after).encode(encoder.encode_descriptor(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Not-after time of the leaf certificate in force on the public listener (Unix seconds)",
+            None,
+            MetricType::Gauge,
+        )?)
     }
 }

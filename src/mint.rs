@@ -1,15 +1,19 @@
 //! Stage 5: minting the issued token (EXCHANGE-RULES §6, RFC 9068 profile).
 //!
 //! [`Minter::mint`] takes only a [`Grant`], so nothing unverified can be signed. The JOSE
-//! header is fixed per token type and base64url-encoded once at start-up; per token we
-//! serialise the claims, draw a 128-bit `jti` and sign once.
+//! header is fixed per key and token type and base64url-encoded when the key is loaded;
+//! per token we pick the key whose turn it is, serialise the claims, draw a 128-bit `jti`
+//! and sign once.
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use thiserror::Error;
 
 use crate::jose::b64_encode;
-use crate::keys::{KeyError, SigningKey};
+use std::sync::Arc;
+
+use crate::keys::KeyError;
+use crate::keys::ring::KeyStore;
 use crate::oauth::TokenType;
 use crate::policy::Grant;
 use crate::token::ActorId;
@@ -23,6 +27,9 @@ pub enum MintError {
     /// The random source or the signature failed.
     #[error("signing failed")]
     Crypto,
+    /// No key of the ring may sign at this time (the clock went back before them all).
+    #[error("no signing key for this time")]
+    NoSigningKey,
 }
 
 impl MintError {
@@ -31,6 +38,7 @@ impl MintError {
         match self {
             MintError::Serialize => "serialize",
             MintError::Crypto => "crypto",
+            MintError::NoSigningKey => "no_signing_key",
         }
     }
 }
@@ -56,38 +64,21 @@ pub struct IssuedToken {
     pub jti: String,
 }
 
-/// Signs grants with the service key.
+/// Signs grants with the signing key in force (see `keys::ring`).
 pub struct Minter {
     issuer: String,
-    key: SigningKey,
-    header_access_token: String,
-    header_jwt: String,
+    keys: Arc<KeyStore>,
 }
 
 impl Minter {
-    /// Precomputes the headers for both issued token types.
-    pub fn new(issuer: String, key: SigningKey) -> Self {
-        let header = |typ: &str| {
-            b64_encode(
-                format!(
-                    r#"{{"alg":"{}","kid":"{}","typ":"{typ}"}}"#,
-                    key.alg().as_str(),
-                    key.kid()
-                )
-                .as_bytes(),
-            )
-        };
-        Self {
-            header_access_token: header("at+jwt"),
-            header_jwt: header("JWT"),
-            issuer,
-            key,
-        }
+    /// A minter for `issuer` signing with the keys of `keys`.
+    pub fn new(issuer: String, keys: Arc<KeyStore>) -> Self {
+        Self { issuer, keys }
     }
 
-    /// The signing key (published in our JWKS, trusted for re-exchange).
-    pub fn key(&self) -> &SigningKey {
-        &self.key
+    /// The signing keys (the signer, and our published JWKS).
+    pub fn keys(&self) -> &Arc<KeyStore> {
+        &self.keys
     }
 
     /// Signs the token a grant describes.
@@ -113,15 +104,19 @@ impl Minter {
             extra: grant.claims(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
-        let (header, typ) = match grant.token_type() {
-            TokenType::Jwt => (&self.header_jwt, TokenType::Jwt),
-            _ => (&self.header_access_token, TokenType::AccessToken),
+        // The key whose turn it is at the grant's time (a ring switches on schedule).
+        let ring = self.keys.current();
+        let key = ring.signer(grant.iat()).ok_or(MintError::NoSigningKey)?;
+        let typ = match grant.token_type() {
+            TokenType::Jwt => TokenType::Jwt,
+            _ => TokenType::AccessToken,
         };
+        let header = key.header(typ == TokenType::AccessToken);
         let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 100);
         token.push_str(header);
         token.push('.');
         token.push_str(&b64_encode(&payload));
-        let signature = self.key.sign(token.as_bytes())?;
+        let signature = key.key().sign(token.as_bytes())?;
         token.push('.');
         token.push_str(&b64_encode(&signature));
         Ok(IssuedToken {

@@ -4,8 +4,11 @@
 //!
 //! Each listener caps its connections, closes connections that stay silent, answers 503
 //! to a request that outlives the request timeout, and on shutdown lets every connection
-//! answer its request in flight within a grace period. Not built yet: TLS on the public
-//! listener (the operations issue).
+//! answer its request in flight within a grace period. The public listener may serve
+//! HTTPS ([`tls`]: rustls with aws-lc-rs, the certificate reloaded without a restart); the
+//! same limits apply, and the TLS handshake has its own timeout.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -48,10 +51,33 @@ pub struct Limits {
 
 /// Serves the public and admin listeners until `shutdown` completes, then drains.
 /// Also runs in the background the keeper of every upstream issuer's JWKS, and the
-/// policy reload: on SIGHUP, and when the policy files change (`policy.watch_seconds`).
+/// reloads of the policy and of the signing key directory: on SIGHUP, and when their files
+/// change (`policy.watch_seconds`, `signing.watch_seconds`).
 pub async fn run(
     app: Arc<App>,
     public: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_with(app, public, None, admin, shutdown).await;
+}
+
+/// [`run`], with HTTPS on the public listener; the certificate is also reloaded on SIGHUP
+/// and when its files change (`tls.watch_seconds`).
+pub async fn run_tls(
+    app: Arc<App>,
+    public: TcpListener,
+    tls: Arc<tls::Tls>,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    run_with(app, public, Some(tls), admin, shutdown).await;
+}
+
+async fn run_with(
+    app: Arc<App>,
+    public: TcpListener,
+    tls: Option<Arc<tls::Tls>>,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -67,10 +93,16 @@ pub async fn run(
         .collect();
     let policy = app.exchanger().policy();
     let policy_watch = tokio::spawn(Arc::clone(policy).watch());
-    let policy_sighup = tokio::spawn(reload_on_sighup(Arc::clone(policy)));
+    let keys_watch = tokio::spawn(Arc::clone(app.exchanger().minter().keys()).watch());
+    let sighup = tokio::spawn(reload_on_sighup(Arc::clone(&app), tls.clone()));
+    let tls_watch = tls.as_ref().map(|tls| {
+        app.metrics().tls_certificate_expiry(tls.not_after());
+        tokio::spawn(Arc::clone(tls).watch(Arc::clone(&app)))
+    });
     let public_app = Arc::clone(&app);
-    let public = tokio::spawn(serve(
+    let public = tokio::spawn(serve_on(
         public,
+        tls,
         move |req| {
             let app = Arc::clone(&public_app);
             async move { crate::http::public(&app, req).await }
@@ -90,14 +122,22 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop.send(true);
-    for task in keepers.into_iter().chain([policy_watch, policy_sighup]) {
+    for task in keepers
+        .into_iter()
+        .chain([policy_watch, keys_watch, sighup])
+    {
+        task.abort();
+    }
+    if let Some(task) = tls_watch {
         task.abort();
     }
     let _ = tokio::join!(public, admin);
 }
 
-/// Reloads the policy on every SIGHUP (a bad policy keeps the previous one in force).
-async fn reload_on_sighup(policy: Arc<crate::policy::PolicyStore>) {
+/// Reloads the policy, the signing key directory and, with `[tls]`, the public
+/// listener's certificate on every SIGHUP (what fails to load keeps the previous one in
+/// force).
+async fn reload_on_sighup(app: Arc<App>, tls: Option<Arc<tls::Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -106,9 +146,16 @@ async fn reload_on_sighup(policy: Arc<crate::policy::PolicyStore>) {
             return;
         };
         while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy");
-            let policy = Arc::clone(&policy);
-            let _ = tokio::task::spawn_blocking(move || policy.reload(true)).await;
+            tracing::info!("SIGHUP: reloading the policy and the signing keys");
+            let (app, tls) = (Arc::clone(&app), tls.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(tls) = tls {
+                    let _ = tls.reload(true, app.metrics());
+                }
+                let _ = app.exchanger().policy().reload(true);
+                let _ = app.exchanger().minter().keys().reload(true);
+            })
+            .await;
         }
     }
     #[cfg(not(unix))]
@@ -121,6 +168,21 @@ async fn reload_on_sighup(policy: Arc<crate::policy::PolicyStore>) {
 /// the grace period, closing what remains).
 pub async fn serve<H, F>(
     listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_on(listener, None, handler, limits, stop).await;
+}
+
+/// [`serve`], over TLS when `tls` is given: each connection's handshake runs on its own
+/// task, within the handshake timeout, holding a connection slot.
+async fn serve_on<H, F>(
+    listener: TcpListener,
+    tls: Option<Arc<tls::Tls>>,
     handler: H,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
@@ -140,6 +202,7 @@ pub async fn serve<H, F>(
         // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     loop {
@@ -166,22 +229,34 @@ pub async fn serve<H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
         let handler = handler.clone();
         let request_timeout = limits.request_timeout;
         let service = service_fn(move |req| {
             let response = tokio::time::timeout(request_timeout, handler(req));
             async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|_| timed_out())) }
         });
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            activity: Arc::clone(&activity),
-        });
-        let connection = builder.serve_connection(io, service).into_owned();
+        let (builder, tls) = (Arc::clone(&builder), tls.clone());
         let mut stop = stop.clone();
         let idle_timeout = limits.idle_timeout;
         connections.spawn(async move {
             let _permit = permit;
+            let stream = match tls {
+                None => tls::MaybeTls::Plain(stream),
+                // Shutting down mid-handshake: there is no request to finish.
+                Some(tls) => tokio::select! {
+                    stream = tls.handshake(stream, idle_timeout) => match stream {
+                        Some(stream) => tls::MaybeTls::Tls(Box::new(stream)),
+                        None => return,
+                    },
+                    _ = stop.changed() => return,
+                },
+            };
+            let activity = Arc::new(Activity::new());
+            let io = TokioIo::new(Tracked {
+                inner: stream,
+                activity: Arc::clone(&activity),
+            });
+            let connection = builder.serve_connection(io, service).into_owned();
             tokio::pin!(connection);
             let mut closing = false;
             loop {
@@ -255,9 +330,10 @@ impl Activity {
     }
 }
 
-/// A stream that notes when bytes arrive (the idle timeout's clock).
+/// A stream that notes when bytes arrive (the idle timeout's clock; over TLS, when
+/// decrypted bytes arrive).
 struct Tracked {
-    inner: TcpStream,
+    inner: tls::MaybeTls,
     activity: Arc<Activity>,
 }
 

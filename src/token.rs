@@ -24,6 +24,7 @@ pub use claims::ActorId;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, IssuerId, IssuerProfile};
 use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
+use crate::keys::ring::KeyStore;
 use crate::metrics::Metrics;
 use crate::oauth::TokenType;
 use jwks::JwksCache;
@@ -254,8 +255,8 @@ impl<R: Role> VerifiedToken<R> {
 }
 
 enum IssuerKeys {
-    /// Our own keys, in memory.
-    Local(KeySet),
+    /// Our own keys, in memory: every key of the ring in force.
+    Local(Arc<KeyStore>),
     /// An upstream issuer's JWKS.
     Remote(Arc<JwksCache>),
 }
@@ -284,12 +285,11 @@ pub struct TokenValidator {
 }
 
 impl TokenValidator {
-    /// Builds the issuer table: our own issuer (with `own_keys`) and every configured one,
-    /// resolving introspection credentials now.
+    /// Builds the issuer table: our own issuer (with the keys of `own_keys`) and every
+    /// configured one, resolving introspection credentials now.
     pub fn new(
         config: &Config,
-        own_keys: KeySet,
-        own_alg: JwsAlgorithm,
+        own_keys: Arc<KeyStore>,
         http: &reqwest::Client,
         clock: Clock,
         metrics: Arc<Metrics>,
@@ -303,7 +303,8 @@ impl TokenValidator {
                 introspector: None,
                 profile: IssuerProfile::Rfc9068,
                 max_token_age: None,
-                algorithms: vec![own_alg],
+                // The keys bind the algorithm; a ring may hold both kinds we sign with.
+                algorithms: vec![JwsAlgorithm::Es256, JwsAlgorithm::EdDsa],
                 token_types: vec![TokenType::AccessToken, TokenType::Jwt],
                 required: false,
                 keys: IssuerKeys::Local(own_keys),
@@ -499,7 +500,13 @@ impl TokenValidator {
             .ok_or(TokenError::NotCompactJws)?;
         let kid = header.kid.as_deref();
         let verified = match &issuer.keys {
-            IssuerKeys::Local(keys) => verify_with(keys, kid, alg, signing_input, &signature),
+            IssuerKeys::Local(store) => verify_with(
+                store.current().verifying_keys(),
+                kid,
+                alg,
+                signing_input,
+                &signature,
+            ),
             IssuerKeys::Remote(cache) => {
                 let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
                 match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {

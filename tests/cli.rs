@@ -150,6 +150,7 @@ impl Setup {
         let (out, _, stderr) = keygen("ES256", &dir.path().join("signing.pem"));
         assert!(out.status.success(), "{stderr}");
         std::fs::create_dir(dir.path().join("policies")).unwrap();
+        write_tls_files(&dir.path().join("tls"));
         let setup = Setup { dir };
         setup.write_config(CONFIG);
         std::fs::write(setup.policy_path(), POLICY).unwrap();
@@ -172,6 +173,32 @@ impl Setup {
             .env(SECRET_VAR, "bff-secret");
         c
     }
+}
+
+/// `tls/cert.pem` and `tls/key.pem` (a self-signed certificate for 127.0.0.1 and its
+/// key), `tls/other-key.pem` (another key) and `tls/garbage.pem` (no PEM at all).
+fn write_tls_files(dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("other-key.pem"), other.serialize_pem()).unwrap();
+    std::fs::write(dir.join("garbage.pem"), "not PEM at all\n").unwrap();
+}
+
+/// CONFIG with a `[tls]` table naming these files (relative to the config's directory).
+fn with_tls(cert: &str, key: &str) -> String {
+    format!("{CONFIG}\n[tls]\ncert_file = \"tls/{cert}\"\nkey_file = \"tls/{key}\"\n")
+}
+
+#[test]
+fn check_accepts_a_valid_tls_config() {
+    let setup = Setup::new();
+    setup.write_config(&with_tls("cert.pem", "key.pem"));
+    let (out, stdout, stderr) = run(&mut setup.command("check"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(": ok"), "{stdout}");
 }
 
 #[test]
@@ -278,6 +305,45 @@ fn check_refuses_bad_configs_naming_file_and_field() {
             "bff.toml",
             &["clients.ghost", "no such client"],
         ),
+        case(
+            "missing TLS certificate",
+            with_tls("absent.pem", "key.pem"),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["tls.cert_file", "absent.pem"],
+        ),
+        case(
+            "TLS certificate file without a certificate",
+            with_tls("garbage.pem", "key.pem"),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["tls.cert_file", "garbage.pem", "no PEM CERTIFICATE"],
+        ),
+        case(
+            "TLS key file without a key",
+            with_tls("cert.pem", "garbage.pem"),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["tls.key_file", "garbage.pem", "no PEM private key"],
+        ),
+        case(
+            "TLS key that does not match the certificate",
+            with_tls("cert.pem", "other-key.pem"),
+            POLICY.into(),
+            "gleipnir.toml",
+            &[
+                "tls.key_file",
+                "other-key.pem",
+                "does not match the certificate",
+            ],
+        ),
+        case(
+            "TLS watch interval out of bounds",
+            format!("{}watch_seconds = 5000\n", with_tls("cert.pem", "key.pem")),
+            POLICY.into(),
+            "gleipnir.toml",
+            &["tls.watch_seconds", "between 0 and 3600"],
+        ),
     ];
     for c in cases {
         let setup = Setup::new();
@@ -345,6 +411,21 @@ fn serve_refuses_a_bad_config_before_binding() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn serve_refuses_a_bad_tls_key_before_binding() {
+    let setup = Setup::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    setup.write_config(&with_tls("cert.pem", "other-key.pem").replace("127.0.0.1:8080", &addr));
+    let (out, stdout, stderr) = run(&mut setup.command("serve"));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("{}: tls.key_file", setup.config_path().display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
 }
 
 // ---- dev -------------------------------------------------------------------------------

@@ -559,6 +559,9 @@ pub struct StsBuilder<'a> {
     tokens: String,
     server: String,
     signing_alg: &'a str,
+    signing: Option<String>,
+    /// Lines of a `[tls]` table: the public listener serves HTTPS.
+    tls: Option<String>,
 }
 
 impl<'a> StsBuilder<'a> {
@@ -597,6 +600,19 @@ impl<'a> StsBuilder<'a> {
         self.tokens = lines.to_owned();
         self
     }
+    /// Lines for the [signing] table instead of `key_file = "signing.pem"` (a key
+    /// directory, for rotation; relative paths are in the STS's temp dir).
+    pub fn signing(mut self, lines: &str) -> Self {
+        self.signing = Some(lines.to_owned());
+        self
+    }
+    /// Lines of a `[tls]` table (`cert_file`, `key_file`, …): the public listener serves
+    /// HTTPS and `Sts::base` is an https URL. `Sts::http` does not trust the test CA: set
+    /// it to a client that does.
+    pub fn tls(mut self, lines: &str) -> Self {
+        self.tls = Some(lines.to_owned());
+        self
+    }
     pub fn signing_alg(mut self, alg: &'a str) -> Self {
         self.signing_alg = alg;
         self
@@ -613,6 +629,12 @@ impl<'a> StsBuilder<'a> {
         self,
         base: &str,
     ) -> Result<(Arc<App>, ManualClock, tempfile::TempDir), gleipnir::config::ConfigError> {
+        let (app, clock, dir, _) = self.try_build(base)?;
+        Ok((app, clock, dir))
+    }
+
+    /// The App and, with `[tls]`, the public listener's TLS, as `serve` loads them.
+    fn try_build(self, base: &str) -> Result<Built, gleipnir::config::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let alg = gleipnir::jose::JwsAlgorithm::from_name(self.signing_alg).unwrap();
         let pem = gleipnir::keys::pkcs8_to_pem(&gleipnir::keys::generate_pkcs8(alg).unwrap());
@@ -637,6 +659,10 @@ impl<'a> StsBuilder<'a> {
                 )
             })
             .collect();
+        let issuers = match &self.tls {
+            Some(lines) => format!("[tls]\n{lines}\n{issuers}"),
+            None => issuers,
+        };
         let clients: String = [BFF, ORDERS, MALLORY, NO_POLICY, DISABLED, IMPERSONATOR]
             .iter()
             .map(|(id, secret)| {
@@ -644,25 +670,36 @@ impl<'a> StsBuilder<'a> {
             })
             .collect();
         let text = format!(
-            "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\nkey_file = \"signing.pem\"\n[tokens]\n{}\n{issuers}{clients}",
-            self.server, self.signing_alg, self.tokens
+            "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\n{}\n[tokens]\n{}\n{issuers}{clients}",
+            self.server,
+            self.signing_alg,
+            self.signing
+                .as_deref()
+                .unwrap_or("key_file = \"signing.pem\""),
+            self.tokens
         );
         let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))?;
         let clock = ManualClock::new(NOW);
         let app = Arc::new(App::build(&config, Clock::from(clock.clone()))?);
-        Ok((app, clock, dir))
+        let tls = gleipnir::server::tls::Tls::load(&config)?;
+        Ok((app, clock, dir, tls))
     }
 
     pub async fn start(self) -> Sts {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", public.local_addr().unwrap());
-        let (app, clock, dir) = self.build_app(&base);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", public.local_addr().unwrap());
+        let (app, clock, dir, tls) = self.try_build(&base).unwrap();
         let admin_base = format!("http://{}", admin.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(gleipnir::server::run(app, public, admin, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let server = match tls {
+            Some(tls) => tokio::spawn(gleipnir::server::run_tls(app, public, tls, admin, shutdown)),
+            None => tokio::spawn(gleipnir::server::run(app, public, admin, shutdown)),
+        };
         Sts {
             base,
             admin: admin_base,
@@ -674,6 +711,15 @@ impl<'a> StsBuilder<'a> {
         }
     }
 }
+
+/// What [`StsBuilder::try_build`] makes: the App, its clock, the temp dir holding its
+/// files, and the public listener's TLS when `[tls]` was given.
+type Built = (
+    Arc<App>,
+    ManualClock,
+    tempfile::TempDir,
+    Option<Arc<gleipnir::server::tls::Tls>>,
+);
 
 /// A running gleipnir.
 pub struct Sts {
@@ -723,6 +769,8 @@ impl Sts {
             tokens: String::new(),
             server: String::new(),
             signing_alg: "ES256",
+            signing: None,
+            tls: None,
         }
     }
 
