@@ -9,6 +9,8 @@
 //!   request parsing, admission, token validation against the cached JWKS, policy,
 //!   minting), without HTTP: (a) an RS256 subject exchanged for an ES256 token,
 //!   (b) a delegation with an ES256 subject and an ES256 actor token.
+//! - `policy/*`: the decision of (b) with every check but the signatures (the offline dry
+//!   run: parameters, claim checks, policy), i.e. the exchange minus its crypto.
 //! - `floor/*`: the signature operations of (a) and (b) alone.
 //!
 //! Run: `cargo bench --bench exchange`. Report ratios (exchange / floor): these machines
@@ -27,6 +29,7 @@ use std::hint::black_box;
 
 use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
+use gleipnir::exchange::dry_run::Signatures;
 use gleipnir::jose::{JwsAlgorithm, KeyLookup, KeySet};
 use gleipnir::keys::SigningKey;
 use gleipnir::oauth::form::FormBody;
@@ -112,6 +115,24 @@ fn benches(c: &mut Criterion) {
         });
     }
     exchange.finish();
+
+    // The decision without any signature: the dry run of `gleipnir policy explain
+    // --offline` (parameters, claim checks, policy). The exchange minus its crypto.
+    let mut policy = c.benchmark_group("policy");
+    let form_b = FormBody::parse(body_b.as_bytes()).unwrap();
+    policy.bench_function("decide_delegation_without_signatures", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let explanation = app
+                    .exchanger()
+                    .dry_run(BFF.0, &form_b, Signatures::Offline)
+                    .await;
+                assert!(explanation.outcome.is_ok());
+                explanation
+            })
+        })
+    });
+    policy.finish();
 
     // The signature operations of each scenario, nothing else.
     let our_key = SigningKey::ephemeral(JwsAlgorithm::Es256).unwrap();
