@@ -26,7 +26,7 @@
 //! Stages: [`exchange`] (request parameters, and where the stages meet), [`client_auth`],
 //! [`token`], [`policy`], [`mint`]. The edge: [`http`], [`server`]. Supporting modules,
 //! which never import a stage: [`config`], [`clock`], [`jose`], [`keys`], [`oauth`],
-//! [`metrics`], [`telemetry`]; [`error`] and [`audit`] read the stages' results (the one
+//! [`metrics`], [`telemetry`], [`reload`]; [`error`] and [`audit`] read the stages' results (the one
 //! error mapping, the audit record) and are used only where the stages meet
 //! ([`exchange`]) and at the edge. Assembly: [`app`]. The embedded default for
 //! trying it out: [`dev`]. Policy dry runs (`gleipnir policy explain`, `policy test`):
@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod mint;
 pub mod oauth;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod token;

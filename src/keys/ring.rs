@@ -30,7 +30,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -306,41 +305,30 @@ impl KeyStore {
 
     /// Checks the key directory every `signing.watch_seconds` and reloads what changed.
     pub async fn watch(self: Arc<Self>) {
-        let Some(seconds) = self.source.as_ref().map(|s| s.watch_seconds) else {
-            return;
-        };
-        if seconds == 0 {
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(seconds));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let store = Arc::clone(&self);
-            let _ = tokio::task::spawn_blocking(move || store.reload(false)).await;
-        }
+        let seconds = self.source.as_ref().map_or(0, |s| s.watch_seconds);
+        crate::reload::watch(seconds, move || {
+            let _ = self.reload(false);
+        })
+        .await;
     }
 }
 
-/// SHA-256 over the directory's manifest and PEM files (names and contents).
+/// The fingerprint of the directory's files: names and contents, in name order.
 fn fingerprint(dir: &Path) -> std::io::Result<[u8; 32]> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .collect();
-    names.sort();
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for path in names {
-        let name = path.display().to_string();
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
         let bytes = zeroize::Zeroizing::new(std::fs::read(&path)?);
-        for part in [name.as_bytes(), bytes.as_slice()] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
+        files.push((path.display().to_string(), bytes));
     }
-    Ok(ctx.finish().as_ref().try_into().unwrap_or([0u8; 32]))
+    Ok(crate::reload::fingerprint(files.iter().flat_map(
+        |(name, bytes)| [name.as_bytes(), bytes.as_slice()],
+    )))
 }
 
 /// Reads `<dir>/keys.toml` and its keys. With `previous` (a reload), a key new to the ring

@@ -8,7 +8,6 @@
 //! `gleipnir_policy_reload_failing` gauge until a later reload succeeds.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
 use super::{PolicyEngine, file};
 use crate::config::{Config, ConfigError, PolicySource};
@@ -104,30 +103,23 @@ impl PolicyStore {
     /// Checks the policy directory every `policy.watch_seconds` and reloads what changed.
     /// Runs until dropped; does nothing for an embedded policy or a zero interval.
     pub async fn watch(self: Arc<Self>) {
-        let seconds = self.config.policy_watch_seconds;
-        if !self.reloadable() || seconds == 0 {
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(seconds));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            // File reads are small and rare; a blocking thread keeps them off the workers.
-            let store = Arc::clone(&self);
-            let _ = tokio::task::spawn_blocking(move || store.reload(false)).await;
-        }
+        let seconds = if self.reloadable() {
+            self.config.policy_watch_seconds
+        } else {
+            0
+        };
+        crate::reload::watch(seconds, move || {
+            let _ = self.reload(false);
+        })
+        .await;
     }
 }
 
-/// SHA-256 over every file's name and text, in order.
+/// The fingerprint of the files: every name and text, in order.
 fn fingerprint(files: &[(String, String)]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for (name, text) in files {
-        for part in [name.as_bytes(), text.as_bytes()] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-    }
-    ctx.finish().as_ref().try_into().unwrap_or([0u8; 32])
+    crate::reload::fingerprint(
+        files
+            .iter()
+            .flat_map(|(name, text)| [name.as_bytes(), text.as_bytes()]),
+    )
 }

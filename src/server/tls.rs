@@ -39,6 +39,7 @@ use zeroize::Zeroizing;
 use crate::app::App;
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::metrics::Metrics;
+use crate::reload::fingerprint;
 
 /// ALPN protocols offered, in order of preference (RFC 7301; RFC 9113 §3.2 for `h2`).
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -136,18 +137,11 @@ impl Tls {
     /// Checks the files every `tls.watch_seconds` and reloads them when their contents
     /// change. Runs until dropped; does nothing with a zero interval.
     pub async fn watch(self: Arc<Self>, app: Arc<App>) {
-        if self.watch_seconds == 0 {
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(self.watch_seconds));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            // Two small file reads; a blocking thread keeps them off the workers.
-            let (tls, app) = (Arc::clone(&self), Arc::clone(&app));
-            let _ = tokio::task::spawn_blocking(move || tls.reload(false, app.metrics())).await;
-        }
+        let seconds = self.watch_seconds;
+        crate::reload::watch(seconds, move || {
+            let _ = self.reload(false, app.metrics());
+        })
+        .await;
     }
 
     /// The TLS handshake on an accepted connection, within the handshake timeout (and
@@ -276,7 +270,7 @@ impl CertStore {
         let files = self.source.read();
         let print = match &files {
             Ok(files) => files.fingerprint(),
-            Err(e) => fingerprint(&[e.to_string().as_bytes()]),
+            Err(e) => fingerprint([e.to_string().as_bytes()]),
         };
         {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -309,7 +303,7 @@ struct Files {
 
 impl Files {
     fn fingerprint(&self) -> [u8; 32] {
-        fingerprint(&[&self.cert, &self.key])
+        fingerprint([self.cert.as_slice(), self.key.as_slice()])
     }
 }
 
@@ -376,16 +370,6 @@ impl Source {
             Err(e) => Err(cert_error(&format!("unreadable certificate: {e}"))),
         }
     }
-}
-
-/// SHA-256 over the parts, each prefixed by its length.
-fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in parts {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part);
-    }
-    ctx.finish().as_ref().try_into().unwrap_or([0u8; 32])
 }
 
 // ---- the leaf's not-after: a small DER walk (RFC 5280 §4.1) ---------------------------
