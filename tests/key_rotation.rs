@@ -109,18 +109,6 @@ fn kid_of(token: &str) -> String {
     header["kid"].as_str().unwrap().to_owned()
 }
 
-async fn metric(sts: &Sts, line_start: &str) -> Option<String> {
-    let text = reqwest::get(format!("{}/metrics", sts.admin))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .map(str::to_owned)
-}
-
 #[tokio::test]
 async fn keys_are_published_ahead_sign_on_schedule_and_retire_after_their_last_token() {
     let issuer = TestIssuer::start().await;
@@ -183,7 +171,7 @@ async fn keys_are_published_ahead_sign_on_schedule_and_retire_after_their_last_t
     sts.clock.set(switch + MAX_TTL + LEEWAY);
     assert_eq!(published_kids(&sts).await, [b.as_str()]);
     assert_eq!(
-        metric(&sts, "gleipnir_signing_keys_published ").await,
+        metric_line(&sts.admin, "gleipnir_signing_keys_published ").await,
         Some("gleipnir_signing_keys_published 1".into())
     );
 }
@@ -203,8 +191,8 @@ async fn reload_adds_a_key_only_if_it_is_published_long_enough_before_it_signs()
     let mut failed = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if metric(
-            &sts,
+        if metric_line(
+            &sts.admin,
             "gleipnir_signing_key_reloads_total{outcome=\"failed\"}",
         )
         .await

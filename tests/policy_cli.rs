@@ -227,18 +227,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn metric(admin: &str, name: &str) -> Option<String> {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .map(str::to_owned)
-}
-
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_policy_and_a_bad_one_keeps_the_old_in_force() {
@@ -264,7 +252,7 @@ async fn sighup_reloads_the_policy_and_a_bad_one_keeps_the_old_in_force() {
     );
     let mut up = false;
     for _ in 0..100 {
-        if metric(&admin, "gleipnir_policy_reload_failing")
+        if metric_line(&admin, "gleipnir_policy_reload_failing")
             .await
             .is_some()
         {
@@ -285,7 +273,7 @@ async fn sighup_reloads_the_policy_and_a_bad_one_keeps_the_old_in_force() {
         let admin = admin.clone();
         async move {
             for _ in 0..100 {
-                if metric(&admin, line).await.is_some_and(|l| l == line) {
+                if metric_line(&admin, line).await.is_some_and(|l| l == line) {
                     return true;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

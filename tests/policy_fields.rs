@@ -21,12 +21,12 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::forms::*;
 use support::*;
 
 // ---- the table machinery -----------------------------------------------------------------
 
 type Client = (&'static str, &'static str);
-type Form = Vec<(&'static str, String)>;
 
 /// Stands, in the second request of [`Req::TwoHops`], for the token the first one got.
 const HOP1: &str = "<token issued by the first hop>";
@@ -372,40 +372,6 @@ fn bff_partner(fields: Value) -> Value {
 }
 
 // ---- requests and tokens -----------------------------------------------------------------
-
-/// An impersonation form: the subject token only.
-fn imp(subject: &str) -> Form {
-    vec![
-        ("grant_type", GRANT.to_owned()),
-        ("subject_token", subject.to_owned()),
-        ("subject_token_type", AT.to_owned()),
-    ]
-}
-
-/// A delegation form: subject and actor tokens, both declared access tokens.
-fn del(subject: &str, actor: &str) -> Form {
-    imp(subject)
-        .with("actor_token", actor)
-        .with("actor_token_type", AT)
-}
-
-trait Edit {
-    /// Adds a parameter (repeating it if present).
-    fn with(self, name: &'static str, value: &str) -> Self;
-    /// Sets a parameter's only value.
-    fn set(self, name: &'static str, value: &str) -> Self;
-}
-
-impl Edit for Form {
-    fn with(mut self, name: &'static str, value: &str) -> Self {
-        self.push((name, value.to_owned()));
-        self
-    }
-    fn set(mut self, name: &'static str, value: &str) -> Self {
-        self.retain(|(k, _)| *k != name);
-        self.with(name, value)
-    }
-}
 
 fn one(client: Client, form: Form) -> Req {
     Req::One(client, form)

@@ -50,20 +50,6 @@ async fn exchange_aud(http: &reqwest::Client, url: &str, subject: &str) -> Resul
     }
 }
 
-async fn metric(http: &reqwest::Client, admin: &str, line_start: &str) -> Option<String> {
-    let text = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .map(str::to_owned)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_changes_take_effect_without_failing_a_request() {
     let issuer = TestIssuer::start().await;
@@ -129,7 +115,7 @@ async fn policy_changes_take_effect_without_failing_a_request() {
     let mut reported = false;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if metric(&http, &admin_base, "gleipnir_policy_reload_failing ")
+        if metric_line(&admin_base, "gleipnir_policy_reload_failing ")
             .await
             .is_some_and(|l| l.ends_with(" 1"))
         {
@@ -160,8 +146,7 @@ async fn policy_changes_take_effect_without_failing_a_request() {
         Ok("inventory-api".into())
     );
     assert_eq!(
-        metric(
-            &http,
+        metric_line(
             &admin_base,
             "gleipnir_policy_reloads_total{outcome=\"applied\"}"
         )
@@ -169,8 +154,7 @@ async fn policy_changes_take_effect_without_failing_a_request() {
         Some("gleipnir_policy_reloads_total{outcome=\"applied\"} 1".into())
     );
     assert_eq!(
-        metric(
-            &http,
+        metric_line(
             &admin_base,
             "gleipnir_policy_reloads_total{outcome=\"failed\"}"
         )
@@ -191,7 +175,7 @@ async fn policy_changes_take_effect_without_failing_a_request() {
     }
     assert!(recovered);
     assert_eq!(
-        metric(&http, &admin_base, "gleipnir_policy_reload_failing ").await,
+        metric_line(&admin_base, "gleipnir_policy_reload_failing ").await,
         Some("gleipnir_policy_reload_failing 0".into())
     );
     let _ = stop.send(());

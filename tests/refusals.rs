@@ -26,13 +26,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
+use support::forms::*;
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 // ---- the table machinery -----------------------------------------------------------------
 
 type Client = (&'static str, &'static str);
-type Form = Vec<(&'static str, String)>;
 type Build = Box<dyn Fn(&Sts) -> reqwest::RequestBuilder>;
 
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
@@ -280,45 +280,6 @@ async fn check(sts: &Sts, row: &Row) -> Result<(), String> {
 }
 
 // ---- building requests and tokens --------------------------------------------------------
-
-/// An impersonation form: the subject token only.
-fn imp(subject: &str) -> Form {
-    vec![
-        ("grant_type", GRANT.to_owned()),
-        ("subject_token", subject.to_owned()),
-        ("subject_token_type", AT.to_owned()),
-    ]
-}
-
-/// A delegation form: subject and actor tokens, both declared access tokens.
-fn del(subject: &str, actor: &str) -> Form {
-    imp(subject)
-        .with("actor_token", actor)
-        .with("actor_token_type", AT)
-}
-
-trait Edit {
-    /// Adds a parameter (repeating it if present).
-    fn with(self, name: &'static str, value: &str) -> Self;
-    /// Sets a parameter's only value.
-    fn set(self, name: &'static str, value: &str) -> Self;
-    /// Removes a parameter.
-    fn without(self, name: &str) -> Self;
-}
-
-impl Edit for Form {
-    fn with(mut self, name: &'static str, value: &str) -> Self {
-        self.push((name, value.to_owned()));
-        self
-    }
-    fn set(self, name: &'static str, value: &str) -> Self {
-        self.without(name).with(name, value)
-    }
-    fn without(mut self, name: &str) -> Self {
-        self.retain(|(k, _)| *k != name);
-        self
-    }
-}
 
 /// `base` with `changes` applied: members set, `null` members removed.
 fn patch(base: &Value, changes: Value) -> Value {

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 pub mod audit;
+pub mod forms;
 
 /// The fixed "now" of every test: 2030-03-17T17:46:40Z.
 pub const NOW: u64 = 1_900_000_000;
@@ -955,4 +956,18 @@ pub fn node_package_available(test: &str, package: &str) -> bool {
     // Straight to the process's stderr: libtest captures eprintln! of passing tests.
     let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {missing}; {how}");
     false
+}
+
+/// The first line of the admin listener's `/metrics` (at `admin`, e.g. `Sts::admin`)
+/// that starts with `prefix` (a metric name, with its labels), if any.
+pub async fn metric_line(admin: &str, prefix: &str) -> Option<String> {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_owned)
 }
