@@ -18,6 +18,7 @@ use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
 use crate::policy::{PolicyStore, Targets};
 use crate::token::{Actor, Subject, TokenValidator};
+use dry_run::Signatures;
 
 /// The token-exchange pipeline.
 pub struct Exchanger {
@@ -111,11 +112,10 @@ impl Exchanger {
             .map_err(|r| audit.refused_by(r))?;
 
         let subject = self
-            .validator
-            .validate::<Subject>(
-                &request.subject.token,
-                request.subject.token_type,
+            .check_token::<Subject>(
+                &request.subject,
                 admission.subject_issuers(),
+                Signatures::Verified,
             )
             .await
             .map_err(ExchangeError::Subject)?;
@@ -125,11 +125,10 @@ impl Exchanger {
         let actor = match &request.actor {
             Some(presented) => {
                 let actor = self
-                    .validator
-                    .validate::<Actor>(
-                        &presented.token,
-                        presented.token_type,
+                    .check_token::<Actor>(
+                        presented,
                         admission.actor_issuers(subject.issuer()),
+                        Signatures::Verified,
                     )
                     .await
                     .map_err(ExchangeError::Actor)?;

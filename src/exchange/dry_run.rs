@@ -4,12 +4,13 @@
 //! their signatures, or offline without them), asks the policy in force, and returns the
 //! decision with its explanation. Nothing is signed and no audit record is written.
 
+use crate::config::IssuerId;
 use crate::error::{ExchangeError, WireError, to_wire};
 use crate::oauth::form::FormBody;
 use crate::policy::{Grant, Refusal, Targets};
-use crate::token::{Actor, Subject};
+use crate::token::{Actor, Role, Subject, TokenError, VerifiedToken};
 
-use super::{Exchanger, TokenExchangeRequest};
+use super::{Exchanger, PresentedToken, TokenExchangeRequest};
 
 /// Whether the dry run checks signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,25 @@ impl Explanation {
 }
 
 impl Exchanger {
+    /// Validates a presented token: with its signature (as every exchange does), or
+    /// offline without it (dry runs only).
+    pub(super) async fn check_token<R: Role>(
+        &self,
+        presented: &PresentedToken,
+        accepted: &[IssuerId],
+        signatures: Signatures,
+    ) -> Result<VerifiedToken<R>, TokenError> {
+        let (token, declared) = (&presented.token, presented.token_type);
+        match signatures {
+            Signatures::Verified => self.validator.validate(token, declared, accepted).await,
+            Signatures::Offline => {
+                self.validator
+                    .check_unsigned(token, declared, accepted)
+                    .await
+            }
+        }
+    }
+
     /// Fetches every upstream issuer's keys once, as a keeper would (a dry run has no
     /// keeper tasks). Each fetch is bounded by the upstream timeouts.
     pub async fn fetch_issuer_keys(&self) {
@@ -149,50 +169,20 @@ impl Exchanger {
                 request.actor.as_ref().map(|a| a.token_type),
             )
             .map_err(&mut refused)?;
-        let subject = &request.subject;
-        let subject = match signatures {
-            Signatures::Verified => {
-                self.validator
-                    .validate::<Subject>(
-                        &subject.token,
-                        subject.token_type,
-                        admission.subject_issuers(),
-                    )
-                    .await
-            }
-            Signatures::Offline => {
-                self.validator
-                    .check_unsigned::<Subject>(
-                        &subject.token,
-                        subject.token_type,
-                        admission.subject_issuers(),
-                    )
-                    .await
-            }
-        }
-        .map_err(ExchangeError::Subject)?;
+        let subject = self
+            .check_token::<Subject>(&request.subject, admission.subject_issuers(), signatures)
+            .await
+            .map_err(ExchangeError::Subject)?;
         let actor = match &request.actor {
-            Some(presented) => {
-                let accepted = admission.actor_issuers(subject.issuer());
-                let actor = match signatures {
-                    Signatures::Verified => {
-                        self.validator
-                            .validate::<Actor>(&presented.token, presented.token_type, accepted)
-                            .await
-                    }
-                    Signatures::Offline => {
-                        self.validator
-                            .check_unsigned::<Actor>(
-                                &presented.token,
-                                presented.token_type,
-                                accepted,
-                            )
-                            .await
-                    }
-                }
-                .map_err(ExchangeError::Actor)?;
-                Some(actor)
-            }
+            Some(presented) => Some(
+                self.check_token::<Actor>(
+                    presented,
+                    admission.actor_issuers(subject.issuer()),
+                    signatures,
+                )
+                .await
+                .map_err(ExchangeError::Actor)?,
+            ),
             None => None,
         };
         let targets = Targets {
