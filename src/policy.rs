@@ -468,13 +468,6 @@ pub struct PolicyEngine {
 }
 
 impl PolicyEngine {
-    /// Reads and compiles the policy files named by the configuration.
-    pub fn load(config: &Config) -> Result<Self, ConfigError> {
-        let engine = Self::compile(config, &file::read(config)?)?;
-        file::warn_unpoliced(config, &engine.clients);
-        Ok(engine)
-    }
-
     /// Compiles policy files given as (name, text), for the clients and issuers of
     /// `config`.
     pub fn compile(config: &Config, files: &[(String, String)]) -> Result<Self, ConfigError> {

@@ -10,6 +10,15 @@
 
 use std::time::Duration;
 
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// What was read is valid and now in force.
+    Applied,
+    /// The files are the ones last read (in force, or already refused): nothing to do.
+    Unchanged,
+}
+
 /// Runs `reload` every `seconds` (not at once: start-up has just loaded the files), each
 /// time on a blocking thread, until the task is dropped. Returns at once for 0.
 pub async fn watch<F>(seconds: u64, reload: F)

@@ -38,6 +38,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, KeySource};
 use crate::jose::{JwsAlgorithm, KeySet, b64_encode};
 use crate::metrics::Metrics;
+use crate::reload::Reloaded;
 
 /// A key of the ring, with its schedule and its JOSE headers precomputed.
 #[derive(Debug)]
@@ -269,15 +270,15 @@ impl KeyStore {
 
     /// Reads the key directory again and puts it in force (SIGHUP); with `force` false,
     /// files identical to the last ones read are skipped (the watch).
-    pub fn reload(&self, force: bool) -> Result<bool, ConfigError> {
+    pub fn reload(&self, force: bool) -> Result<Reloaded, ConfigError> {
         let Some(source) = &self.source else {
-            return Ok(false);
+            return Ok(Reloaded::Unchanged);
         };
         let result = (|| {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
             let print = fingerprint(&source.dir);
             if !force && print.as_ref().is_ok_and(|p| *p == *seen) {
-                return Ok(false);
+                return Ok(Reloaded::Unchanged);
             }
             if let Ok(p) = print {
                 *seen = p;
@@ -285,16 +286,16 @@ impl KeyStore {
             let current = self.current();
             let (ring, _) = load_dir(source, self.retire_after, self.clock.now(), Some(&current))?;
             *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
-            Ok(true)
+            Ok(Reloaded::Applied)
         })();
         match &result {
-            Ok(true) => {
+            Ok(Reloaded::Applied) => {
                 self.metrics.signing_keys_reload(true);
                 let ring = self.current();
                 let kids: Vec<&str> = ring.kids().collect();
                 tracing::info!(kids = ?kids, "signing keys reloaded");
             }
-            Ok(false) => {}
+            Ok(Reloaded::Unchanged) => {}
             Err(e) => {
                 self.metrics.signing_keys_reload(false);
                 tracing::error!(error = %e, "signing key reload failed: the previous keys stay in force");

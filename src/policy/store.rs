@@ -13,14 +13,7 @@ use super::{PolicyEngine, file};
 use crate::config::{Config, ConfigError, PolicySource};
 use crate::metrics::Metrics;
 
-/// What a reload did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reloaded {
-    /// The files compiled and are now in force.
-    Applied,
-    /// The files are the ones already in force (or already refused): nothing to do.
-    Unchanged,
-}
+pub use crate::reload::Reloaded;
 
 /// Holds the policy in force and replaces it on reload.
 pub struct PolicyStore {

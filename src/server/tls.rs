@@ -44,14 +44,7 @@ use crate::reload::fingerprint;
 /// ALPN protocols offered, in order of preference (RFC 7301; RFC 9113 §3.2 for `h2`).
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// What a reload did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reloaded {
-    /// A new certificate and key are in force for new connections.
-    Applied,
-    /// The files are the ones last read (in force, or already refused): nothing to do.
-    Unchanged,
-}
+pub use crate::reload::Reloaded;
 
 /// TLS for the public listener: the certificate in force and the acceptor using it.
 pub struct Tls {
