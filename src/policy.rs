@@ -630,9 +630,9 @@ impl Admission<'_> {
                         PolicyError::ActorNotBoundToClient,
                         "actor_token.client_id/azp/sub",
                         format!(
-                            "client_id {:?}, azp {:?}: not client {id:?}; sub {:?}: not its actor identity {:?}",
-                            actor.client_id().unwrap_or(""),
-                            actor.azp().unwrap_or(""),
+                            "client_id {}, azp {}: not client {id:?}; sub {:?}: not its actor identity {:?}",
+                            quoted_or_none(actor.client_id()),
+                            quoted_or_none(actor.azp()),
                             actor.sub(),
                             client.client().actor_sub(),
                         ),
@@ -851,6 +851,11 @@ impl Admission<'_> {
             rule: Arc::clone(&rule.id),
         })
     }
+}
+
+/// `"value"`, or `none` for an absent claim (explanations).
+fn quoted_or_none(value: Option<&str>) -> String {
+    value.map_or_else(|| "none".to_owned(), |v| format!("{v:?}"))
 }
 
 /// RFC 8693 §4.4: `may_act` names the party by `sub` (and `iss`, when it gives one).
