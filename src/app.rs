@@ -30,7 +30,7 @@ pub struct App {
     clock: Clock,
     started_at: u64,
     max_body_bytes: usize,
-    metadata: Bytes,
+    metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl App {
@@ -51,7 +51,7 @@ impl App {
             Arc::clone(&metrics),
             &config.origin,
         )?);
-        let metadata = Bytes::from(metadata(config, &keys.current().algorithms()).to_string());
+        let metadata = metadata(config);
 
         let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
         let http = upstream_client().map_err(|e| {
@@ -111,9 +111,17 @@ impl App {
         Bytes::from(jwks_document(&ring.published(self.clock.now())).to_string())
     }
 
-    /// `GET /.well-known/oauth-authorization-server`, serialised once.
+    /// `GET /.well-known/oauth-authorization-server` (the signing algorithms of the keys in
+    /// force added per request: a key reload may change them).
     pub fn metadata_document(&self) -> Bytes {
-        self.metadata.clone()
+        let ring = self.exchanger.minter().keys().current();
+        let algorithms: Vec<&str> = ring.algorithms().iter().map(|a| a.as_str()).collect();
+        let mut document = self.metadata.clone();
+        document.insert(
+            "token_signing_alg_values_supported".into(),
+            algorithms.into(),
+        );
+        Bytes::from(serde_json::Value::Object(document).to_string())
     }
 
     /// The metrics, which the HTTP edge records into.
@@ -160,7 +168,8 @@ fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// RFC 8414 §2 authorization server metadata.
-fn metadata(config: &Config, algorithms: &[crate::jose::JwsAlgorithm]) -> serde_json::Value {
+/// `token_signing_alg_values_supported` is added per request: a key reload may change it.
+fn metadata(config: &Config) -> serde_json::Map<String, serde_json::Value> {
     let presentable =
         [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken].map(TokenType::urn);
     serde_json::json!({
@@ -177,6 +186,8 @@ fn metadata(config: &Config, algorithms: &[crate::jose::JwsAlgorithm]) -> serde_
         "subject_token_types_supported": presentable,
         "actor_token_types_supported": presentable,
         "requested_token_types_supported": [TokenType::AccessToken.urn(), TokenType::Jwt.urn()],
-        "token_signing_alg_values_supported": algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
     })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
 }

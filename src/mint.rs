@@ -97,10 +97,7 @@ impl Minter {
             jti: &jti,
             client_id: grant.client_id(),
             scope: &scope,
-            act: (!grant.act().is_empty()).then_some(Act {
-                chain: grant.act(),
-                include_iss: grant.act_includes_iss(),
-            }),
+            act: (!grant.act().is_empty()).then_some(Act { chain: grant.act() }),
             extra: grant.claims(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
@@ -161,11 +158,11 @@ impl Serialize for Audience<'_> {
     }
 }
 
-/// Nested `act` (RFC 8693 §4.1): identity only (`sub`, and `iss` when configured and
-/// known), the current actor outermost (EXCHANGE-RULES §5 rules 4 and 5).
+/// Nested `act` (RFC 8693 §4.1): identity only (`sub`, and `iss` where the grant's chain
+/// has one: the policy decides it for the new actor, prior actors keep theirs), the
+/// current actor outermost (EXCHANGE-RULES §5 rules 4 and 5).
 struct Act<'a> {
     chain: &'a [ActorId],
-    include_iss: bool,
 }
 
 impl Serialize for Act<'_> {
@@ -175,19 +172,11 @@ impl Serialize for Act<'_> {
         };
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("sub", &first.sub)?;
-        if self.include_iss
-            && let Some(iss) = &first.iss
-        {
+        if let Some(iss) = &first.iss {
             map.serialize_entry("iss", iss)?;
         }
         if !rest.is_empty() {
-            map.serialize_entry(
-                "act",
-                &Act {
-                    chain: rest,
-                    include_iss: self.include_iss,
-                },
-            )?;
+            map.serialize_entry("act", &Act { chain: rest })?;
         }
         map.end()
     }
@@ -209,20 +198,7 @@ mod tests {
                 iss: None,
             },
         ];
-        let sub_only = serde_json::to_value(Act {
-            chain: &chain,
-            include_iss: false,
-        })
-        .unwrap();
-        assert_eq!(
-            sub_only,
-            serde_json::json!({ "sub": "orders-api", "act": { "sub": "bff" } })
-        );
-        let with_iss = serde_json::to_value(Act {
-            chain: &chain,
-            include_iss: true,
-        })
-        .unwrap();
+        let with_iss = serde_json::to_value(Act { chain: &chain }).unwrap();
         assert_eq!(
             with_iss,
             serde_json::json!({ "sub": "orders-api", "iss": "https://idp", "act": { "sub": "bff" } })

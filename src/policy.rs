@@ -278,10 +278,12 @@ fn lookup<'v>(claims: &'v Map<String, Value>, path: &[String]) -> Option<&'v Val
 
 /// Allowed `audience` or `resource` values: exact entries, and patterns with one `*`.
 ///
-/// A `*` stands for one or more characters among `A-Z a-z 0-9 - _`: a piece of one host
-/// label or path segment, never a `.`, `/`, `:` or anything else that would let it reach
-/// into another host or path. `https://*.example.com/` admits `https://orders.example.com/`
-/// but neither `https://evil.com/.example.com/` nor `https://a.b.example.com/`.
+/// A `*` stands for one or more characters among `a-z 0-9 - _`: a piece of one host label
+/// or path segment, never a `.`, `/`, `:` or anything else that would let it reach into
+/// another host or path, and never an upper-case letter (hosts compare case-insensitively:
+/// `PAYMENTS` must not slip past an exact entry for `payments`).
+/// `https://*.example.com/` admits `https://orders.example.com/` but neither
+/// `https://evil.com/.example.com/` nor `https://a.b.example.com/`.
 #[derive(Debug, Default)]
 pub(crate) struct TargetSet {
     exact: HashMap<String, usize>,
@@ -319,21 +321,19 @@ impl TargetSet {
         self.exact.contains_key(value)
     }
 
-    /// The entry that allows `value`: an exact one first, else the first pattern in file
-    /// order.
-    fn find(&self, value: &str) -> Option<usize> {
-        if let Some(i) = self.exact.get(value) {
-            return Some(*i);
-        }
-        self.patterns.iter().find_map(|(prefix, suffix, i)| {
+    /// Every entry that admits `value`: its exact entry, and each pattern that matches.
+    fn matching<'s>(&'s self, value: &'s str) -> impl Iterator<Item = usize> + 's {
+        let exact = self.exact.get(value).copied();
+        let patterns = self.patterns.iter().filter_map(move |(prefix, suffix, i)| {
             let middle = value.strip_prefix(prefix.as_str())?;
             let middle = middle.strip_suffix(suffix.as_str())?;
             let ok = !middle.is_empty()
-                && middle
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                && middle.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             ok.then_some(*i)
-        })
+        });
+        exact.into_iter().chain(patterns)
     }
 }
 
@@ -403,7 +403,6 @@ pub struct Grant {
     iat: u64,
     exp: u64,
     act: Vec<ActorId>,
-    act_includes_iss: bool,
     claims: Map<String, Value>,
     token_type: TokenType,
     rule: Arc<str>,
@@ -437,10 +436,6 @@ impl Grant {
     /// The delegation chain for `act`, current actor first; empty for none.
     pub fn act(&self) -> &[ActorId] {
         &self.act
-    }
-    /// Whether each `act` member carries `iss` (policy `act_includes_iss`).
-    pub fn act_includes_iss(&self) -> bool {
-        self.act_includes_iss
     }
     /// Claims copied from the subject token (policy `claims`), none of them reserved.
     pub fn claims(&self) -> &Map<String, Value> {
@@ -722,7 +717,14 @@ impl Admission<'_> {
                         ),
                     ));
                 }
-                std::iter::once(acting)
+                // The new actor's `iss` goes into `act` only where the rule says so (rule 5);
+                // prior actors are carried as received, `iss` included (rule 4: a later hop
+                // never rewrites what an earlier one recorded).
+                let mut new_actor = acting;
+                if !rule.act_includes_iss {
+                    new_actor.iss = None;
+                }
+                std::iter::once(new_actor)
                     .chain(subject.act().iter().cloned())
                     .collect()
             }
@@ -845,7 +847,6 @@ impl Admission<'_> {
             iat: now,
             exp,
             act: chain,
-            act_includes_iss: rule.act_includes_iss,
             claims,
             token_type: targets.requested_token_type,
             rule: Arc::clone(&rule.id),
@@ -867,38 +868,26 @@ fn may_act_matches(may_act: &ActorId, actor: &ActorId) -> bool {
             .is_none_or(|iss| actor.iss.as_ref() == Some(iss))
 }
 
-/// The token's `aud` (rule 10) and the per-target scope ceilings that apply to it.
+/// The token's `aud` (rule 10) and the per-target scope ceilings that apply to it: for
+/// each target, the ceiling of every entry of `audiences` or `resources` that admits it,
+/// whichever parameter named it, so no other spelling of a request escapes a ceiling.
 fn choose_targets<'r>(
     rule: &'r Rule,
     targets: Targets<'_>,
 ) -> Result<(Vec<String>, Vec<&'r HashSet<String>>), Refusal> {
     let mut aud: Vec<String> = Vec::new();
-    let mut ceilings = Vec::new();
     let lists = [
-        (
-            targets.audiences,
-            &rule.audiences,
-            &rule.audience_scopes,
-            "audience",
-        ),
-        (
-            targets.resources,
-            &rule.resources,
-            &rule.resource_scopes,
-            "resource",
-        ),
+        (targets.audiences, &rule.audiences, "audience"),
+        (targets.resources, &rule.resources, "resource"),
     ];
-    for (requested, allowed, scopes, name) in lists {
+    for (requested, allowed, name) in lists {
         for value in requested {
-            let entry = allowed.find(value).ok_or_else(|| {
-                Refusal::new(
+            if allowed.matching(value).next().is_none() {
+                return Err(Refusal::new(
                     PolicyError::TargetNotAllowed,
                     format!("request.{name}"),
                     format!("{value:?} is not allowed by {name}s"),
-                )
-            })?;
-            if let Some(Some(ceiling)) = scopes.get(entry) {
-                ceilings.push(ceiling);
+                ));
             }
             if !aud.contains(value) {
                 aud.push(value.clone());
@@ -913,13 +902,6 @@ fn choose_targets<'r>(
                 "none requested and the policy has no default_audience",
             )
         })?;
-        if let Some(Some(ceiling)) = rule
-            .audiences
-            .find(&default)
-            .and_then(|i| rule.audience_scopes.get(i))
-        {
-            ceilings.push(ceiling);
-        }
         aud.push(default);
     }
     if aud.len() > rule.max_audiences {
@@ -932,6 +914,15 @@ fn choose_targets<'r>(
                 rule.max_audiences
             ),
         ));
+    }
+    let mut ceilings = Vec::new();
+    for value in &aud {
+        for (set, scopes) in [
+            (&rule.audiences, &rule.audience_scopes),
+            (&rule.resources, &rule.resource_scopes),
+        ] {
+            ceilings.extend(set.matching(value).filter_map(|i| scopes.get(i)?.as_ref()));
+        }
     }
     Ok((aud, ceilings))
 }
@@ -951,8 +942,9 @@ mod tests {
             &["https://*.example.com/", "https://api.example.com/v1/*"],
             true,
         );
-        assert_eq!(s.find("https://orders.example.com/"), Some(0));
-        assert_eq!(s.find("https://api.example.com/v1/orders"), Some(1));
+        let first = |v: &str| s.matching(v).next();
+        assert_eq!(first("https://orders.example.com/"), Some(0));
+        assert_eq!(first("https://api.example.com/v1/orders"), Some(1));
         for refused in [
             "https://evil.com/.example.com/",
             "https://a.b.example.com/",
@@ -962,16 +954,19 @@ mod tests {
             "https://api.example.com/v1/a/b",
             "https://api.example.com/v1/",
             "https://api.example.com/v1/..",
+            "https://ORDERS.example.com/",
         ] {
-            assert_eq!(s.find(refused), None, "{refused}");
+            assert_eq!(first(refused), None, "{refused}");
         }
     }
 
     #[test]
-    fn exact_entries_win_over_patterns() {
-        let s = set(&["api-*", "api-orders"], false);
-        assert_eq!(s.find("api-orders"), Some(1));
-        assert_eq!(s.find("api-payments"), Some(0));
+    fn every_admitting_entry_is_found_exact_first() {
+        let s = set(&["api-*", "api-orders", "*-orders"], false);
+        let all = |v: &str| s.matching(v).collect::<Vec<_>>();
+        assert_eq!(all("api-orders"), [1, 0, 2]);
+        assert_eq!(all("api-payments"), [0]);
+        assert_eq!(all("other"), Vec::<usize>::new());
     }
 
     #[test]

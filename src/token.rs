@@ -500,13 +500,13 @@ impl TokenValidator {
             .ok_or(TokenError::NotCompactJws)?;
         let kid = header.kid.as_deref();
         let verified = match &issuer.keys {
-            IssuerKeys::Local(store) => verify_with(
-                store.current().verifying_keys(),
-                kid,
-                alg,
-                signing_input,
-                &signature,
-            ),
+            IssuerKeys::Local(store) => {
+                let ring = store.current();
+                let keys = ring
+                    .verifying_keys(kid, self.clock.now())
+                    .ok_or(TokenError::UnknownKid)?;
+                verify_with(keys, kid, alg, signing_input, &signature)
+            }
             IssuerKeys::Remote(cache) => {
                 let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
                 match verify_with(&fetched.keys, kid, alg, signing_input, &signature) {

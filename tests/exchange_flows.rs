@@ -111,10 +111,32 @@ async fn impersonation_of_a_delegated_token_carries_act_unchanged() {
     }));
     let answer = sts.exchange(BFF, &impersonation(&subject)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    // Same actors, same order; members other than identity are not carried.
+    // Same actors, same order, each with the identity it had (`iss` where the token gave
+    // one, whatever `act_includes_iss` says: that applies to a new actor only); members
+    // other than identity are not carried.
     assert_eq!(
         answer.claims()["act"],
-        json!({ "sub": "gateway", "act": { "sub": "edge" } })
+        json!({ "sub": "gateway", "iss": issuer.iss, "act": { "sub": "edge" } })
+    );
+}
+
+#[tokio::test]
+async fn a_prior_actors_iss_survives_a_hop_that_does_not_record_iss() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    // The BFF (default act_includes_iss = false) delegates a token whose chain recorded
+    // the realm of its actor.
+    let subject = issuer.sign(json!({
+        "iss": issuer.iss, "sub": "alice", "aud": "bff", "exp": NOW + 600,
+        "act": { "sub": "gateway", "iss": "https://idp.example/realms/partners" }
+    }));
+    let actor = issuer.actor_token("bff");
+    let answer = sts.exchange(BFF, &delegation(&subject, &actor)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.claims()["act"],
+        json!({ "sub": "bff", "act": { "sub": "gateway", "iss": "https://idp.example/realms/partners" } }),
+        "the new actor without iss (not configured), the prior one as recorded"
     );
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use gleipnir::jose::JwsAlgorithm;
 use gleipnir::keys::SigningKey;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 /// RFC 3339 UTC for Unix seconds (H. Hinnant's civil-from-days).
@@ -174,6 +174,37 @@ async fn keys_are_published_ahead_sign_on_schedule_and_retire_after_their_last_t
         metric_line(&sts.admin, "gleipnir_signing_keys_published ").await,
         Some("gleipnir_signing_keys_published 1".into())
     );
+
+    // Withdrawn, a (leaked, say) verifies nothing: a token it signs now, valid by every
+    // claim, is refused as our own subject token.
+    let now = switch + MAX_TTL + LEEWAY;
+    let forged = sign_with_file(
+        &keys.path().join("a.pem"),
+        &a,
+        json!({ "iss": sts.base, "sub": "root", "aud": "orders-api", "client_id": "bff",
+                "scope": "orders:read", "iat": now, "exp": now + 60, "jti": "forged" }),
+    );
+    let mut orders_actor = issuer.actor_claims("orders-api");
+    orders_actor["exp"] = (now + 3000).into();
+    let answer = sts
+        .exchange(ORDERS, &delegation(&forged, &issuer.sign(orders_actor)))
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.error(), "invalid_request");
+}
+
+/// A gleipnir-shaped access token signed with the key in `pem` (ES256, `kid`).
+fn sign_with_file(pem: &Path, kid: &str, claims: Value) -> String {
+    use gleipnir::jose::b64_encode;
+    let key = SigningKey::from_pem_file(JwsAlgorithm::Es256, pem).unwrap();
+    let header = json!({ "alg": "ES256", "kid": kid, "typ": "at+jwt" });
+    let input = format!(
+        "{}.{}",
+        b64_encode(header.to_string().as_bytes()),
+        b64_encode(claims.to_string().as_bytes())
+    );
+    let signature = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64_encode(&signature))
 }
 
 #[tokio::test]
@@ -219,6 +250,83 @@ async fn reload_adds_a_key_only_if_it_is_published_long_enough_before_it_signs()
     let subject = issuer.user_token("alice", "bff", "orders:read");
     let answer = sts.exchange(BFF, &impersonation(&subject)).await;
     assert_eq!(kid_of(answer.token()), a);
+
+    // The schedule of a key that signs cannot change, nor can it be removed while its
+    // tokens may be valid: each refused, the keys in force unchanged.
+    for (what, manifest) in [
+        ("a moved", vec![("a", NOW - 3600), ("c", NOW + AHEAD)]),
+        (
+            "c brought forward",
+            vec![("a", NOW - 86_400), ("c", NOW + 10)],
+        ),
+    ] {
+        let failed_before = failed_reloads(&sts).await;
+        write_manifest(keys.path(), &manifest);
+        let mut refused = false;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if failed_reloads(&sts).await > failed_before {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "{what}: accepted");
+        assert_eq!(published_kids(&sts).await, [a.clone(), c.clone()], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_whose_tokens_may_still_be_valid_cannot_be_removed() {
+    let issuer = TestIssuer::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let a = new_key(keys.path(), "a");
+    let b = new_key(keys.path(), "b");
+    // b took over 100 s ago: a's tokens live on for MAX_TTL + LEEWAY after that.
+    write_manifest(keys.path(), &[("a", NOW - 86_400), ("b", NOW - 100)]);
+    let sts = rotating_sts(&issuer, keys.path()).await;
+    assert_eq!(published_kids(&sts).await, [a.clone(), b.clone()]);
+
+    write_manifest(keys.path(), &[("b", NOW - 100)]);
+    let mut refused = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if failed_reloads(&sts).await > 0 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a key with live tokens was removed");
+    assert_eq!(published_kids(&sts).await, [a.clone(), b.clone()]);
+
+    // Once a's last token has expired it leaves the JWKS, and may leave the directory.
+    sts.clock.set(NOW - 100 + MAX_TTL + LEEWAY);
+    assert_eq!(published_kids(&sts).await, [b.as_str()]);
+    std::fs::remove_file(keys.path().join("a.pem")).unwrap();
+    let mut applied = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if metric_line(
+            &sts.admin,
+            "gleipnir_signing_key_reloads_total{outcome=\"applied\"}",
+        )
+        .await
+        .is_some()
+        {
+            applied = true;
+            break;
+        }
+    }
+    assert!(applied, "the directory without a was not applied");
+}
+
+async fn failed_reloads(sts: &Sts) -> u64 {
+    metric_line(
+        &sts.admin,
+        "gleipnir_signing_key_reloads_total{outcome=\"failed\"}",
+    )
+    .await
+    .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

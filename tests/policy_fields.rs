@@ -913,6 +913,29 @@ async fn target_scopes_cap_a_target_however_it_is_requested() {
             scope(BOTH_SCOPES),
             scope("orders:read"),
         ),
+        // A ceiling on an exact resource also caps the same value admitted as an audience
+        // by a pattern: every entry that admits a target contributes its ceiling.
+        case(
+            "target_scopes_of_an_exact_entry_reached_through_a_pattern",
+            bff(json!({ "target_scopes": null })),
+            bff(json!({ "target_scopes": { target: ["orders:read"] } })),
+        )
+        .both(bff(json!({
+            "audiences": ["orders-api", "https://*.example/api"],
+            "resources": [target],
+        })))
+        .probe(
+            "as_audience_through_the_pattern",
+            one(BFF, imp(&alice).with("audience", target)),
+            scope(BOTH_SCOPES),
+            scope("orders:read"),
+        )
+        .probe(
+            "as_resource",
+            one(BFF, imp(&alice).with("resource", target)),
+            scope(BOTH_SCOPES),
+            scope("orders:read"),
+        ),
     ];
     run("target_scopes bug", &w, cases).await;
 }
@@ -1029,13 +1052,15 @@ async fn lifetime_and_chain() {
             one(BFF, del(&alice_via_a1_at_idp, &bff_actor)),
             act(json!({ "sub": "bff", "iss": corp,
                         "act": { "sub": "a1", "iss": "https://idp.example" } })),
-            act(json!({ "sub": "bff", "act": { "sub": "a1" } })),
+            // The field applies to the new actor; a prior actor keeps the `iss` it was
+            // recorded with (rule 4: never rewritten).
+            act(json!({ "sub": "bff", "act": { "sub": "a1", "iss": "https://idp.example" } })),
         )
         .probe(
             "impersonation_carrying_a_prior_actor_with_iss",
             one(BFF, imp(&alice_via_a1_at_idp)),
             act(json!({ "sub": "a1", "iss": "https://idp.example" })),
-            act(json!({ "sub": "a1" })),
+            act(json!({ "sub": "a1", "iss": "https://idp.example" })),
         )
         .probe(
             "impersonation_carrying_a_prior_actor_without_iss",

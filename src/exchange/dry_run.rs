@@ -21,11 +21,48 @@ pub enum Signatures {
     Offline,
 }
 
+/// What a granted dry run would have issued. Not a [`Grant`]: nothing a dry run decides
+/// (for an unauthenticated client, perhaps on unsigned tokens) can reach the minter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The rule that allowed it.
+    pub rule: String,
+    /// `sub`.
+    pub sub: String,
+    /// `aud`.
+    pub aud: Vec<String>,
+    /// The granted scopes.
+    pub scope: Vec<String>,
+    /// The `act` chain's subjects, current actor first.
+    pub act: Vec<String>,
+    /// Seconds until `exp`.
+    pub lifetime: u64,
+    /// The names of the passthrough claims.
+    pub claims: Vec<String>,
+    /// The token type.
+    pub token_type: &'static str,
+}
+
+impl Decision {
+    fn of(grant: &Grant) -> Self {
+        Self {
+            rule: grant.rule().to_owned(),
+            sub: grant.sub().to_owned(),
+            aud: grant.aud().to_vec(),
+            scope: grant.scope().to_vec(),
+            act: grant.act().iter().map(|a| a.sub.clone()).collect(),
+            lifetime: grant.exp().saturating_sub(grant.iat()),
+            claims: grant.claims().keys().cloned().collect(),
+            token_type: grant.token_type().name(),
+        }
+    }
+}
+
 /// The decision of a dry run and why.
 #[derive(Debug)]
 pub struct Explanation {
-    /// The grant, or the refusal as a stage error.
-    pub outcome: Result<Grant, ExchangeError>,
+    /// What would be issued, or the refusal as a stage error.
+    pub outcome: Result<Decision, ExchangeError>,
     /// The policy's own explanation, when the policy refused.
     pub refusal: Option<Refusal>,
     /// How the tokens were checked.
@@ -50,21 +87,16 @@ impl Explanation {
     pub fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         match &self.outcome {
-            Ok(grant) => {
-                let chain: Vec<&str> = grant.act().iter().map(|a| a.sub.as_str()).collect();
+            Ok(d) => {
                 lines.push("decision: granted".into());
-                lines.push(format!("rule: {}", grant.rule()));
-                lines.push(format!("sub: {}", grant.sub()));
-                lines.push(format!("aud: {}", grant.aud().join(" ")));
-                lines.push(format!("scope: {}", grant.scope().join(" ")));
-                lines.push(format!("act (current actor first): {}", chain.join(" <- ")));
-                lines.push(format!(
-                    "lifetime: {} s",
-                    grant.exp().saturating_sub(grant.iat())
-                ));
-                let claims: Vec<&str> = grant.claims().keys().map(String::as_str).collect();
-                lines.push(format!("passthrough claims: {}", claims.join(" ")));
-                lines.push(format!("token type: {}", grant.token_type().name()));
+                lines.push(format!("rule: {}", d.rule));
+                lines.push(format!("sub: {}", d.sub));
+                lines.push(format!("aud: {}", d.aud.join(" ")));
+                lines.push(format!("scope: {}", d.scope.join(" ")));
+                lines.push(format!("act (current actor first): {}", d.act.join(" <- ")));
+                lines.push(format!("lifetime: {} s", d.lifetime));
+                lines.push(format!("passthrough claims: {}", d.claims.join(" ")));
+                lines.push(format!("token type: {}", d.token_type));
             }
             Err(error) => {
                 lines.push("decision: refused".into());
@@ -139,7 +171,8 @@ impl Exchanger {
         let mut refusal = None;
         let outcome = self
             .dry_run_inner(client_id, form, signatures, &mut refusal)
-            .await;
+            .await
+            .map(|grant| Decision::of(&grant));
         Explanation {
             outcome,
             refusal,

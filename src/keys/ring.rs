@@ -21,8 +21,13 @@
 //! its `not_before`; a reload refuses a new key whose `not_before` is less than
 //! `signing.publish_ahead_seconds` away, so verifiers that cache our JWKS (most libraries
 //! keep it for minutes and refetch on an unknown `kid` at most every few seconds) have it
-//! before any token it signs. Every key of the ring verifies our own tokens when they come
-//! back for re-exchange.
+//! before any token it signs. Our own tokens, when they come back for re-exchange, verify
+//! only with a published key that has started signing: a key out of the JWKS (a leaked old
+//! one, say) verifies nothing.
+//!
+//! A reload also refuses to change the `not_before` of a key that has signed (or to bring
+//! an upcoming one closer than `publish_ahead_seconds`), and to drop a key that has signed
+//! while it is still published: its tokens may still be valid.
 //!
 //! The schedule is time-driven: no reload is needed for the switch itself. Adding or
 //! removing keys is a reload (SIGHUP, or a change of the directory's files); a bad
@@ -47,10 +52,12 @@ pub struct RingKey {
     not_before: u64,
     header_access_token: String,
     header_jwt: String,
+    /// Its public key alone, for verifying the tokens it signed.
+    verifying: KeySet,
 }
 
 impl RingKey {
-    fn new(key: SigningKey, not_before: u64) -> Self {
+    fn new(key: SigningKey, not_before: u64) -> Result<Self, KeyError> {
         let header = |typ: &str| {
             b64_encode(
                 format!(
@@ -61,12 +68,13 @@ impl RingKey {
                 .as_bytes(),
             )
         };
-        Self {
+        Ok(Self {
             header_access_token: header("at+jwt"),
             header_jwt: header("JWT"),
+            verifying: KeySet::from_keys(vec![key.verifying_key()?]),
             key,
             not_before,
-        }
+        })
     }
 
     /// The private key.
@@ -95,26 +103,17 @@ pub struct KeyRing {
     /// By `not_before`, earliest first.
     keys: Vec<RingKey>,
     retire_after: u64,
-    verifying: KeySet,
 }
 
 impl KeyRing {
     /// A ring of one key that always signs (`signing.key_file`, `gleipnir dev`).
     pub fn single(key: SigningKey) -> Result<Self, KeyError> {
-        Self::new(vec![RingKey::new(key, 0)], 0)
+        Ok(Self::new(vec![RingKey::new(key, 0)?], 0))
     }
 
-    fn new(mut keys: Vec<RingKey>, retire_after: u64) -> Result<Self, KeyError> {
+    fn new(mut keys: Vec<RingKey>, retire_after: u64) -> Self {
         keys.sort_by_key(|k| k.not_before);
-        let verifying = keys
-            .iter()
-            .map(|k| k.key.verifying_key())
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            keys,
-            retire_after,
-            verifying: KeySet::from_keys(verifying),
-        })
+        Self { keys, retire_after }
     }
 
     /// The key that signs at `now`: the latest whose `not_before` has come.
@@ -125,28 +124,36 @@ impl KeyRing {
     /// The keys our JWKS publishes at `now`: those not signing yet, the signer, and the
     /// earlier ones whose last token may still be valid.
     pub fn published(&self, now: u64) -> Vec<&SigningKey> {
-        self.keys
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                let successor = self.keys.get(i + 1).map(|s| s.not_before);
-                match successor {
-                    // Retired when its successor took over; published until its last
-                    // token expired.
-                    Some(taken_over) if taken_over <= now => {
-                        now < taken_over.saturating_add(self.retire_after)
-                    }
-                    // Signing now, or not yet: published.
-                    _ => true,
-                }
-            })
-            .map(|(_, k)| &k.key)
-            .collect()
+        self.published_at(now).map(|k| &k.key).collect()
     }
 
-    /// Every key of the ring, for verifying our own tokens.
-    pub fn verifying_keys(&self) -> &KeySet {
-        &self.verifying
+    fn published_at(&self, now: u64) -> impl Iterator<Item = &RingKey> {
+        self.keys.iter().enumerate().filter_map(move |(i, k)| {
+            let successor = self.keys.get(i + 1).map(|s| s.not_before);
+            let published = match successor {
+                // Retired when its successor took over; published until its last token
+                // expired.
+                Some(taken_over) if taken_over <= now => {
+                    now < taken_over.saturating_add(self.retire_after)
+                }
+                // Signing now, or not yet: published.
+                _ => true,
+            };
+            published.then_some(k)
+        })
+    }
+
+    /// The key that verifies our own token with `kid` at `now`: only a published key that
+    /// has started signing. A retired key's tokens have all expired once it leaves the
+    /// JWKS, so it verifies nothing after that (a leaked old key mints nothing), and an
+    /// upcoming key has signed nothing yet. Without `kid`, the signer.
+    pub fn verifying_keys(&self, kid: Option<&str>, now: u64) -> Option<&KeySet> {
+        let mut candidates = self.published_at(now).filter(|k| k.not_before <= now);
+        match kid {
+            Some(kid) => candidates.find(|k| k.key.kid() == kid),
+            None => self.signer(now),
+        }
+        .map(|k| &k.verifying)
     }
 
     /// The algorithms of the ring's keys.
@@ -276,13 +283,13 @@ impl KeyStore {
         };
         let result = (|| {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            let print = fingerprint(&source.dir);
-            if !force && print.as_ref().is_ok_and(|p| *p == *seen) {
+            // The same unreadable directory is reported once, like the same bad files.
+            let print = fingerprint(&source.dir)
+                .unwrap_or_else(|e| crate::reload::fingerprint([e.to_string().as_bytes()]));
+            if !force && print == *seen {
                 return Ok(Reloaded::Unchanged);
             }
-            if let Ok(p) = print {
-                *seen = p;
-            }
+            *seen = print;
             let current = self.current();
             let (ring, _) = load_dir(source, self.retire_after, self.clock.now(), Some(&current))?;
             *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
@@ -381,10 +388,21 @@ fn load_dir(
         if keys.iter().any(|r: &RingKey| r.key.kid() == key.kid()) {
             return Err(err(at("file"), "the same key is listed twice".into()));
         }
-        if let Some(previous) = previous
-            && !previous.kids().any(|kid| kid == key.kid())
-            && not_before < now.saturating_add(source.publish_ahead)
+        let before = previous.and_then(|p| p.keys.iter().find(|k| k.key.kid() == key.kid()));
+        let ahead = now.saturating_add(source.publish_ahead);
+        if let Some(before) = before
+            && before.not_before != not_before
+            && (before.not_before <= now || not_before < ahead)
         {
+            return Err(err(
+                at("not_before"),
+                format!(
+                    "a key's schedule can change only while it is not signing yet and its new not_before is at least signing.publish_ahead_seconds ({}) away: {}",
+                    source.publish_ahead, ahead
+                ),
+            ));
+        }
+        if previous.is_some() && before.is_none() && not_before < ahead {
             return Err(err(
                 at("not_before"),
                 format!(
@@ -394,9 +412,24 @@ fn load_dir(
                 ),
             ));
         }
-        keys.push(RingKey::new(key, not_before));
+        keys.push(RingKey::new(key, not_before).map_err(|e| err(at("file"), e.to_string()))?);
     }
-    let ring = KeyRing::new(keys, retire_after).map_err(|e| err("keys".into(), e.to_string()))?;
+    let ring = KeyRing::new(keys, retire_after);
+    // A key that has signed and may still have live tokens stays until they expire.
+    if let Some(previous) = previous
+        && let Some(gone) = previous
+            .published_at(now)
+            .filter(|k| k.not_before <= now)
+            .find(|k| !ring.kids().any(|kid| kid == k.key.kid()))
+    {
+        return Err(err(
+            "keys".into(),
+            format!(
+                "key {} has signed tokens that may still be valid: keep it listed until it leaves the JWKS",
+                gone.key.kid()
+            ),
+        ));
+    }
     if ring.signer(now).is_none() {
         return Err(err(
             "keys".into(),
@@ -478,13 +511,12 @@ mod tests {
         let kids = [a.kid().to_owned(), b.kid().to_owned(), c.kid().to_owned()];
         let ring = KeyRing::new(
             vec![
-                RingKey::new(b, 2000),
-                RingKey::new(a, 1000),
-                RingKey::new(c, 3000),
+                RingKey::new(b, 2000).unwrap(),
+                RingKey::new(a, 1000).unwrap(),
+                RingKey::new(c, 3000).unwrap(),
             ],
             600,
-        )
-        .unwrap();
+        );
         let published = |now| -> Vec<String> {
             ring.published(now)
                 .iter()
@@ -505,6 +537,21 @@ mod tests {
         // b retired at 3000: published until 3600; c signs.
         assert_eq!(published(3599), kids[1..].to_vec());
         assert_eq!(published(3600), kids[2..].to_vec());
-        assert_eq!(ring.verifying_keys().len(), 3);
+        // Verification: a published key that has started signing, and nothing else.
+        let verifies = |kid: &str, now| ring.verifying_keys(Some(kid), now).is_some();
+        assert!(
+            verifies(&kids[0], 2599),
+            "a retired key until its tokens expired"
+        );
+        assert!(
+            !verifies(&kids[0], 2600),
+            "a withdrawn key verifies nothing"
+        );
+        assert!(
+            !verifies(&kids[2], 2999),
+            "an upcoming key has signed nothing"
+        );
+        assert!(verifies(&kids[2], 3000));
+        assert!(!verifies("unknown", 3000));
     }
 }

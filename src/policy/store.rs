@@ -78,16 +78,20 @@ impl PolicyStore {
         if !self.reloadable() {
             return Ok(Reloaded::Unchanged);
         }
-        let files = file::read(&self.config)?;
-        let print = fingerprint(&files);
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            if !force && *seen == print {
-                return Ok(Reloaded::Unchanged);
-            }
-            *seen = print;
+        // Held to the end: two reloads (SIGHUP and the watch) never interleave, so the
+        // files last read are the ones in force (or refused).
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let files = file::read(&self.config);
+        let print = match &files {
+            Ok(files) => fingerprint(files),
+            // The same unreadable directory is reported once, like the same bad files.
+            Err(e) => crate::reload::fingerprint([e.to_string().as_bytes()]),
+        };
+        if !force && *seen == print {
+            return Ok(Reloaded::Unchanged);
         }
-        let engine = PolicyEngine::compile(&self.config, &files)?;
+        *seen = print;
+        let engine = PolicyEngine::compile(&self.config, &files?)?;
         file::warn_unpoliced(&self.config, &engine.clients);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
         Ok(Reloaded::Applied)

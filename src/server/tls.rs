@@ -260,18 +260,18 @@ impl CertStore {
     }
 
     fn reload(&self, force: bool) -> Result<Reloaded, ConfigError> {
+        // Held to the end: two reloads (SIGHUP and the watch) never interleave, so the
+        // files last read are the ones in force (or refused).
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         let files = self.source.read();
         let print = match &files {
             Ok(files) => files.fingerprint(),
             Err(e) => fingerprint([e.to_string().as_bytes()]),
         };
-        {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-            if !force && *seen == print {
-                return Ok(Reloaded::Unchanged);
-            }
-            *seen = print;
+        if !force && *seen == print {
+            return Ok(Reloaded::Unchanged);
         }
+        *seen = print;
         let checked = self.source.check(&files?)?;
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         *current = Arc::new(checked.key);
