@@ -342,12 +342,7 @@ impl TargetSet {
 #[derive(Debug)]
 pub(crate) struct ClientPolicy {
     id: Arc<str>,
-    enabled: bool,
-    impersonate: bool,
-    delegate: bool,
-    subject_issuers: Vec<IssuerId>,
-    subject_token_types: Option<Vec<TokenType>>,
-    actor_token_types: Option<Vec<TokenType>>,
+    header: ClientHeader,
     base: Arc<Rule>,
     by_issuer: HashMap<IssuerId, Arc<Rule>>,
 }
@@ -356,6 +351,17 @@ impl ClientPolicy {
     fn rule_for(&self, subject_issuer: IssuerId) -> &Rule {
         self.by_issuer.get(&subject_issuer).unwrap_or(&self.base)
     }
+}
+
+/// The client-level fields of a policy: modes, subject issuers and token types.
+#[derive(Debug)]
+pub(crate) struct ClientHeader {
+    enabled: bool,
+    impersonate: bool,
+    delegate: bool,
+    subject_issuers: Vec<IssuerId>,
+    subject_token_types: Option<Vec<TokenType>>,
+    actor_token_types: Option<Vec<TokenType>>,
 }
 
 /// What one (client, subject issuer) pair may do: every field merged from `[defaults]`,
@@ -489,7 +495,7 @@ impl PolicyEngine {
                 format!("no policy names client {:?}", client.id()),
             )
         })?;
-        if !policy.enabled {
+        if !policy.header.enabled {
             return Err(Refusal::new(
                 PolicyError::ClientNotEnabled,
                 "client",
@@ -501,7 +507,7 @@ impl PolicyEngine {
         let accepts = |types: &Option<Vec<TokenType>>, t: TokenType| {
             types.as_ref().is_none_or(|list| list.contains(&t))
         };
-        if !accepts(&policy.subject_token_types, subject_type) {
+        if !accepts(&policy.header.subject_token_types, subject_type) {
             return Err(Refusal::new(
                 PolicyError::SubjectTokenTypeNotAccepted,
                 "request.subject_token_type",
@@ -510,7 +516,7 @@ impl PolicyEngine {
             .under(&policy.id));
         }
         if let Some(t) = actor_type
-            && !accepts(&policy.actor_token_types, t)
+            && !accepts(&policy.header.actor_token_types, t)
         {
             return Err(Refusal::new(
                 PolicyError::ActorTokenTypeNotAccepted,
@@ -528,7 +534,11 @@ impl PolicyEngine {
 }
 
 fn check_mode(policy: &ClientPolicy, with_actor_token: bool) -> Result<(), Refusal> {
-    match (with_actor_token, policy.delegate, policy.impersonate) {
+    match (
+        with_actor_token,
+        policy.header.delegate,
+        policy.header.impersonate,
+    ) {
         (true, false, _) => Err(Refusal::new(
             PolicyError::DelegationNotAllowed,
             "request.actor_token",
@@ -553,7 +563,7 @@ pub struct Admission<'a> {
 impl Admission<'_> {
     /// The issuers whose tokens this client may present as subject token.
     pub fn subject_issuers(&self) -> &[IssuerId] {
-        &self.policy.subject_issuers
+        &self.policy.header.subject_issuers
     }
 
     /// The issuers whose tokens this client may present as actor token, with a subject
@@ -572,7 +582,12 @@ impl Admission<'_> {
     ) -> Result<Grant, Refusal> {
         // The mode was admitted for the request; the tokens must be the ones it announced.
         check_mode(self.policy, actor.is_some()).map_err(|r| r.under(&self.policy.id))?;
-        if !self.policy.subject_issuers.contains(&subject.issuer()) {
+        if !self
+            .policy
+            .header
+            .subject_issuers
+            .contains(&subject.issuer())
+        {
             return Err(Refusal::new(
                 PolicyError::SubjectIssuerNotAccepted,
                 "subject_token.iss",

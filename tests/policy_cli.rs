@@ -269,18 +269,6 @@ async fn sighup_reloads_the_policy_and_a_bad_one_keeps_the_old_in_force() {
             .unwrap();
         assert!(status.success());
     };
-    let wait_for = |line: &'static str| {
-        let admin = admin.clone();
-        async move {
-            for _ in 0..100 {
-                if metric_line(&admin, line).await.is_some_and(|l| l == line) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        }
-    };
 
     std::fs::write(
         dir.path().join("policies/bff.toml"),
@@ -288,7 +276,12 @@ async fn sighup_reloads_the_policy_and_a_bad_one_keeps_the_old_in_force() {
     )
     .unwrap();
     hup();
-    assert!(wait_for("gleipnir_policy_reloads_total{outcome=\"applied\"} 1").await);
+    wait_for_metric(
+        &admin,
+        "gleipnir_policy_reloads_total{outcome=\"applied\"}",
+        1.0,
+    )
+    .await;
 
     std::fs::write(
         dir.path().join("policies/bff.toml"),
@@ -296,8 +289,13 @@ async fn sighup_reloads_the_policy_and_a_bad_one_keeps_the_old_in_force() {
     )
     .unwrap();
     hup();
-    assert!(wait_for("gleipnir_policy_reloads_total{outcome=\"failed\"} 1").await);
-    assert!(wait_for("gleipnir_policy_reload_failing 1").await);
+    wait_for_metric(
+        &admin,
+        "gleipnir_policy_reloads_total{outcome=\"failed\"}",
+        1.0,
+    )
+    .await;
+    wait_for_metric(&admin, "gleipnir_policy_reload_failing", 1.0).await;
     // Still serving, under the last good policy.
     let ready = reqwest::get(format!("{admin}/livez")).await.unwrap();
     assert_eq!(ready.status(), 200);

@@ -112,18 +112,7 @@ async fn policy_changes_take_effect_without_failing_a_request() {
 
     // A broken file: the previous policy stays in force, the failure is reported.
     std::fs::write(&policy_file, "[clients.bff\nimpersonate = true\n").unwrap();
-    let mut reported = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if metric_line(&admin_base, "gleipnir_policy_reload_failing ")
-            .await
-            .is_some_and(|l| l.ends_with(" 1"))
-        {
-            reported = true;
-            break;
-        }
-    }
-    assert!(reported, "a failed reload is not reported in the metrics");
+    wait_for_metric(&admin_base, "gleipnir_policy_reload_failing", 1.0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.store(false, Ordering::Relaxed);
 

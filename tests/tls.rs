@@ -150,33 +150,6 @@ async fn jwks_status(client: &reqwest::Client, base: &str) -> Result<u16, String
     }
 }
 
-/// The value of the sample `name` (with its labels) on the admin listener's /metrics.
-async fn metric(admin: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Waits (at most 10 s) until the sample `name` has `value`.
-async fn wait_for_metric(admin: &str, name: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if metric(admin, name).await == Some(value) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{name} never became {value} (now {:?})",
-        metric(admin, name).await
-    );
-}
-
 const APPLIED: &str = "gleipnir_tls_reloads_total{outcome=\"applied\"}";
 const FAILED: &str = "gleipnir_tls_reloads_total{outcome=\"failed\"}";
 const EXPIRY: &str = "gleipnir_tls_certificate_expiry_timestamp_seconds";
@@ -234,7 +207,7 @@ async fn exchanges_over_https_with_http1_and_http2() {
     );
     // The admin listener stays plain HTTP; it reports the certificate's expiry.
     assert_eq!(
-        metric(&sts.admin, EXPIRY).await,
+        metric_value(&sts.admin, EXPIRY).await,
         Some(leaf.not_after as f64)
     );
 }
@@ -261,7 +234,7 @@ async fn a_new_certificate_is_used_by_new_connections_and_old_ones_carry_on() {
     let old_client = client_trusting(&old_ca, H1_ONLY);
     assert_eq!(jwks_status(&old_client, &sts.base).await, Ok(200));
     assert_eq!(
-        metric(&sts.admin, EXPIRY).await,
+        metric_value(&sts.admin, EXPIRY).await,
         Some(old_leaf.not_after as f64)
     );
     // Before the swap, a client trusting only the new CA is refused.
@@ -290,10 +263,10 @@ async fn a_new_certificate_is_used_by_new_connections_and_old_ones_carry_on() {
     // connection from this client would fail verification, as just shown).
     assert_eq!(jwks_status(&old_client, &sts.base).await, Ok(200));
     assert_eq!(
-        metric(&sts.admin, EXPIRY).await,
+        metric_value(&sts.admin, EXPIRY).await,
         Some(new_leaf.not_after as f64)
     );
-    assert_eq!(metric(&sts.admin, FAILED).await, None);
+    assert_eq!(metric_value(&sts.admin, FAILED).await, None);
 }
 
 #[tokio::test]
@@ -315,7 +288,7 @@ async fn a_bad_replacement_keeps_the_old_certificate_in_force() {
             Ok(200)
         );
         assert_eq!(
-            metric(&sts.admin, EXPIRY).await,
+            metric_value(&sts.admin, EXPIRY).await,
             Some(leaf.not_after as f64)
         );
     };
@@ -339,15 +312,15 @@ async fn a_bad_replacement_keeps_the_old_certificate_in_force() {
 
     // Each bad state is reported once, not on every tick of the watch.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(metric(&sts.admin, FAILED).await, Some(3.0));
-    assert_eq!(metric(&sts.admin, APPLIED).await, None);
+    assert_eq!(metric_value(&sts.admin, FAILED).await, Some(3.0));
+    assert_eq!(metric_value(&sts.admin, APPLIED).await, None);
 
     // A good pair again is applied.
     let next = ca.leaf(2042);
     next.write_to(certs.path());
     wait_for_metric(&sts.admin, APPLIED, 1.0).await;
     assert_eq!(
-        metric(&sts.admin, EXPIRY).await,
+        metric_value(&sts.admin, EXPIRY).await,
         Some(next.not_after as f64)
     );
 }
@@ -516,7 +489,7 @@ async fn one_sighup_reloads_the_certificate_and_the_policy() {
         Ok(200)
     );
     assert_eq!(
-        metric(&admin, EXPIRY).await,
+        metric_value(&admin, EXPIRY).await,
         Some(new_leaf.not_after as f64)
     );
 }

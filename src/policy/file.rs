@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{ClientPolicy, Condition, ConditionTest, Rule, Scalar, TargetSet, TokenRole};
+use super::{
+    ClientHeader, ClientPolicy, Condition, ConditionTest, Rule, Scalar, TargetSet, TokenRole,
+};
 use crate::config::{Config, ConfigError, IssuerId, PolicySource, SELF_ISSUER_NAME};
 use crate::oauth::TokenType;
 
@@ -281,16 +283,6 @@ fn check_defaults(config: &Config, file: &str, defaults: &RawRule) -> Result<(),
     Ok(())
 }
 
-/// The client-level fields: modes, subject issuers and token types.
-struct ClientHeader {
-    enabled: bool,
-    impersonate: bool,
-    delegate: bool,
-    subject_issuers: Vec<IssuerId>,
-    subject_token_types: Option<Vec<TokenType>>,
-    actor_token_types: Option<Vec<TokenType>>,
-}
-
 fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldError> {
     let subject_issuers = match &raw.subject_issuers {
         Some(names) => issuer_ids(config, names).map_err(|r| field_err("subject_issuers", r))?,
@@ -385,12 +377,7 @@ fn compile_client(
     }
     Ok(ClientPolicy {
         id,
-        enabled: header.enabled,
-        impersonate: header.impersonate,
-        delegate: header.delegate,
-        subject_issuers: header.subject_issuers,
-        subject_token_types: header.subject_token_types,
-        actor_token_types: header.actor_token_types,
+        header,
         base: Arc::new(base),
         by_issuer,
     })

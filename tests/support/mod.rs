@@ -971,3 +971,24 @@ pub async fn metric_line(admin: &str, prefix: &str) -> Option<String> {
         .find(|l| l.starts_with(prefix))
         .map(str::to_owned)
 }
+
+/// The value of the sample `name` (with its labels) on the admin listener's `/metrics`.
+pub async fn metric_value(admin: &str, name: &str) -> Option<f64> {
+    let line = metric_line(admin, &format!("{name} ")).await?;
+    line.strip_prefix(name)?.trim().parse().ok()
+}
+
+/// Waits (at most 10 s) until the sample `name` has `value`; panics otherwise.
+pub async fn wait_for_metric(admin: &str, name: &str, value: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if metric_value(admin, name).await == Some(value) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{name} never became {value} (now {:?})",
+        metric_value(admin, name).await
+    );
+}
