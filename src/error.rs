@@ -9,16 +9,20 @@ use http::StatusCode;
 use thiserror::Error;
 
 use crate::client_auth::ClientAuthError;
-use crate::exchange::RequestError;
 use crate::mint::MintError;
 use crate::oauth::ErrorCode;
+use crate::oauth::form::BodyError;
 use crate::policy::PolicyError;
+use crate::request::RequestError;
 use crate::token::TokenError;
 
 /// Everything that can end an exchange early, by stage.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeError {
-    /// The HTTP request or its parameters.
+    /// The request body: media type, size, deadline, form encoding.
+    #[error("request: {0}")]
+    Body(#[from] BodyError),
+    /// The token-exchange parameters.
     #[error("request: {0}")]
     Request(#[from] RequestError),
     /// Client authentication.
@@ -42,7 +46,8 @@ impl ExchangeError {
     /// The stage, for logs and metric labels.
     pub fn stage(&self) -> &'static str {
         match self {
-            ExchangeError::Request(_) => "request",
+            // The body and its parameters are one stage to operators (metrics, audit).
+            ExchangeError::Body(_) | ExchangeError::Request(_) => "request",
             ExchangeError::Client(_) => "client_auth",
             ExchangeError::Subject(_) => "subject_token",
             ExchangeError::Actor(_) => "actor_token",
@@ -54,6 +59,7 @@ impl ExchangeError {
     /// The refusal reason within the stage, for logs and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
+            ExchangeError::Body(e) => e.as_str(),
             ExchangeError::Request(e) => e.as_str(),
             ExchangeError::Client(e) => e.as_str(),
             ExchangeError::Subject(e) | ExchangeError::Actor(e) => e.as_str(),
@@ -95,24 +101,26 @@ const BAD: StatusCode = StatusCode::BAD_REQUEST;
 pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
     use ErrorCode::*;
     match *error {
-        ExchangeError::Request(e) => match e {
-            RequestError::BodyTooLarge => wire(
+        ExchangeError::Body(e) => match e {
+            BodyError::TooLarge => wire(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 InvalidRequest,
                 "request body too large",
             ),
-            RequestError::BodyTimeout => wire(
+            BodyError::Timeout => wire(
                 StatusCode::REQUEST_TIMEOUT,
                 InvalidRequest,
                 "request body timed out",
             ),
-            RequestError::BodyRead => wire(BAD, InvalidRequest, "request body could not be read"),
-            RequestError::UnsupportedContentType => wire(
+            BodyError::Read => wire(BAD, InvalidRequest, "request body could not be read"),
+            BodyError::UnsupportedContentType => wire(
                 BAD,
                 InvalidRequest,
                 "content type must be application/x-www-form-urlencoded",
             ),
-            RequestError::MalformedBody => wire(BAD, InvalidRequest, "malformed form body"),
+            BodyError::Malformed => wire(BAD, InvalidRequest, "malformed form body"),
+        },
+        ExchangeError::Request(e) => match e {
             RequestError::RepeatedParameter(_) => {
                 wire(BAD, InvalidRequest, "a parameter appears more than once")
             }

@@ -3,9 +3,6 @@
 //! → minting. Each step's output type proves the step before it.
 
 pub mod dry_run;
-mod request;
-
-pub use request::{PresentedToken, RequestError, TokenExchangeRequest};
 
 use std::sync::Arc;
 
@@ -17,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
 use crate::policy::{PolicyStore, Targets};
+use crate::request::TokenExchangeRequest;
 use crate::token::{Actor, Subject, TokenValidator};
 use dry_run::Signatures;
 

@@ -51,7 +51,7 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
                 .await
         }
         Err(e) => {
-            let error = ExchangeError::Request(e);
+            let error = ExchangeError::Body(e);
             tracing::info!(target: "audit", request_id, decision = "refused", stage = error.stage(), reason = error.reason());
             app.metrics().refusal(error.stage(), error.reason());
             Err(error)

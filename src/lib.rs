@@ -52,6 +52,7 @@ pub mod mint;
 pub mod oauth;
 pub mod policy;
 pub mod reload;
+pub mod request;
 pub mod server;
 pub mod telemetry;
 pub mod token;

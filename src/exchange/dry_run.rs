@@ -10,7 +10,8 @@ use crate::oauth::form::FormBody;
 use crate::policy::{Grant, Refusal, Targets};
 use crate::token::{Actor, Role, Subject, TokenError, VerifiedToken};
 
-use super::{Exchanger, PresentedToken, TokenExchangeRequest};
+use super::Exchanger;
+use crate::request::{PresentedToken, TokenExchangeRequest};
 
 /// Whether the dry run checks signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

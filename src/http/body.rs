@@ -8,8 +8,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 
-use crate::exchange::RequestError;
-use crate::oauth::form::FormBody;
+use crate::oauth::form::{BodyError, FormBody};
 
 /// How long a client has to send the whole body.
 const BODY_DEADLINE: Duration = Duration::from_secs(10);
@@ -33,24 +32,24 @@ pub async fn read_form(
     headers: &HeaderMap,
     body: Incoming,
     max_bytes: usize,
-) -> Result<FormBody, RequestError> {
+) -> Result<FormBody, BodyError> {
     if !is_form(headers) {
-        return Err(RequestError::UnsupportedContentType);
+        return Err(BodyError::UnsupportedContentType);
     }
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max_bytes as u64) {
-        return Err(RequestError::BodyTooLarge);
+        return Err(BodyError::TooLarge);
     }
     let collected = tokio::time::timeout(BODY_DEADLINE, Limited::new(body, max_bytes).collect())
         .await
-        .map_err(|_| RequestError::BodyTimeout)?;
+        .map_err(|_| BodyError::Timeout)?;
     let bytes: Bytes = match collected {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(RequestError::BodyTooLarge),
-        Err(_) => return Err(RequestError::BodyRead),
+        Err(e) if e.is::<LengthLimitError>() => return Err(BodyError::TooLarge),
+        Err(_) => return Err(BodyError::Read),
     };
     Ok(FormBody::parse(&bytes)?)
 }

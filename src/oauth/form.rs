@@ -9,7 +9,7 @@
 
 use thiserror::Error;
 
-/// Why a form body was refused.
+/// Why a form body could not be decoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FormError {
     /// A `%` not followed by two hex digits.
@@ -18,9 +18,52 @@ pub enum FormError {
     /// The decoded bytes are not UTF-8.
     #[error("parameter is not valid UTF-8")]
     NotUtf8,
-    /// A single-valued parameter appeared more than once.
-    #[error("parameter {0} appears more than once")]
-    Repeated(&'static str),
+}
+
+/// A single-valued parameter appeared more than once (RFC 6749 §3.2); it names the
+/// parameter.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("parameter {0} appears more than once")]
+pub struct Repeated(pub &'static str);
+
+/// Why a request's form body could not be had: the transport, before any parameter is
+/// read (the size cap, the deadline, the media type, the form encoding).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("request body too large")]
+    TooLarge,
+    /// The body did not arrive in time.
+    #[error("request body timed out")]
+    Timeout,
+    /// The connection failed while reading the body.
+    #[error("request body could not be read")]
+    Read,
+    /// Content type other than `application/x-www-form-urlencoded`.
+    #[error("content type is not application/x-www-form-urlencoded")]
+    UnsupportedContentType,
+    /// The body is not valid form encoding (bad escape, not UTF-8).
+    #[error("malformed form body")]
+    Malformed,
+}
+
+impl BodyError {
+    /// A stable name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyError::TooLarge => "body_too_large",
+            BodyError::Timeout => "body_timeout",
+            BodyError::Read => "body_read",
+            BodyError::UnsupportedContentType => "unsupported_content_type",
+            BodyError::Malformed => "malformed_body",
+        }
+    }
+}
+
+impl From<FormError> for BodyError {
+    fn from(_: FormError) -> Self {
+        BodyError::Malformed
+    }
 }
 
 /// A decoded form: the name/value pairs with a non-empty value, in order.
@@ -63,11 +106,11 @@ impl FormBody {
     }
 
     /// The value of a single-valued parameter; absent when missing or empty.
-    pub fn single(&self, name: &'static str) -> Result<Option<&str>, FormError> {
+    pub fn single(&self, name: &'static str) -> Result<Option<&str>, Repeated> {
         let mut values = self.all(name);
         let first = values.next();
         if values.next().is_some() {
-            return Err(FormError::Repeated(name));
+            return Err(Repeated(name));
         }
         Ok(first)
     }
@@ -148,7 +191,7 @@ mod tests {
     #[test]
     fn repeated_single_parameter_is_refused() {
         let form = FormBody::parse(b"scope=a&scope=b").unwrap();
-        assert_eq!(form.single("scope"), Err(FormError::Repeated("scope")));
+        assert_eq!(form.single("scope"), Err(Repeated("scope")));
         let all: Vec<_> = form.all("scope").collect();
         assert_eq!(all, ["a", "b"]);
     }

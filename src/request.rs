@@ -1,10 +1,13 @@
-//! Stage 1: the token-exchange request's parameters (RFC 8693 §2.1, EXCHANGE-RULES §2).
+//! Stage 1: the token-exchange request's parameters (RFC 8693 §2.1), read strictly from a
+//! decoded form: required and forbidden parameters, repetition, token types, targets and
+//! scope syntax. The transport (media type, size cap, deadline, encoding) is the edge's
+//! business and fails with [`BodyError`](crate::oauth::form::BodyError) before this runs.
 
 use std::collections::HashSet;
 
 use thiserror::Error;
 
-use crate::oauth::form::{FormBody, FormError};
+use crate::oauth::form::{FormBody, Repeated};
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType, is_resource_uri, is_scope_token};
 
 /// Most distinct scope tokens a request may ask for; more is refused, not truncated.
@@ -16,21 +19,6 @@ pub const MAX_TARGETS: usize = 16;
 /// Why the request itself was refused.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
-    /// The body is larger than `server.max_body_bytes`.
-    #[error("request body too large")]
-    BodyTooLarge,
-    /// The body did not arrive in time.
-    #[error("request body timed out")]
-    BodyTimeout,
-    /// The connection failed while reading the body.
-    #[error("request body could not be read")]
-    BodyRead,
-    /// Content type other than `application/x-www-form-urlencoded`.
-    #[error("content type is not application/x-www-form-urlencoded")]
-    UnsupportedContentType,
-    /// The body is not valid form encoding (bad escape, not UTF-8).
-    #[error("malformed form body")]
-    MalformedBody,
     /// A single-valued parameter appeared twice (RFC 6749 §3.2).
     #[error("repeated parameter {0}")]
     RepeatedParameter(&'static str),
@@ -67,11 +55,6 @@ impl RequestError {
     /// A stable name for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            RequestError::BodyTooLarge => "body_too_large",
-            RequestError::BodyTimeout => "body_timeout",
-            RequestError::BodyRead => "body_read",
-            RequestError::UnsupportedContentType => "unsupported_content_type",
-            RequestError::MalformedBody => "malformed_body",
             RequestError::RepeatedParameter(_) => "repeated_parameter",
             RequestError::MissingParameter(_) => "missing_parameter",
             RequestError::UnsupportedGrantType => "unsupported_grant_type",
@@ -86,12 +69,9 @@ impl RequestError {
     }
 }
 
-impl From<FormError> for RequestError {
-    fn from(e: FormError) -> Self {
-        match e {
-            FormError::Repeated(name) => RequestError::RepeatedParameter(name),
-            FormError::BadEscape | FormError::NotUtf8 => RequestError::MalformedBody,
-        }
+impl From<Repeated> for RequestError {
+    fn from(Repeated(name): Repeated) -> Self {
+        RequestError::RepeatedParameter(name)
     }
 }
 
