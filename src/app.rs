@@ -54,7 +54,7 @@ impl App {
         let metadata = metadata(config);
 
         let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
-        let http = upstream_client().map_err(|e| {
+        let http = crate::upstream::client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
         let policy = Arc::new(PolicyStore::load(config, Arc::clone(&metrics))?);
@@ -154,17 +154,6 @@ impl App {
     pub fn is_ready(&self) -> bool {
         self.exchanger.validator().is_ready()
     }
-}
-
-/// The HTTP client for upstream JWKS: no redirects, bounded connect and total time
-/// (EXCHANGE-RULES §4), rustls with aws-lc-rs.
-fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .user_agent(concat!("gleipnir/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 /// RFC 8414 §2 authorization server metadata.

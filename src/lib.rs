@@ -56,3 +56,4 @@ pub mod request;
 pub mod server;
 pub mod telemetry;
 pub mod token;
+pub mod upstream;

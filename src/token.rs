@@ -10,8 +10,6 @@
 
 mod claims;
 pub mod introspection;
-pub mod jwks;
-mod upstream;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -27,7 +25,7 @@ use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
 use crate::keys::ring::KeyStore;
 use crate::metrics::Metrics;
 use crate::oauth::TokenType;
-use jwks::JwksCache;
+use crate::upstream::jwks::JwksCache;
 
 /// Why a subject or actor token was refused. Each variant is one fact.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]

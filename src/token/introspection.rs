@@ -27,12 +27,12 @@ use zeroize::Zeroizing;
 
 use super::TokenError;
 use super::claims::{Claims, parse_claims};
-use super::upstream::{Backoff, read_capped};
 use crate::clock::Clock;
 use crate::config::{ConfigError, IssuerConfig};
 use crate::jose::JsonObject;
 use crate::metrics::IntrospectionStats;
 use crate::oauth::form;
+use crate::upstream::{Backoff, read_capped};
 
 /// How long an inactive or refused answer is reused.
 pub const BRIEF_SECONDS: u64 = 10;

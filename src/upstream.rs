@@ -1,8 +1,26 @@
-//! What gleipnir's calls to upstream issuers (JWKS, metadata, introspection) share: a
-//! response body read within a size cap, and the backoff after failures. Time is our
-//! clock's, in seconds.
+//! Upstream fetching, a supporting module: gleipnir's calls to the issuers it trusts
+//! (JWKS, discovery metadata, introspection). It holds the one HTTP client with its
+//! limits ([`client`]), a response body read within a size cap, the backoff after
+//! failures, and the per-issuer key cache ([`jwks`]). Token validation uses it, and so
+//! can client authentication (keys of clients and of federated assertion issuers): it
+//! imports no pipeline stage. Time is our clock's, in seconds.
+
+pub mod jwks;
+
+use std::time::Duration;
 
 use crate::jose::MAX_JWKS_BYTES;
+
+/// The HTTP client for every upstream call: no redirects (a redirect could lead a fetch
+/// anywhere), connect within 2 s and the whole exchange within 5 s, rustls with aws-lc-rs.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .user_agent(concat!("gleipnir/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
 
 /// Longest wait between two attempts after failures, in seconds.
 pub const MAX_BACKOFF: u64 = 8;

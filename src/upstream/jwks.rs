@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::upstream::{Backoff, ReadError, read_capped};
+use super::{Backoff, ReadError, read_capped};
 use crate::clock::Clock;
 use crate::config::{IssuerConfig, JwksLocation, url_allowed};
 use crate::jose::{JsonObject, JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
@@ -404,9 +404,9 @@ fn ttl_from_cache_control(value: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::upstream::MAX_BACKOFF;
     use super::*;
     use crate::clock::ManualClock;
+    use crate::upstream::MAX_BACKOFF;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
