@@ -6,6 +6,7 @@
 use crate::error::ExchangeError;
 use crate::mint::IssuedToken;
 use crate::policy::{Grant, Refusal};
+use crate::token::{Actor, Checked, Subject};
 
 /// What is known about an exchange so far; emitted once when it ends.
 #[derive(Debug, Default)]
@@ -37,6 +38,22 @@ impl AuditRecord {
         let check = refusal.check;
         self.refusal = Some(refusal);
         ExchangeError::Policy(check)
+    }
+
+    /// Notes the subject token's identity, `jti`, chain and declared type, once checked.
+    pub fn subject_token(&mut self, subject: &Checked<Subject>) {
+        self.subject = Some((subject.iss().to_owned(), subject.sub().to_owned()));
+        self.subject_jti = subject.jti().map(str::to_owned);
+        self.subject_chain = subject.act().iter().map(|a| a.sub.clone()).collect();
+        self.token_types = Some((subject.token_type().name(), None));
+    }
+
+    /// Notes the actor token's identity and declared type, once checked.
+    pub fn actor_token(&mut self, actor: &Checked<Actor>) {
+        self.actor = Some((actor.iss().to_owned(), actor.sub().to_owned()));
+        if let Some(types) = &mut self.token_types {
+            types.1 = Some(actor.token_type().name());
+        }
     }
 
     /// Emits the record of a granted exchange.

@@ -1,21 +1,31 @@
-//! Stage 2: client authentication (EXCHANGE-RULES §3, RFC 6749 §2.3.1).
+//! Stage 2: client authentication (RFC 6749 §2.3).
 //!
-//! `client_secret_basic` and `client_secret_post`; using both at once is refused. Secrets
-//! are held as SHA-256 digests and compared in constant time; an unknown client id costs
-//! the same comparison as a known one. The result, [`AuthenticatedClient`], can only be
-//! built here. Which clients may exchange, and how, is the policy's business.
+//! Every exchange is made by an authenticated client. One dispatch
+//! ([`ClientAuthenticator::authenticate`]) reads which credentials a request presents,
+//! finds the client in the [`registry`] and hands the check to the file of that method:
+//! [`secret`] for `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1;
+//! digests compared in constant time). Presenting two methods at once is refused. The
+//! result, [`AuthenticatedClient`], can only be built by a method's check here.
+//! [`NamedClient`] is a registered client named by an operator for a dry run, never
+//! authenticated and never enough to mint. Which clients may exchange, and how, is the
+//! policy's business.
+//!
+//! Adding a method: a file beside `secret.rs` that reads its credentials and checks them,
+//! a variant of [`registry::Credential`] (how the client is registered), one of
+//! [`Presented`] and [`AuthMethod`], the arms of the dispatch, and its errors in the one
+//! wire mapping (`error::to_wire`).
 
-use std::collections::HashMap;
+pub mod registry;
+mod secret;
+
 use std::sync::Arc;
 
-use aws_lc_rs::digest;
-use base64::Engine as _;
-use subtle::ConstantTimeEq;
 use thiserror::Error;
-use zeroize::Zeroizing;
 
 use crate::config::{ClientConfig, ConfigError};
-use crate::oauth::form::{self, FormBody};
+use crate::oauth::form::FormBody;
+use registry::{ClientRegistry, Credential};
+use secret::SecretDigest;
 
 /// Why client authentication failed.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +83,6 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the body.
     ClientSecretPost,
-    /// Not authenticated: named by an operator for a dry run (`gleipnir policy explain`,
-    /// `gleipnir policy test`), which mints nothing.
-    DryRun,
 }
 
 impl AuthMethod {
@@ -84,7 +91,6 @@ impl AuthMethod {
         match self {
             AuthMethod::ClientSecretBasic => "client_secret_basic",
             AuthMethod::ClientSecretPost => "client_secret_post",
-            AuthMethod::DryRun => "dry_run",
         }
     }
 }
@@ -112,7 +118,8 @@ impl RegisteredClient {
     }
 }
 
-/// Proof that the request came from this client. Only [`ClientAuthenticator`] builds one.
+/// Proof that the request came from this client. Only a method's check in this module
+/// builds one.
 #[derive(Debug)]
 pub struct AuthenticatedClient {
     client: Arc<RegisteredClient>,
@@ -134,145 +141,100 @@ impl AuthenticatedClient {
     }
 }
 
-struct Entry {
+impl AsRef<RegisteredClient> for AuthenticatedClient {
+    fn as_ref(&self) -> &RegisteredClient {
+        &self.client
+    }
+}
+
+/// A registered client named by an operator for a dry run (`gleipnir policy explain`,
+/// `gleipnir policy test`): known, not authenticated. Nothing mints for one.
+#[derive(Debug)]
+pub struct NamedClient {
     client: Arc<RegisteredClient>,
-    secret_digest: Zeroizing<[u8; 32]>,
+}
+
+impl NamedClient {
+    /// The client.
+    pub fn client(&self) -> &RegisteredClient {
+        &self.client
+    }
+}
+
+impl AsRef<RegisteredClient> for NamedClient {
+    fn as_ref(&self) -> &RegisteredClient {
+        &self.client
+    }
+}
+
+/// The credentials a request presents, by method, before any is checked.
+pub(crate) enum Presented {
+    /// A client id and secret, in the Authorization header or in the body.
+    Secret(secret::PresentedSecret),
 }
 
 /// The client registry and the authentication methods.
 pub struct ClientAuthenticator {
-    clients: HashMap<String, Entry>,
-    dummy_digest: [u8; 32],
-}
-
-fn sha256(bytes: &[u8]) -> Zeroizing<[u8; 32]> {
-    let mut out = Zeroizing::new([0u8; 32]);
-    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
-    out
+    registry: ClientRegistry,
+    /// Compared against when the client is unknown, so that timing does not reveal which
+    /// client ids exist.
+    dummy_digest: SecretDigest,
 }
 
 impl ClientAuthenticator {
-    /// Resolves every client's secret (env, file) now, at start-up.
+    /// Registers every client, resolving its credentials (env, file) now, at start-up.
     pub fn new(clients: &[ClientConfig], origin: &str) -> Result<Self, ConfigError> {
-        let mut map = HashMap::with_capacity(clients.len());
-        for c in clients {
-            let secret = c.secret.resolve().map_err(|reason| {
-                ConfigError::new(origin, format!("clients[{}].secret", c.id), reason)
-            })?;
-            map.insert(
-                c.id.clone(),
-                Entry {
-                    client: Arc::new(RegisteredClient {
-                        id: c.id.clone(),
-                        audiences: c.audiences.clone(),
-                        actor_sub: c.actor_sub.clone(),
-                    }),
-                    secret_digest: sha256(secret.expose()),
-                },
-            );
-        }
-        let mut dummy_digest = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut dummy_digest)
-            .map_err(|_| ConfigError::new(origin, "clients", "random source failed"))?;
         Ok(Self {
-            clients: map,
-            dummy_digest,
+            registry: ClientRegistry::new(clients, origin)?,
+            dummy_digest: SecretDigest::random()
+                .ok_or_else(|| ConfigError::new(origin, "clients", "random source failed"))?,
         })
     }
 
-    /// The registered client `id`, unauthenticated, for a dry run that mints nothing
-    /// (`exchange::dry_run`). Never reachable from a request.
-    pub(crate) fn assume(&self, id: &str) -> Result<AuthenticatedClient, ClientAuthError> {
-        let entry = self.clients.get(id).ok_or(ClientAuthError::UnknownClient)?;
-        Ok(AuthenticatedClient {
-            client: Arc::clone(&entry.client),
-            method: AuthMethod::DryRun,
+    /// The registered client `id`, unauthenticated, for a dry run that mints nothing.
+    pub fn named(&self, id: &str) -> Result<NamedClient, ClientAuthError> {
+        let registered = self
+            .registry
+            .get(id)
+            .ok_or(ClientAuthError::UnknownClient)?;
+        Ok(NamedClient {
+            client: Arc::clone(&registered.client),
         })
     }
 
-    /// Authenticates the request from its Authorization header value and body.
+    /// Authenticates the request from its Authorization header value and body: reads
+    /// which method it presents, then checks it against the client's registration.
     pub fn authenticate(
         &self,
         authorization: Option<&[u8]>,
         form: &FormBody,
     ) -> Result<AuthenticatedClient, ClientAuthError> {
-        let body_id = form
-            .single("client_id")
-            .map_err(|_| ClientAuthError::RepeatedParameter)?;
-        let body_secret = form
-            .single("client_secret")
-            .map_err(|_| ClientAuthError::RepeatedParameter)?;
-        let (id, secret, method) = match authorization {
-            Some(header) => {
-                let (id, secret) = parse_basic(header)?;
-                if body_secret.is_some() {
-                    return Err(ClientAuthError::MultipleMethods);
+        match secret::presented(authorization, form)? {
+            Presented::Secret(presented) => match self.registry.get(presented.id()) {
+                Some(registered) => match &registered.credential {
+                    Credential::Secret(digest) => {
+                        let method = presented.verify(digest)?;
+                        Ok(AuthenticatedClient {
+                            client: Arc::clone(&registered.client),
+                            method,
+                        })
+                    }
+                },
+                None => {
+                    // Same work as a known client, so timing does not reveal which ids exist.
+                    let _ = presented.verify(&self.dummy_digest);
+                    Err(ClientAuthError::UnknownClient)
                 }
-                if body_id.is_some_and(|b| b != id) {
-                    return Err(ClientAuthError::ClientIdMismatch);
-                }
-                (id, secret, AuthMethod::ClientSecretBasic)
-            }
-            None => match (body_id, body_secret) {
-                (Some(id), Some(secret)) => (
-                    id.to_owned(),
-                    Zeroizing::new(secret.to_owned()),
-                    AuthMethod::ClientSecretPost,
-                ),
-                (None, Some(_)) => return Err(ClientAuthError::SecretWithoutId),
-                (_, None) => return Err(ClientAuthError::MissingCredentials),
             },
-        };
-        let presented = sha256(secret.as_bytes());
-        match self.clients.get(&id) {
-            Some(entry) if bool::from(presented.ct_eq(&*entry.secret_digest)) => {
-                Ok(AuthenticatedClient {
-                    client: Arc::clone(&entry.client),
-                    method,
-                })
-            }
-            Some(_) => Err(ClientAuthError::WrongSecret),
-            None => {
-                // Same work as a known client, so timing does not reveal which ids exist.
-                let _ = presented.ct_eq(&self.dummy_digest);
-                Err(ClientAuthError::UnknownClient)
-            }
         }
     }
 }
 
-/// RFC 7617 Basic credentials; id and secret are form-urlencoded inside (RFC 6749 §2.3.1).
-fn parse_basic(header: &[u8]) -> Result<(String, Zeroizing<String>), ClientAuthError> {
-    let header = std::str::from_utf8(header).map_err(|_| ClientAuthError::MalformedBasic)?;
-    let (scheme, rest) = header
-        .split_once(' ')
-        .ok_or(ClientAuthError::UnsupportedScheme)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(ClientAuthError::UnsupportedScheme);
-    }
-    let decoded = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(rest.trim())
-            .map_err(|_| ClientAuthError::MalformedBasic)?,
-    );
-    let colon = decoded
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(ClientAuthError::MalformedBasic)?;
-    let (id, secret) = (
-        decoded.get(..colon).unwrap_or_default(),
-        decoded.get(colon + 1..).unwrap_or_default(),
-    );
-    let id = form::decode(id).map_err(|_| ClientAuthError::MalformedBasic)?;
-    let secret = Zeroizing::new(form::decode(secret).map_err(|_| ClientAuthError::MalformedBasic)?);
-    if id.is_empty() || secret.is_empty() {
-        return Err(ClientAuthError::MalformedBasic);
-    }
-    Ok((id, secret))
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use zeroize::Zeroizing;
+
     use super::*;
     use crate::config::SecretSource;
 

@@ -4,19 +4,20 @@
 
 pub mod dry_run;
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use crate::audit::AuditRecord;
-use crate::client_auth::ClientAuthenticator;
+use crate::client_auth::{AuthenticatedClient, ClientAuthenticator};
 use crate::clock::Clock;
+use crate::config::IssuerId;
 use crate::error::ExchangeError;
 use crate::metrics::Metrics;
 use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
-use crate::policy::{PolicyStore, Targets};
-use crate::request::TokenExchangeRequest;
-use crate::token::{Actor, Subject, TokenValidator};
-use dry_run::Signatures;
+use crate::policy::{Decided, PolicyStore, Proofs, Targets, Verified};
+use crate::request::{PresentedToken, TokenExchangeRequest};
+use crate::token::{Actor, Role, Subject, TokenError, TokenValidator, VerifiedToken};
 
 /// The token-exchange pipeline.
 pub struct Exchanger {
@@ -71,7 +72,14 @@ impl Exchanger {
         form: &FormBody,
     ) -> Result<IssuedToken, ExchangeError> {
         let mut audit = AuditRecord::default();
-        let result = self.run(authorization, form, &mut audit).await;
+        let mode = Exchange { authorization };
+        let result = match self.run(&mode, form, &mut audit).await {
+            Ok(grant) => match self.minter.mint(&grant) {
+                Ok(issued) => Ok((grant, issued)),
+                Err(e) => Err(ExchangeError::Mint(e)),
+            },
+            Err(e) => Err(e),
+        };
         match &result {
             Ok((grant, issued)) => {
                 self.metrics.grant(grant.rule_id());
@@ -85,69 +93,113 @@ impl Exchanger {
         result.map(|(_, issued)| issued)
     }
 
-    async fn run(
+    /// The pipeline up to the decision, written once for every [`Mode`]: the mode
+    /// obtains the client's and the tokens' proofs, and the decision's type follows from
+    /// them (only a real exchange's is a [`Grant`](crate::policy::Grant)).
+    async fn run<M: Mode>(
         &self,
-        authorization: Option<&[u8]>,
+        mode: &M,
         form: &FormBody,
         audit: &mut AuditRecord,
-    ) -> Result<(crate::policy::Grant, IssuedToken), ExchangeError> {
+    ) -> Result<Decided<M::Proofs>, ExchangeError> {
         // Who is asking comes first: an unauthenticated caller learns nothing about the
-        // request beyond 401 and costs no more than a form decode (EXCHANGE-RULES §3).
-        let client = self.clients.authenticate(authorization, form)?;
-        audit.client_id = Some(client.id().to_owned());
-        audit.auth_method = Some(client.method().as_str());
+        // request beyond 401 and costs no more than a form decode.
+        let client = mode.client(&self.clients, form, audit)?;
         let request = TokenExchangeRequest::from_form(form)?;
         audit.targets = Some((request.audiences.clone(), request.resources.clone()));
         // The policy in force when the request arrived decides it to the end, whatever a
         // reload does meanwhile.
         let policy = self.policy.current();
+        let actor_type = request.actor.as_ref().map(|a| a.token_type);
         let admission = policy
-            .admit(
-                &client,
-                request.subject.token_type,
-                request.actor.as_ref().map(|a| a.token_type),
-            )
+            .admit::<M::Proofs>(&client, request.subject.token_type, actor_type)
             .map_err(|r| audit.refused_by(r))?;
-
-        let subject = self
-            .check_token::<Subject>(
+        let subject = mode
+            .token::<Subject>(
+                &self.validator,
                 &request.subject,
                 admission.subject_issuers(),
-                Signatures::Verified,
             )
             .await
             .map_err(ExchangeError::Subject)?;
-        audit.subject = Some((subject.iss().to_owned(), subject.sub().to_owned()));
-        audit.subject_jti = subject.jti().map(str::to_owned);
-        audit.subject_chain = subject.act().iter().map(|a| a.sub.clone()).collect();
+        audit.subject_token(subject.borrow());
         let actor = match &request.actor {
             Some(presented) => {
-                let actor = self
-                    .check_token::<Actor>(
-                        presented,
-                        admission.actor_issuers(subject.issuer()),
-                        Signatures::Verified,
-                    )
+                let accepted = admission.actor_issuers(subject.borrow().issuer());
+                let actor = mode
+                    .token::<Actor>(&self.validator, presented, accepted)
                     .await
                     .map_err(ExchangeError::Actor)?;
-                audit.actor = Some((actor.iss().to_owned(), actor.sub().to_owned()));
+                audit.actor_token(actor.borrow());
                 Some(actor)
             }
             None => None,
         };
-        let actor_type = actor.as_ref().map(|a| a.token_type().name());
-        audit.token_types = Some((subject.token_type().name(), actor_type));
-
         let targets = Targets {
             audiences: &request.audiences,
             resources: &request.resources,
             scope: request.scope.as_deref(),
             requested_token_type: request.requested_token_type,
         };
-        let grant = admission
+        admission
             .decide(&subject, actor.as_ref(), targets, self.clock.now())
-            .map_err(|r| audit.refused_by(r))?;
-        let issued = self.minter.mint(&grant)?;
-        Ok((grant, issued))
+            .map_err(|r| audit.refused_by(r))
+    }
+}
+
+/// How the pipeline obtains its proofs. [`Exchange`] authenticates the client and
+/// verifies the tokens; a dry run ([`dry_run`]) names the client and checks the tokens,
+/// with or without their signatures. Nothing else differs between the two.
+trait Mode {
+    /// The proofs this mode holds.
+    type Proofs: Proofs;
+
+    /// The client, proven as this mode proves it (noted in the audit record).
+    fn client(
+        &self,
+        clients: &ClientAuthenticator,
+        form: &FormBody,
+        audit: &mut AuditRecord,
+    ) -> Result<<Self::Proofs as Proofs>::Client, ExchangeError>;
+
+    /// A presented token of role `R`, proven as this mode proves it.
+    fn token<R: Role>(
+        &self,
+        validator: &TokenValidator,
+        presented: &PresentedToken,
+        accepted: &[IssuerId],
+    ) -> impl Future<Output = Result<<Self::Proofs as Proofs>::Token<R>, TokenError>> + Send;
+}
+
+/// A real exchange: the request's credentials, the tokens' signatures.
+struct Exchange<'a> {
+    /// The request's Authorization header value.
+    authorization: Option<&'a [u8]>,
+}
+
+impl Mode for Exchange<'_> {
+    type Proofs = Verified;
+
+    fn client(
+        &self,
+        clients: &ClientAuthenticator,
+        form: &FormBody,
+        audit: &mut AuditRecord,
+    ) -> Result<AuthenticatedClient, ExchangeError> {
+        let client = clients.authenticate(self.authorization, form)?;
+        audit.client_id = Some(client.id().to_owned());
+        audit.auth_method = Some(client.method().as_str());
+        Ok(client)
+    }
+
+    async fn token<R: Role>(
+        &self,
+        validator: &TokenValidator,
+        presented: &PresentedToken,
+        accepted: &[IssuerId],
+    ) -> Result<VerifiedToken<R>, TokenError> {
+        validator
+            .validate(&presented.token, presented.token_type, accepted)
+            .await
     }
 }

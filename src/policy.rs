@@ -18,20 +18,56 @@
 mod file;
 pub mod store;
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::client_auth::AuthenticatedClient;
+use crate::client_auth::{AuthenticatedClient, NamedClient, RegisteredClient};
 use crate::config::{Config, ConfigError, IssuerId};
 use crate::oauth::TokenType;
-use crate::token::{Actor, ActorId, Subject, VerifiedToken};
+use crate::token::{Actor, ActorId, Checked, Role, Subject, VerifiedToken};
 
 pub use file::{DEFAULT_TTL_SECONDS, RESERVED_CLAIMS};
 pub use store::PolicyStore;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What a decision is made on. A real exchange holds [`Verified`] proofs (an
+/// authenticated client, tokens whose signature or introspection answer vouched for
+/// them); a dry run holds [`Unverified`] ones (a client named by the operator, tokens
+/// whose claims were checked, perhaps offline). The decision code is one and the same;
+/// only the type of its result differs, and only a [`Grant`], decided on verified
+/// proofs, can be minted.
+pub trait Proofs: sealed::Sealed {
+    /// What proves the client.
+    type Client: AsRef<RegisteredClient>;
+    /// What proves a token of role `R`.
+    type Token<R: Role>: Borrow<Checked<R>>;
+}
+
+/// The proofs of a real exchange.
+#[derive(Debug)]
+pub enum Verified {}
+/// The proofs of a dry run (`gleipnir policy explain`, `gleipnir policy test`).
+#[derive(Debug)]
+pub enum Unverified {}
+impl sealed::Sealed for Verified {}
+impl sealed::Sealed for Unverified {}
+impl Proofs for Verified {
+    type Client = AuthenticatedClient;
+    type Token<R: Role> = VerifiedToken<R>;
+}
+impl Proofs for Unverified {
+    type Client = NamedClient;
+    type Token<R: Role> = Checked<R>;
+}
 
 /// Why the policy refused an exchange. Each variant is one check.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -400,8 +436,9 @@ pub struct Targets<'a> {
 }
 
 /// An exchange the policy allowed: everything the minter needs, nothing it may change.
+/// Only [`Admission::decide`] builds one, and only on the proofs `P` names.
 #[derive(Debug)]
-pub struct Grant {
+pub struct Decided<P: Proofs> {
     client_id: String,
     sub: String,
     aud: Vec<String>,
@@ -412,9 +449,21 @@ pub struct Grant {
     claims: Map<String, Value>,
     token_type: TokenType,
     rule: Arc<str>,
+    proofs: PhantomData<P>,
 }
 
-impl Grant {
+/// A decision made on verified proofs: the only thing the minter signs.
+///
+/// A dry run's decision is a `Decided<Unverified>` and cannot be minted:
+///
+/// ```compile_fail
+/// fn mint_a_dry_run(minter: &gleipnir::mint::Minter, d: &gleipnir::policy::Decided<gleipnir::policy::Unverified>) {
+///     let _ = minter.mint(d);
+/// }
+/// ```
+pub type Grant = Decided<Verified>;
+
+impl<P: Proofs> Decided<P> {
     /// The requesting client (`client_id` claim).
     pub fn client_id(&self) -> &str {
         &self.client_id
@@ -482,12 +531,13 @@ impl PolicyEngine {
     /// an enabled policy, may exchange in this mode (with an actor token or without), and
     /// accepts the declared token types. A refusal here costs no signature verification
     /// and cannot cause a JWKS fetch.
-    pub fn admit<'a>(
+    pub fn admit<'a, P: Proofs>(
         &'a self,
-        client: &'a AuthenticatedClient,
+        client: &'a P::Client,
         subject_type: TokenType,
         actor_type: Option<TokenType>,
-    ) -> Result<Admission<'a>, Refusal> {
+    ) -> Result<Admission<'a, P>, Refusal> {
+        let client = client.as_ref();
         let policy = self.clients.get(client.id()).ok_or_else(|| {
             Refusal::new(
                 PolicyError::ClientNotEnabled,
@@ -529,6 +579,7 @@ impl PolicyEngine {
             own_issuer: &self.own_issuer,
             client,
             policy,
+            proofs: PhantomData,
         })
     }
 }
@@ -553,14 +604,15 @@ fn check_mode(policy: &ClientPolicy, with_actor_token: bool) -> Result<(), Refus
     }
 }
 
-/// A client admitted by [`PolicyEngine::admit`], awaiting its verified tokens.
-pub struct Admission<'a> {
+/// A client admitted by [`PolicyEngine::admit`], awaiting its tokens (with proofs `P`).
+pub struct Admission<'a, P: Proofs> {
     own_issuer: &'a str,
-    client: &'a AuthenticatedClient,
+    client: &'a RegisteredClient,
     policy: &'a ClientPolicy,
+    proofs: PhantomData<P>,
 }
 
-impl Admission<'_> {
+impl<P: Proofs> Admission<'_, P> {
     /// The issuers whose tokens this client may present as subject token.
     pub fn subject_issuers(&self) -> &[IssuerId] {
         &self.policy.header.subject_issuers
@@ -575,11 +627,13 @@ impl Admission<'_> {
     /// Decides the exchange at time `now`.
     pub fn decide(
         &self,
-        subject: &VerifiedToken<Subject>,
-        actor: Option<&VerifiedToken<Actor>>,
+        subject: &P::Token<Subject>,
+        actor: Option<&P::Token<Actor>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Grant, Refusal> {
+    ) -> Result<Decided<P>, Refusal> {
+        let subject: &Checked<Subject> = subject.borrow();
+        let actor: Option<&Checked<Actor>> = actor.map(Borrow::borrow);
         // The mode was admitted for the request; the tokens must be the ones it announced.
         check_mode(self.policy, actor.is_some()).map_err(|r| r.under(&self.policy.id))?;
         if !self
@@ -603,11 +657,11 @@ impl Admission<'_> {
     fn decide_under(
         &self,
         rule: &Rule,
-        subject: &VerifiedToken<Subject>,
-        actor: Option<&VerifiedToken<Actor>>,
+        subject: &Checked<Subject>,
+        actor: Option<&Checked<Actor>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Grant, Refusal> {
+    ) -> Result<Decided<P>, Refusal> {
         let client = self.client;
         let id = client.id();
         // The actor of this exchange: the actor token's subject, or else the client itself,
@@ -634,7 +688,7 @@ impl Admission<'_> {
                 // Rule 1: the actor token belongs to the authenticated client.
                 let bound = actor.client_id() == Some(id)
                     || actor.azp() == Some(id)
-                    || actor.sub() == client.client().actor_sub();
+                    || actor.sub() == client.actor_sub();
                 if !bound {
                     return Err(Refusal::new(
                         PolicyError::ActorNotBoundToClient,
@@ -644,7 +698,7 @@ impl Admission<'_> {
                             quoted_or_none(actor.client_id()),
                             quoted_or_none(actor.azp()),
                             actor.sub(),
-                            client.client().actor_sub(),
+                            client.actor_sub(),
                         ),
                     ));
                 }
@@ -668,7 +722,7 @@ impl Admission<'_> {
                 actor.identity()
             }
             None => ActorId {
-                sub: client.client().actor_sub().to_owned(),
+                sub: client.actor_sub().to_owned(),
                 iss: Some(self.own_issuer.to_owned()),
             },
         };
@@ -683,10 +737,7 @@ impl Admission<'_> {
             ));
         }
         // Rule 2: the subject token names this client (or this actor) as a party.
-        let names_client = subject
-            .aud()
-            .iter()
-            .any(|a| client.client().audiences().contains(a));
+        let names_client = subject.aud().iter().any(|a| client.audiences().contains(a));
         let bound = names_client
             || subject.client_id() == Some(id)
             || subject.azp() == Some(id)
@@ -763,7 +814,7 @@ impl Admission<'_> {
             (needs(TokenRole::Subject) || !rule.claims.is_empty()).then(|| subject.claims_object());
         let actor_claims = actor
             .filter(|_| needs(TokenRole::Actor))
-            .map(VerifiedToken::claims_object);
+            .map(|t| t.claims_object());
         for condition in &rule.conditions {
             let claims = match condition.token {
                 TokenRole::Subject => subject_claims.as_ref(),
@@ -829,7 +880,7 @@ impl Admission<'_> {
         let exp = [
             Some(now.saturating_add(rule.ttl_seconds)),
             Some(subject.exp()),
-            actor.map(VerifiedToken::exp),
+            actor.map(|a| a.exp()),
         ]
         .into_iter()
         .flatten()
@@ -854,7 +905,8 @@ impl Admission<'_> {
             }
         }
 
-        Ok(Grant {
+        Ok(Decided {
+            proofs: PhantomData,
             client_id: id.to_owned(),
             sub: subject.sub().to_owned(),
             aud,

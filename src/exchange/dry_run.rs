@@ -4,14 +4,15 @@
 //! their signatures, or offline without them), asks the policy in force, and returns the
 //! decision with its explanation. Nothing is signed and no audit record is written.
 
+use super::{Exchanger, Mode};
+use crate::audit::AuditRecord;
+use crate::client_auth::{ClientAuthenticator, NamedClient};
 use crate::config::IssuerId;
 use crate::error::{ExchangeError, WireError, to_wire};
 use crate::oauth::form::FormBody;
-use crate::policy::{Grant, Refusal, Targets};
-use crate::token::{Actor, Role, Subject, TokenError, VerifiedToken};
-
-use super::Exchanger;
-use crate::request::{PresentedToken, TokenExchangeRequest};
+use crate::policy::{Decided, Refusal, Unverified};
+use crate::request::PresentedToken;
+use crate::token::{Checked, Role, TokenError, TokenValidator};
 
 /// Whether the dry run checks signatures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +23,9 @@ pub enum Signatures {
     Offline,
 }
 
-/// What a granted dry run would have issued. Not a [`Grant`]: nothing a dry run decides
-/// (for an unauthenticated client, perhaps on unsigned tokens) can reach the minter.
+/// What a granted dry run would have issued. Made from a `Decided<Unverified>`, never a
+/// [`Grant`](crate::policy::Grant): nothing a dry run decides (for an unauthenticated
+/// client, perhaps on unsigned tokens) can reach the minter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The rule that allowed it.
@@ -45,7 +47,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn of(grant: &Grant) -> Self {
+    fn of(grant: &Decided<Unverified>) -> Self {
         Self {
             rule: grant.rule().to_owned(),
             sub: grant.sub().to_owned(),
@@ -131,26 +133,43 @@ impl Explanation {
     }
 }
 
-impl Exchanger {
-    /// Validates a presented token: with its signature (as every exchange does), or
-    /// offline without it (dry runs only).
-    pub(super) async fn check_token<R: Role>(
+/// A dry run: the client named by the operator, the tokens checked with their
+/// signatures or offline.
+struct DryRun<'a> {
+    client_id: &'a str,
+    signatures: Signatures,
+}
+
+impl Mode for DryRun<'_> {
+    type Proofs = Unverified;
+
+    fn client(
         &self,
-        presented: &PresentedToken,
-        accepted: &[IssuerId],
-        signatures: Signatures,
-    ) -> Result<VerifiedToken<R>, TokenError> {
-        let (token, declared) = (&presented.token, presented.token_type);
-        match signatures {
-            Signatures::Verified => self.validator.validate(token, declared, accepted).await,
-            Signatures::Offline => {
-                self.validator
-                    .check_unsigned(token, declared, accepted)
-                    .await
-            }
-        }
+        clients: &ClientAuthenticator,
+        _: &FormBody,
+        _: &mut AuditRecord,
+    ) -> Result<NamedClient, ExchangeError> {
+        Ok(clients.named(self.client_id)?)
     }
 
+    async fn token<R: Role>(
+        &self,
+        validator: &TokenValidator,
+        presented: &PresentedToken,
+        accepted: &[IssuerId],
+    ) -> Result<Checked<R>, TokenError> {
+        let (token, declared) = (&presented.token, presented.token_type);
+        match self.signatures {
+            Signatures::Verified => validator
+                .validate(token, declared, accepted)
+                .await
+                .map(|verified| verified.into_checked()),
+            Signatures::Offline => validator.check_unsigned(token, declared, accepted),
+        }
+    }
+}
+
+impl Exchanger {
     /// Fetches every upstream issuer's keys once, as a keeper would (a dry run has no
     /// keeper tasks). Each fetch is bounded by the upstream timeouts.
     pub async fn fetch_issuer_keys(&self) {
@@ -161,72 +180,26 @@ impl Exchanger {
         while fetches.join_next().await.is_some() {}
     }
 
-    /// Runs the exchange `form` describes for `client_id`, up to the decision.
-    /// `form` holds the token-exchange parameters (`grant_type`, `subject_token`, ...).
+    /// Runs the exchange `form` describes for `client_id`, up to the decision, through
+    /// the same pipeline as an exchange. `form` holds the token-exchange parameters
+    /// (`grant_type`, `subject_token`, ...). Nothing is signed and no audit record is
+    /// written.
     pub async fn dry_run(
         &self,
         client_id: &str,
         form: &FormBody,
         signatures: Signatures,
     ) -> Explanation {
-        let mut refusal = None;
-        let outcome = self
-            .dry_run_inner(client_id, form, signatures, &mut refusal)
-            .await
-            .map(|grant| Decision::of(&grant));
+        let mode = DryRun {
+            client_id,
+            signatures,
+        };
+        let mut record = AuditRecord::default();
+        let outcome = self.run(&mode, form, &mut record).await;
         Explanation {
-            outcome,
-            refusal,
+            outcome: outcome.map(|decided| Decision::of(&decided)),
+            refusal: record.refusal,
             signatures,
         }
-    }
-
-    async fn dry_run_inner(
-        &self,
-        client_id: &str,
-        form: &FormBody,
-        signatures: Signatures,
-        refusal: &mut Option<Refusal>,
-    ) -> Result<Grant, ExchangeError> {
-        let mut refused = |r: Refusal| {
-            let check = r.check;
-            *refusal = Some(r);
-            ExchangeError::Policy(check)
-        };
-        let client = self.clients.assume(client_id)?;
-        let request = TokenExchangeRequest::from_form(form)?;
-        let policy = self.policy.current();
-        let admission = policy
-            .admit(
-                &client,
-                request.subject.token_type,
-                request.actor.as_ref().map(|a| a.token_type),
-            )
-            .map_err(&mut refused)?;
-        let subject = self
-            .check_token::<Subject>(&request.subject, admission.subject_issuers(), signatures)
-            .await
-            .map_err(ExchangeError::Subject)?;
-        let actor = match &request.actor {
-            Some(presented) => Some(
-                self.check_token::<Actor>(
-                    presented,
-                    admission.actor_issuers(subject.issuer()),
-                    signatures,
-                )
-                .await
-                .map_err(ExchangeError::Actor)?,
-            ),
-            None => None,
-        };
-        let targets = Targets {
-            audiences: &request.audiences,
-            resources: &request.resources,
-            scope: request.scope.as_deref(),
-            requested_token_type: request.requested_token_type,
-        };
-        admission
-            .decide(&subject, actor.as_ref(), targets, self.clock.now())
-            .map_err(refused)
     }
 }

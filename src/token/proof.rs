@@ -1,0 +1,242 @@
+//! The two proofs a presented token can earn, per role.
+//!
+//! - [`Checked<R>`]: its issuer, declared type, `typ`, algorithm allow-list, claims and
+//!   times were checked against our clock. Nothing says it is genuine: a dry run
+//!   (`gleipnir policy explain --offline`, `gleipnir policy test`) works on these.
+//! - [`VerifiedToken<R>`]: a `Checked<R>` whose signature verified with the issuer's key,
+//!   or which the issuer's introspection endpoint said is active. It is built only from
+//!   the witness of that check ([`SignatureVerified`], [`ActiveAnswer`]), which only the
+//!   JWS path and the introspection path can make. Only verified tokens reach a `Grant`,
+//!   and so the minter.
+//!
+//! No boolean decides whether a signature was checked: the type says it.
+
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::claims::{ActorId, Claims};
+use super::error::TokenError;
+use super::jws::SignatureVerified;
+use super::opaque::ActiveAnswer;
+use crate::config::IssuerId;
+use crate::oauth::TokenType;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The role a token plays in an exchange.
+pub trait Role: sealed::Sealed + Send + Sync + 'static {
+    /// `subject` or `actor`, for metrics.
+    const NAME: &'static str;
+}
+/// The subject token's role.
+#[derive(Debug)]
+pub enum Subject {}
+/// The actor token's role.
+#[derive(Debug)]
+pub enum Actor {}
+impl sealed::Sealed for Subject {}
+impl sealed::Sealed for Actor {}
+impl Role for Subject {
+    const NAME: &'static str = "subject";
+}
+impl Role for Actor {
+    const NAME: &'static str = "actor";
+}
+
+/// What the token-independent checks of one token need to know.
+pub(super) struct ClaimRules {
+    /// Seconds of clock skew allowed on `exp`, `nbf` and `iat`.
+    pub(super) leeway: u64,
+    /// The issuer's maximum token age by `iat`, when it has one.
+    pub(super) max_token_age: Option<u64>,
+}
+
+/// A token whose issuer, declared type, algorithm allow-list, claims and times were
+/// checked, but not (or not yet) its signature. Only the token module builds one.
+#[derive(Debug)]
+pub struct Checked<R: Role> {
+    issuer: IssuerId,
+    iss: String,
+    sub: String,
+    exp: u64,
+    aud: Vec<String>,
+    scope: Vec<String>,
+    client_id: Option<String>,
+    azp: Option<String>,
+    jti: Option<String>,
+    act: Vec<ActorId>,
+    may_act: Option<ActorId>,
+    token_type: TokenType,
+    raw: Arc<str>,
+    role: PhantomData<R>,
+}
+
+impl<R: Role> Checked<R> {
+    /// The checks every token's claims get, signed or introspected: no `cnf`, `exp`
+    /// required and `nbf`/`iat` checked against `now` with a leeway (RFC 7519
+    /// §4.1.4–§4.1.6), the issuer's maximum age, and a non-empty `sub`.
+    pub(super) fn check(
+        issuer: IssuerId,
+        claims: Claims,
+        declared: TokenType,
+        rules: &ClaimRules,
+        now: u64,
+    ) -> Result<Self, TokenError> {
+        // RFC 7800 `cnf`: the token only counts in the hands of the key holder, and we
+        // cannot check that a client holds it (no DPoP or mTLS proof here).
+        if claims.sender_constrained {
+            return Err(TokenError::SenderConstrained);
+        }
+        let leeway = rules.leeway;
+        let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
+        if exp.saturating_add(leeway) <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(leeway))
+        {
+            return Err(TokenError::IssuedInFuture);
+        }
+        // An optional per-issuer bound on age, for issuers whose tokens live long; it
+        // needs `iat`.
+        if let Some(max_age) = rules.max_token_age {
+            let iat = claims.iat.ok_or(TokenError::MissingClaim("iat"))?;
+            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
+                return Err(TokenError::TooOld);
+            }
+        }
+        let sub = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .ok_or(TokenError::MissingClaim("sub"))?;
+        Ok(Checked {
+            issuer,
+            iss: claims.iss,
+            sub,
+            exp,
+            aud: claims.aud,
+            scope: claims.scope,
+            client_id: claims.client_id,
+            azp: claims.azp,
+            jti: claims.jti,
+            act: claims.act,
+            may_act: claims.may_act,
+            token_type: declared,
+            raw: claims.raw,
+            role: PhantomData,
+        })
+    }
+
+    /// Which configured issuer it claims to come from.
+    pub fn issuer(&self) -> IssuerId {
+        self.issuer
+    }
+    /// `iss`.
+    pub fn iss(&self) -> &str {
+        &self.iss
+    }
+    /// `sub`.
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+    /// `exp`.
+    pub fn exp(&self) -> u64 {
+        self.exp
+    }
+    /// `aud` values (empty when absent).
+    pub fn aud(&self) -> &[String] {
+        &self.aud
+    }
+    /// `scope`, split on spaces.
+    pub fn scope(&self) -> &[String] {
+        &self.scope
+    }
+    /// `client_id` (RFC 9068 §2.2).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+    /// `azp` (OpenID Connect Core §2).
+    pub fn azp(&self) -> Option<&str> {
+        self.azp.as_deref()
+    }
+    /// `jti`.
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+    /// The delegation chain already in the token, current actor first.
+    pub fn act(&self) -> &[ActorId] {
+        &self.act
+    }
+    /// `may_act` (RFC 8693 §4.4).
+    pub fn may_act(&self) -> Option<&ActorId> {
+        self.may_act.as_ref()
+    }
+    /// The token type the request declared and the token's kind fits.
+    pub fn token_type(&self) -> TokenType {
+        self.token_type
+    }
+    /// Every claim, as the token carries it (policy conditions and passthrough claims).
+    pub fn claims_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        // The text was parsed as a JSON object when the token was checked.
+        serde_json::from_str(&self.raw).unwrap_or_default()
+    }
+    /// The (`iss`, `sub`) identity as an actor entry.
+    pub fn identity(&self) -> ActorId {
+        ActorId {
+            sub: self.sub.clone(),
+            iss: Some(self.iss.clone()),
+        }
+    }
+}
+
+/// A [`Checked`] token that is also genuine: its signature verified with a key of its
+/// issuer, or its issuer's introspection endpoint answered that it is active. It is built
+/// only from the witness of that check, which only the JWS path
+/// ([`SignatureVerified`]) and the introspection path ([`ActiveAnswer`]) can make, each
+/// right after its check. Only these reach a `Grant`.
+#[derive(Debug)]
+pub struct VerifiedToken<R: Role> {
+    checked: Checked<R>,
+}
+
+impl<R: Role> VerifiedToken<R> {
+    /// A checked token whose signature verified.
+    pub(super) fn signed(checked: Checked<R>, _: SignatureVerified) -> Self {
+        Self { checked }
+    }
+
+    /// A checked token its issuer's introspection endpoint says is active.
+    pub(super) fn introspected(checked: Checked<R>, _: ActiveAnswer) -> Self {
+        Self { checked }
+    }
+
+    /// The checked claims, for code that needs no proof of genuineness (a dry run).
+    pub fn into_checked(self) -> Checked<R> {
+        self.checked
+    }
+}
+
+impl<R: Role> Deref for VerifiedToken<R> {
+    type Target = Checked<R>;
+
+    fn deref(&self) -> &Checked<R> {
+        &self.checked
+    }
+}
+
+impl<R: Role> Borrow<Checked<R>> for VerifiedToken<R> {
+    fn borrow(&self) -> &Checked<R> {
+        &self.checked
+    }
+}
