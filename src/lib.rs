@@ -54,6 +54,7 @@ pub mod policy;
 pub mod reload;
 pub mod request;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;
