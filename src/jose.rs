@@ -357,99 +357,133 @@ fn parse_jwk(
 ) -> Result<Vec<VerifyingKey>, JwkError> {
     let JsonObject(raw) =
         serde_json::from_value::<JsonObject<RawJwk>>(value).map_err(|_| JwkError::BadKey)?;
-    if raw.use_.as_deref().is_some_and(|u| u != "sig") {
-        return Err(JwkError::NotForVerification);
-    }
-    if raw
-        .key_ops
-        .as_ref()
-        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
-    {
-        return Err(JwkError::NotForVerification);
-    }
-    let family = match (raw.kty.as_str(), raw.crv.as_deref()) {
-        ("RSA", None) => KeyFamily::Rsa,
-        ("EC", Some("P-256")) => KeyFamily::P256,
-        ("EC", Some("P-384")) => KeyFamily::P384,
-        ("OKP", Some("Ed25519")) => KeyFamily::Ed25519,
-        _ => return Err(JwkError::Unsupported),
-    };
-    // The algorithms this key may verify: its declared `alg`, or every allowed
-    // algorithm of its family.
-    let algs: Vec<JwsAlgorithm> = match raw.alg.as_deref() {
-        Some(name) => {
-            let alg = JwsAlgorithm::from_name(name).ok_or(JwkError::Unsupported)?;
-            if alg.key_family() != family {
-                return Err(JwkError::Unsupported);
-            }
-            if !allowed.contains(&alg) {
-                return Err(JwkError::AlgorithmNotAllowed);
-            }
-            vec![alg]
-        }
-        None => allowed
-            .iter()
-            .copied()
-            .filter(|a| a.key_family() == family)
-            .collect(),
-    };
-    if algs.is_empty() {
-        return Err(JwkError::AlgorithmNotAllowed);
-    }
-    let b64 = |member: &Option<String>| {
-        member
-            .as_deref()
-            .and_then(b64_decode)
-            .ok_or(JwkError::BadKey)
-    };
-    let mut keys = Vec::with_capacity(algs.len());
+    raw.check_verification_use()?;
+    let family = raw.family()?;
+    let algs = raw.algorithms(family, allowed)?;
     match family {
-        KeyFamily::Rsa => {
-            let components = RsaPublicKeyComponents {
-                n: b64(&raw.n)?,
-                e: b64(&raw.e)?,
-            };
-            for alg in algs {
-                let params = alg.rsa_parameters().ok_or(JwkError::Unsupported)?;
-                let key = components
-                    .to_parsed_public_key(params)
-                    .map_err(|_| JwkError::BadKey)?;
-                keys.push(VerifyingKey {
-                    kid: raw.kid.clone(),
-                    alg,
-                    key,
-                });
-            }
+        KeyFamily::Rsa => raw.rsa_keys(algs),
+        KeyFamily::P256 => raw.ec_keys(32, algs),
+        KeyFamily::P384 => raw.ec_keys(48, algs),
+        KeyFamily::Ed25519 => raw.ed25519_keys(algs),
+    }
+}
+
+impl RawJwk {
+    /// Refuses a key whose `use` or `key_ops` excludes verifying signatures.
+    fn check_verification_use(&self) -> Result<(), JwkError> {
+        if self.use_.as_deref().is_some_and(|u| u != "sig") {
+            return Err(JwkError::NotForVerification);
         }
-        KeyFamily::P256 | KeyFamily::P384 => {
-            let coordinate_len = if family == KeyFamily::P256 { 32 } else { 48 };
-            let (x, y) = (b64(&raw.x)?, b64(&raw.y)?);
-            if x.len() != coordinate_len || y.len() != coordinate_len {
-                return Err(JwkError::BadKey);
-            }
-            let mut point = Vec::with_capacity(1 + 2 * coordinate_len);
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            for alg in algs {
-                keys.push(VerifyingKey::from_public_bytes(
-                    raw.kid.clone(),
-                    alg,
-                    &point,
-                )?);
-            }
+        if self
+            .key_ops
+            .as_ref()
+            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+        {
+            return Err(JwkError::NotForVerification);
         }
-        KeyFamily::Ed25519 => {
-            let x = b64(&raw.x)?;
-            if x.len() != 32 {
-                return Err(JwkError::BadKey);
-            }
-            for alg in algs {
-                keys.push(VerifyingKey::from_public_bytes(raw.kid.clone(), alg, &x)?);
-            }
+        Ok(())
+    }
+
+    /// The key family named by `kty` and `crv`.
+    fn family(&self) -> Result<KeyFamily, JwkError> {
+        match (self.kty.as_str(), self.crv.as_deref()) {
+            ("RSA", None) => Ok(KeyFamily::Rsa),
+            ("EC", Some("P-256")) => Ok(KeyFamily::P256),
+            ("EC", Some("P-384")) => Ok(KeyFamily::P384),
+            ("OKP", Some("Ed25519")) => Ok(KeyFamily::Ed25519),
+            _ => Err(JwkError::Unsupported),
         }
     }
-    Ok(keys)
+
+    /// The algorithms this key may verify: its declared `alg`, or every allowed
+    /// algorithm of its family; never none.
+    fn algorithms(
+        &self,
+        family: KeyFamily,
+        allowed: &[JwsAlgorithm],
+    ) -> Result<Vec<JwsAlgorithm>, JwkError> {
+        let algs: Vec<JwsAlgorithm> = match self.alg.as_deref() {
+            Some(name) => {
+                let alg = JwsAlgorithm::from_name(name).ok_or(JwkError::Unsupported)?;
+                if alg.key_family() != family {
+                    return Err(JwkError::Unsupported);
+                }
+                if !allowed.contains(&alg) {
+                    return Err(JwkError::AlgorithmNotAllowed);
+                }
+                vec![alg]
+            }
+            None => allowed
+                .iter()
+                .copied()
+                .filter(|a| a.key_family() == family)
+                .collect(),
+        };
+        if algs.is_empty() {
+            return Err(JwkError::AlgorithmNotAllowed);
+        }
+        Ok(algs)
+    }
+
+    /// An RSA key (`n`, `e`), once per algorithm.
+    fn rsa_keys(&self, algs: Vec<JwsAlgorithm>) -> Result<Vec<VerifyingKey>, JwkError> {
+        let components = RsaPublicKeyComponents {
+            n: b64_member(&self.n)?,
+            e: b64_member(&self.e)?,
+        };
+        let mut keys = Vec::with_capacity(algs.len());
+        for alg in algs {
+            let params = alg.rsa_parameters().ok_or(JwkError::Unsupported)?;
+            let key = components
+                .to_parsed_public_key(params)
+                .map_err(|_| JwkError::BadKey)?;
+            keys.push(VerifyingKey {
+                kid: self.kid.clone(),
+                alg,
+                key,
+            });
+        }
+        Ok(keys)
+    }
+
+    /// An EC key (`x`, `y`, each `coordinate_len` bytes) as an uncompressed point, once
+    /// per algorithm.
+    fn ec_keys(
+        &self,
+        coordinate_len: usize,
+        algs: Vec<JwsAlgorithm>,
+    ) -> Result<Vec<VerifyingKey>, JwkError> {
+        let (x, y) = (b64_member(&self.x)?, b64_member(&self.y)?);
+        if x.len() != coordinate_len || y.len() != coordinate_len {
+            return Err(JwkError::BadKey);
+        }
+        let mut point = Vec::with_capacity(1 + 2 * coordinate_len);
+        point.push(0x04);
+        point.extend_from_slice(&x);
+        point.extend_from_slice(&y);
+        algs.into_iter()
+            .map(|alg| VerifyingKey::from_public_bytes(self.kid.clone(), alg, &point))
+            .collect()
+    }
+
+    /// An Ed25519 key (`x`, 32 bytes), once per algorithm.
+    fn ed25519_keys(&self, algs: Vec<JwsAlgorithm>) -> Result<Vec<VerifyingKey>, JwkError> {
+        let x = b64_member(&self.x)?;
+        if x.len() != 32 {
+            return Err(JwkError::BadKey);
+        }
+        algs.into_iter()
+            .map(|alg| VerifyingKey::from_public_bytes(self.kid.clone(), alg, &x))
+            .collect()
+    }
+}
+
+/// A base64url key member; absent or malformed is a bad key.
+fn b64_member(member: &Option<String>) -> Result<Vec<u8>, JwkError> {
+    member
+        .as_deref()
+        .and_then(b64_decode)
+        .ok_or(JwkError::BadKey)
 }
 
 #[cfg(test)]

@@ -280,66 +280,52 @@ pub struct Snapshot {
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
-            let g = ConstGauge::new(value);
-            g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
-        };
+        self.encode_signing(&mut encoder)?;
+        self.encode_jwks(&mut encoder)?;
+        self.encode_introspection(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    /// Readiness and the signing keys.
+    fn encode_signing(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         gauge(
-            &mut encoder,
+            encoder,
             "ready",
             "1 when every required issuer has usable keys",
             i64::from(self.ready),
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "signing_key_loaded_seconds",
             "Seconds since the signing key in use was loaded or, with a key directory, started signing",
             i64::try_from(self.signing_key_loaded_seconds).unwrap_or(i64::MAX),
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "signing_keys_published",
             "Keys in the published JWKS (upcoming, signing, and retired ones whose tokens may still be valid)",
             i64::try_from(self.signing_keys_published).unwrap_or(i64::MAX),
         )?;
-        {
-            let info = ConstGauge::new(1i64);
-            let mut metric = encoder.encode_descriptor(
-                "signing_key",
-                "The signing key in use",
-                None,
-                MetricType::Gauge,
-            )?;
-            let labels = [
-                ("kid", self.signing_key.0.as_str()),
-                ("alg", self.signing_key.1),
-            ];
-            info.encode(metric.encode_family(&labels)?)?;
-        }
-        type Per<'a, S> = &'a [(String, S)];
-        fn per_issuer<S>(
-            encoder: &mut DescriptorEncoder,
-            name: &str,
-            help: &str,
-            kind: MetricType,
-            rows: Per<'_, S>,
-            value: impl Fn(&S) -> Option<u64>,
-        ) -> Result<(), std::fmt::Error> {
-            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-            for (issuer, stats) in rows {
-                let Some(v) = value(stats) else { continue };
-                let labels = [("issuer", issuer.as_str())];
-                let family = metric.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(v).encode(family)?,
-                    _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(family)?,
-                }
-            }
-            Ok(())
-        }
+        let info = ConstGauge::new(1i64);
+        let mut metric = encoder.encode_descriptor(
+            "signing_key",
+            "The signing key in use",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("kid", self.signing_key.0.as_str()),
+            ("alg", self.signing_key.1),
+        ];
+        info.encode(metric.encode_family(&labels)?)
+    }
+
+    /// Per issuer: the JWKS fetches and the keys they yielded.
+    fn encode_jwks(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let jwks = self.jwks.as_slice();
         per_issuer(
-            &mut encoder,
+            encoder,
             "jwks_fetches",
             "JWKS fetch attempts",
             MetricType::Counter,
@@ -347,7 +333,7 @@ impl Collector for Snapshot {
             |s| Some(s.fetches),
         )?;
         per_issuer(
-            &mut encoder,
+            encoder,
             "jwks_fetch_failures",
             "Failed JWKS fetch attempts",
             MetricType::Counter,
@@ -355,7 +341,7 @@ impl Collector for Snapshot {
             |s| Some(s.failures),
         )?;
         per_issuer(
-            &mut encoder,
+            encoder,
             "jwks_keys",
             "Usable (key, algorithm) pairs held",
             MetricType::Gauge,
@@ -363,16 +349,20 @@ impl Collector for Snapshot {
             |s| u64::try_from(s.keys).ok(),
         )?;
         per_issuer(
-            &mut encoder,
+            encoder,
             "jwks_age_seconds",
             "Age of the keys held",
             MetricType::Gauge,
             jwks,
             |s| s.age_seconds,
-        )?;
+        )
+    }
+
+    /// Per issuer: the introspection calls.
+    fn encode_introspection(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let introspection = self.introspection.as_slice();
         per_issuer(
-            &mut encoder,
+            encoder,
             "introspection_calls",
             "Calls to the introspection endpoint",
             MetricType::Counter,
@@ -380,7 +370,7 @@ impl Collector for Snapshot {
             |s| Some(s.calls),
         )?;
         per_issuer(
-            &mut encoder,
+            encoder,
             "introspection_failures",
             "Introspection calls that failed (endpoint unavailable)",
             MetricType::Counter,
@@ -388,15 +378,47 @@ impl Collector for Snapshot {
             |s| Some(s.failures),
         )?;
         per_issuer(
-            &mut encoder,
+            encoder,
             "introspection_cache_hits",
             "Introspection answers reused from the cache",
             MetricType::Counter,
             introspection,
             |s| Some(s.cache_hits),
-        )?;
-        Ok(())
+        )
     }
+}
+
+/// One unlabelled gauge.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value);
+    g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// One metric with a sample per issuer; issuers for which `value` is `None` are left out.
+fn per_issuer<S>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: &[(String, S)],
+    value: impl Fn(&S) -> Option<u64>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (issuer, stats) in rows {
+        let Some(v) = value(stats) else { continue };
+        let labels = [("issuer", issuer.as_str())];
+        let family = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(v).encode(family)?,
+            _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(family)?,
+        }
+    }
+    Ok(())
 }
 
 /// `gleipnir_tls_certificate_expiry_timestamp_seconds`: present only once a certificate is

@@ -24,7 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -190,19 +190,7 @@ async fn serve_on<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     loop {
@@ -229,61 +217,106 @@ async fn serve_on<H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let request_timeout = limits.request_timeout;
-        let service = service_fn(move |req| {
-            let response = tokio::time::timeout(request_timeout, handler(req));
-            async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|_| timed_out())) }
-        });
-        let (builder, tls) = (Arc::clone(&builder), tls.clone());
-        let mut stop = stop.clone();
-        let idle_timeout = limits.idle_timeout;
+        let connection = serve_connection(
+            stream,
+            tls.clone(),
+            Arc::clone(&builder),
+            handler.clone(),
+            limits,
+            stop.clone(),
+        );
         connections.spawn(async move {
             let _permit = permit;
-            let stream = match tls {
-                None => tls::MaybeTls::Plain(stream),
-                // Shutting down mid-handshake: there is no request to finish.
-                Some(tls) => tokio::select! {
-                    stream = tls.handshake(stream, idle_timeout) => match stream {
-                        Some(stream) => tls::MaybeTls::Tls(Box::new(stream)),
-                        None => return,
-                    },
-                    _ = stop.changed() => return,
-                },
-            };
-            let activity = Arc::new(Activity::new());
-            let io = TokioIo::new(Tracked {
-                inner: stream,
-                activity: Arc::clone(&activity),
-            });
-            let connection = builder.serve_connection(io, service).into_owned();
-            tokio::pin!(connection);
-            let mut closing = false;
-            loop {
-                let idle = activity.idle_for();
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stop.changed(), if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    () = tokio::time::sleep(idle_timeout.saturating_sub(idle)), if !closing => {
-                        if activity.idle_for() >= idle_timeout {
-                            connection.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                    }
-                }
-            }
+            connection.await;
         });
     }
     drop(listener);
-    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+    drain(connections, limits.shutdown_grace).await;
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every connection is served with.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Serves one accepted connection: the TLS handshake when `tls` is given, then requests
+/// (each within the request timeout) until the peer closes, the connection stays idle for
+/// the idle timeout, or `stop` changes; the last two close it gracefully, after the
+/// request in flight is answered.
+async fn serve_connection<H, F>(
+    stream: TcpStream,
+    tls: Option<Arc<tls::Tls>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: H,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let request_timeout = limits.request_timeout;
+    let service = service_fn(move |req| {
+        let response = tokio::time::timeout(request_timeout, handler(req));
+        async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|_| timed_out())) }
+    });
+    let idle_timeout = limits.idle_timeout;
+    let stream = match tls {
+        None => tls::MaybeTls::Plain(stream),
+        // Shutting down mid-handshake: there is no request to finish.
+        Some(tls) => tokio::select! {
+            stream = tls.handshake(stream, idle_timeout) => match stream {
+                Some(stream) => tls::MaybeTls::Tls(Box::new(stream)),
+                None => return,
+            },
+            _ = stop.changed() => return,
+        },
+    };
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let connection = builder.serve_connection(io, service).into_owned();
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        let idle = activity.idle_for();
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep(idle_timeout.saturating_sub(idle)), if !closing => {
+                if activity.idle_for() >= idle_timeout {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the connections to finish within the grace period, then closes what remains.
+async fn drain(mut connections: JoinSet<()>, grace: Duration) {
+    let drained = tokio::time::timeout(grace, async {
         while connections.join_next().await.is_some() {}
     });
     if drained.await.is_err() {
