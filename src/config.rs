@@ -4,12 +4,14 @@
 //! [`Config::from_toml`] is pure; [`Config::load`] reads the file. Everything that needs
 //! the outside world (secrets from env or files, the key file, the policy directory) is
 //! resolved by `App::build` (the TLS certificate and key by `server::tls::Tls::load`),
-//! still before any port is bound. Every error names the file, the field and the reason.
+//! still before any port is bound. Every error names the file, the field and the reason,
+//! and one run reports every problem of the file ([`ConfigErrors`]), not just the first.
 //!
 //! Each section of the file has its own module, holding its raw struct, its validated
 //! type and the validator between them: `server`, `tls`, `signing`, `tokens`, `policy`,
-//! `issuers`, `clients` (and `secret`, shared by the last two). This module holds the
-//! top level and puts the sections together.
+//! `issuers`, `clients` (and `secret`, shared by the last two). Each records its problems
+//! in a `Checker` and goes on; this module holds the top level and puts the sections
+//! together.
 
 mod clients;
 mod issuers;
@@ -68,6 +70,73 @@ impl ConfigError {
         }
     }
 }
+
+/// Every problem found in a configuration, in the order the file is checked (its
+/// sections as listed in the module docs, each field in file order). Never empty: one
+/// run reports every independent mistake, so an operator fixes them all at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    first: ConfigError,
+    rest: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// The first problem: the one a check that stops at the first would have reported.
+    pub fn first(&self) -> &ConfigError {
+        &self.first
+    }
+
+    /// [`first`](Self::first), dropping the others (for callers that report one).
+    pub fn into_first(self) -> ConfigError {
+        self.first
+    }
+
+    /// Every problem, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    fn from_vec(errors: Vec<ConfigError>) -> Option<ConfigErrors> {
+        let mut errors = errors.into_iter();
+        let first = errors.next()?;
+        Some(ConfigErrors {
+            first,
+            rest: errors.collect(),
+        })
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(first: ConfigError) -> Self {
+        ConfigErrors {
+            first,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter =
+        std::iter::Chain<std::iter::Once<&'a ConfigError>, std::slice::Iter<'a, ConfigError>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+}
+
+/// One problem a line, each as a [`ConfigError`] shows itself.
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.first)?;
+        for e in &self.rest {
+            write!(f, "\n{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 /// Names an issuer whose tokens we accept: the service itself or a configured upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,21 +208,50 @@ struct RawConfig {
 pub const MAX_CHAIN_DEPTH: usize = 16;
 
 /// What every section's validator needs: the file, to name it in errors, and its
-/// directory, which anchors relative paths.
-struct Source<'a> {
+/// directory, which anchors relative paths; and the problems found so far. A validator
+/// records each problem and goes on, so that one run finds them all; it returns `None`
+/// only when it has recorded why.
+struct Checker<'a> {
     file: &'a str,
     base: &'a Path,
+    found: Vec<ConfigError>,
 }
 
-impl Source<'_> {
-    fn error(&self, field: &str, reason: &str) -> ConfigError {
-        ConfigError::new(self.file, field, reason)
+impl<'a> Checker<'a> {
+    fn new(file: &'a str, base: &'a Path) -> Self {
+        Checker {
+            file,
+            base,
+            found: Vec::new(),
+        }
+    }
+
+    /// Records a problem with `field`.
+    fn error(&mut self, field: &str, reason: &str) {
+        self.found.push(ConfigError::new(self.file, field, reason));
+    }
+
+    /// The value, or `None` with the problem recorded against `field`.
+    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|reason| self.error(field, &reason)).ok()
+    }
+
+    /// The configuration, when nothing is wrong with it; else every problem found.
+    fn finish<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
+        let file = self.file;
+        match (value, ConfigErrors::from_vec(self.found)) {
+            (Some(value), None) => Ok(value),
+            (_, Some(errors)) => Err(errors),
+            // Unreachable while every `None` comes with its recorded problem; should
+            // that ever slip, refusing the file is still right.
+            (None, None) => Err(ConfigError::new(file, "-", "invalid configuration").into()),
+        }
     }
 }
 
 impl Config {
     /// Reads and validates a config file. Relative paths in it are relative to its directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path.display().to_string(), "-", e.to_string()))?;
         Self::from_toml(&text, path)
@@ -161,31 +259,54 @@ impl Config {
 
     /// Parses and validates config text. `origin` names it in errors and anchors
     /// relative paths (its parent directory). Reads nothing.
-    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    ///
+    /// A TOML syntax error or an unknown field is the one error (nothing is validated
+    /// then); otherwise every section is validated and every problem reported. A check
+    /// that needs a value found wrong (an issuer's JWKS derived from its `issuer`, a
+    /// client's default audience from its `id`) is skipped rather than reported again.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
         let file = origin.display().to_string();
         let base = origin.parent().unwrap_or(Path::new(""));
         let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
-        let src = Source { file: &file, base };
-        let issuer = validate_issuer_url(&raw.issuer).map_err(|r| src.error("issuer", &r))?;
-        let server = raw.server.validate(&src)?;
-        let signing = raw.signing.validate(&src)?;
-        let tokens = raw.tokens.validate(&src)?;
-        let (policy, policy_watch_seconds) = raw.policy.validate(&src)?;
-        let tls = raw.tls.map(|tls| tls.validate(&src)).transpose()?;
-        let issuers = issuers::validate(raw.issuers, &issuer, &src)?;
-        let clients = clients::validate(raw.clients, &src)?;
-        Ok(Config {
-            origin: file,
-            issuer,
-            server,
-            signing,
-            tokens,
-            policy,
-            policy_watch_seconds,
-            issuers,
-            clients,
-            tls,
-        })
+        let mut cx = Checker::new(&file, base);
+        let issuer = cx.check("issuer", validate_issuer_url(&raw.issuer));
+        let server = raw.server.validate(&mut cx);
+        let signing = raw.signing.validate(&mut cx);
+        let tokens = raw.tokens.validate(&mut cx);
+        let policy = raw.policy.validate(&mut cx);
+        let tls = match raw.tls {
+            None => Some(None),
+            Some(tls) => tls.validate(&mut cx).map(Some),
+        };
+        let issuers = issuers::validate(raw.issuers, issuer.as_deref(), &mut cx);
+        let clients = clients::validate(raw.clients, &mut cx);
+        let config = match (
+            issuer, server, signing, tokens, policy, tls, issuers, clients,
+        ) {
+            (
+                Some(issuer),
+                Some(server),
+                Some(signing),
+                Some(tokens),
+                Some((policy, policy_watch_seconds)),
+                Some(tls),
+                Some(issuers),
+                Some(clients),
+            ) => Some(Config {
+                origin: file.clone(),
+                issuer,
+                server,
+                signing,
+                tokens,
+                policy,
+                policy_watch_seconds,
+                issuers,
+                clients,
+                tls,
+            }),
+            _ => None,
+        };
+        cx.finish(config)
     }
 
     /// This configuration for an offline dry run (`gleipnir policy test`, `policy explain
@@ -280,6 +401,13 @@ fn validate_issuer_url(value: &str) -> Result<String, String> {
     }
 }
 
+fn non_empty(value: String) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(value)
+}
+
 fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
     value: Option<T>,
     default: T,
@@ -313,8 +441,18 @@ id = "bff"
 secret = { env = "BFF_SECRET" }
 "#;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    fn parse_all(text: &str) -> Result<Config, ConfigErrors> {
         Config::from_toml(text, Path::new("/etc/gleipnir/gleipnir.toml"))
+    }
+
+    /// The config, or its one error: a single mistake is a single error, never followed
+    /// by others it causes.
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_all(text).map_err(|errors| {
+            let all: Vec<_> = errors.iter().cloned().collect();
+            assert_eq!(all.len(), 1, "one mistake, one error: {errors}");
+            errors.into_first()
+        })
     }
 
     #[test]
@@ -609,6 +747,92 @@ secret = { env = "BFF_SECRET" }
         ] {
             assert_eq!(parse(&with(lines)).unwrap_err().field, field, "{lines}");
         }
+    }
+
+    #[test]
+    fn independent_mistakes_are_all_reported_in_one_run() {
+        let text = MINIMAL
+            .replace(
+                "[signing]",
+                "[server]\nlisten = \"nowhere\"\n[tokens]\nmax_depth = 0\n[signing]",
+            )
+            .replace("jwks_uri = \"https://idp", "jwks_uri = \"http://idp");
+        let errors = parse_all(&text).unwrap_err();
+        let file = "/etc/gleipnir/gleipnir.toml";
+        let want = [
+            ConfigError::new(
+                file,
+                "server.listen",
+                "\"nowhere\" is not an address:port (e.g. 127.0.0.1:8080)",
+            ),
+            ConfigError::new(file, "tokens.max_depth", "must be between 1 and 16"),
+            ConfigError::new(
+                file,
+                "issuers[corp].jwks_uri",
+                "must be an https URL (http only with allow_http = true, for loopback tests)",
+            ),
+        ];
+        assert_eq!(errors.iter().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(errors.first(), &want[0]);
+        let lines: Vec<String> = want.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.to_string(), lines.join("\n"), "one error a line");
+    }
+
+    #[test]
+    fn every_entry_and_field_is_checked_but_follow_ups_are_not_reported() {
+        let fields = |text: &str| -> Vec<String> {
+            let errors = parse_all(text).unwrap_err();
+            errors.iter().map(|e| e.field.clone()).collect()
+        };
+        // Two wrong fields of one issuer, and a wrong second client after a wrong first.
+        let text = MINIMAL
+            .replace(
+                "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"",
+                "jwks_uri = \"https://i/\"\nalgorithms = []\nmax_token_age_seconds = 0",
+            )
+            .replace("secret = { env = \"BFF_SECRET\" }", "secret = {}")
+            + "[[clients]]\nid = \"bff\"\nsecret = { value = \"x\" }\naudiences = []\n";
+        assert_eq!(
+            fields(&text),
+            [
+                "issuers[corp].algorithms",
+                "issuers[corp].max_token_age_seconds",
+                "clients[bff].secret",
+                "clients[bff].id",
+                "clients[bff].audiences",
+            ]
+        );
+        // A wrong issuer value is not also reported as an undiscoverable JWKS, nor a wrong
+        // profile as a missing introspection endpoint.
+        let no_uri = MINIMAL.replace(
+            "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"\n",
+            "",
+        );
+        let empty_issuer = no_uri.replace(
+            "issuer = \"https://idp.example.com/realms/corp\"",
+            "issuer = \"\"",
+        );
+        assert_eq!(fields(&empty_issuer), ["issuers[corp].issuer"]);
+        let bad_profile = no_uri.replace(
+            "[[clients]]",
+            "profile = \"okta\"\n[issuers.introspection]\nclient_id = \"g\"\nsecret = { value = \"s\" }\n[[clients]]",
+        );
+        assert_eq!(fields(&bad_profile), ["issuers[corp].profile"]);
+        // A malformed client id is not also reported through the audiences and actor_sub
+        // that default to it.
+        let bad_id = MINIMAL.replace("id = \"bff\"", "id = \"\"");
+        assert_eq!(fields(&bad_id), ["clients[0].id"]);
+        // An upstream equal to our own, wrong issuer is reported once, as ours.
+        let own = MINIMAL
+            .replace(
+                "issuer = \"https://sts.example.com\"",
+                "issuer = \"https://idp.example.com/realms/corp?x\"",
+            )
+            .replace(
+                "issuer = \"https://idp.example.com/realms/corp\"\n",
+                "issuer = \"https://idp.example.com/realms/corp?x\"\n",
+            );
+        assert_eq!(fields(&own), ["issuer"]);
     }
 
     #[test]

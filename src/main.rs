@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use gleipnir::app::App;
 use gleipnir::clock::Clock;
-use gleipnir::config::Config;
+use gleipnir::config::{Config, ConfigErrors};
 use gleipnir::jose::JwsAlgorithm;
 use gleipnir::server::tls::Tls;
 use gleipnir::telemetry::{self, LogFormat};
@@ -179,14 +179,22 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Every configuration problem, one `error:` line each, so that one run shows them all.
+fn fail_config(errors: &ConfigErrors) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
 /// Everything `serve` needs before it binds: the configuration, the App, and the public
 /// listener's TLS certificate when `[tls]` is set.
 type Loaded = (Config, App, Option<Arc<Tls>>);
 
-fn load(path: &std::path::Path) -> Result<Loaded, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let app = App::build(&config, Clock::System).map_err(|e| e.to_string())?;
-    let tls = Tls::load(&config).map_err(|e| e.to_string())?;
+fn load(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    let config = Config::load(path)?;
+    let app = App::build(&config, Clock::System)?;
+    let tls = Tls::load(&config)?;
     Ok((config, app, tls))
 }
 
@@ -197,7 +205,7 @@ async fn serve(
 ) -> ExitCode {
     let (config, app, tls) = match load(&path) {
         Ok(loaded) => loaded,
-        Err(e) => return fail(&e),
+        Err(e) => return fail_config(&e),
     };
     let public_addr = listen.unwrap_or(config.server.listen);
     let admin_addr = admin_listen.unwrap_or(config.server.admin_listen);
@@ -257,7 +265,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail_config(&e),
     }
 }
 
@@ -355,7 +363,7 @@ async fn policy_explain(command: PolicyCommand) -> ExitCode {
     };
     let config = match Config::load(&config) {
         Ok(c) => c,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fail_config(&e),
     };
     // Offline, nothing is verified or signed: no key file or secret is needed.
     let (config, signatures) = if offline {

@@ -381,6 +381,33 @@ fn check_refuses_bad_configs_naming_file_and_field() {
     }
 }
 
+#[test]
+fn check_and_serve_report_every_independent_mistake_in_one_run() {
+    let setup = Setup::new();
+    setup.write_config(&format!(
+        "{}\n[tokens]\nmax_depth = 0\n",
+        CONFIG
+            .replace("127.0.0.1:8080", "localhost")
+            .replace("jwks_uri = \"https://idp", "jwks_uri = \"http://idp")
+    ));
+    let file = setup.config_path().display().to_string();
+    let want = [
+        format!(
+            "error: {file}: server.listen: \"localhost\" is not an address:port (e.g. 127.0.0.1:8080)"
+        ),
+        format!("error: {file}: tokens.max_depth: must be between 1 and 16"),
+        format!(
+            "error: {file}: issuers[corp].jwks_uri: must be an https URL (http only with allow_http = true, for loopback tests)"
+        ),
+    ];
+    for command in ["check", "serve"] {
+        let (out, stdout, stderr) = run(&mut setup.command(command));
+        assert!(!out.status.success(), "{command} accepted: {stdout}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines, want, "{command}: one line per mistake, all of them");
+    }
+}
+
 // ---- serve -----------------------------------------------------------------------------
 
 #[test]

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::secret::RawSecret;
-use super::{ConfigError, SecretSource, Source};
+use super::{Checker, SecretSource, non_empty};
 
 /// A registered client.
 #[derive(Debug, Clone)]
@@ -31,15 +31,15 @@ pub(super) struct RawClient {
 }
 
 /// Every `[[clients]]` entry, ids unique.
-pub(super) fn validate(
-    raw: Vec<RawClient>,
-    src: &Source,
-) -> Result<Vec<ClientConfig>, ConfigError> {
+pub(super) fn validate(raw: Vec<RawClient>, cx: &mut Checker) -> Option<Vec<ClientConfig>> {
     let mut ids = HashSet::new();
-    raw.into_iter()
+    // Every client is checked, the ones after a wrong one too.
+    let clients: Vec<_> = raw
+        .into_iter()
         .enumerate()
-        .map(|(i, client)| client.validate(i, &mut ids, src))
-        .collect()
+        .map(|(i, client)| client.validate(i, &mut ids, cx))
+        .collect();
+    clients.into_iter().collect()
 }
 
 impl RawClient {
@@ -48,43 +48,55 @@ impl RawClient {
         self,
         index: usize,
         ids: &mut HashSet<String>,
-        src: &Source,
-    ) -> Result<ClientConfig, ConfigError> {
+        cx: &mut Checker,
+    ) -> Option<ClientConfig> {
         let name = if self.id.is_empty() {
             index.to_string()
         } else {
             self.id.clone()
         };
-        let err = |f: &str, reason: &str| src.error(&format!("clients[{name}].{f}"), reason);
-        if self.id.is_empty() || self.id.chars().any(char::is_control) {
-            return Err(err("id", "must be non-empty, without control characters"));
-        }
-        if !ids.insert(self.id.clone()) {
-            return Err(err("id", "duplicate client id"));
-        }
-        let secret = self
-            .secret
-            .validate(src.base)
-            .map_err(|r| err("secret", &r))?;
-        let audiences = self.audiences.unwrap_or_else(|| vec![self.id.clone()]);
-        if audiences.iter().any(|a| a == "*") {
-            return Err(err(
-                "audiences",
-                "\"*\" is not a wildcard here: list the exact aud values that name this client",
-            ));
-        }
-        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
-            return Err(err("audiences", "must list non-empty values"));
-        }
-        let actor_sub = self.actor_sub.unwrap_or_else(|| self.id.clone());
-        if actor_sub.is_empty() {
-            return Err(err("actor_sub", "must not be empty"));
-        }
-        Ok(ClientConfig {
-            id: self.id,
-            secret,
-            audiences,
-            actor_sub,
+        let at = |f: &str| format!("clients[{name}].{f}");
+        let well_formed = !self.id.is_empty() && !self.id.chars().any(char::is_control);
+        let id = if !well_formed {
+            cx.error(&at("id"), "must be non-empty, without control characters");
+            None
+        } else if !ids.insert(self.id.clone()) {
+            cx.error(&at("id"), "duplicate client id");
+            None
+        } else {
+            Some(self.id.clone())
+        };
+        let secret = cx.check(&at("secret"), self.secret.validate(cx.base));
+        // audiences and actor_sub default to the id: when it is malformed, so would they
+        // be, and that is already said.
+        let audiences = match self.audiences {
+            Some(audiences) => Some(audiences),
+            None => well_formed.then(|| vec![self.id.clone()]),
+        };
+        let audiences = audiences.and_then(|a| cx.check(&at("audiences"), check_audiences(a)));
+        let actor_sub = match self.actor_sub {
+            Some(actor_sub) => Some(actor_sub),
+            None => well_formed.then(|| self.id.clone()),
+        };
+        let actor_sub = actor_sub.and_then(|s| cx.check(&at("actor_sub"), non_empty(s)));
+        Some(ClientConfig {
+            id: id?,
+            secret: secret?,
+            audiences: audiences?,
+            actor_sub: actor_sub?,
         })
     }
+}
+
+/// The exact `aud` values that name a client: some, none empty, no wildcard.
+fn check_audiences(audiences: Vec<String>) -> Result<Vec<String>, String> {
+    if audiences.iter().any(|a| a == "*") {
+        return Err(
+            "\"*\" is not a wildcard here: list the exact aud values that name this client".into(),
+        );
+    }
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        return Err("must list non-empty values".into());
+    }
+    Ok(audiences)
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use super::secret::RawSecret;
-use super::{ConfigError, SELF_ISSUER_NAME, SecretSource, Source, bounded};
+use super::{Checker, SELF_ISSUER_NAME, SecretSource, bounded, non_empty};
 use crate::jose::JwsAlgorithm;
 use crate::oauth::TokenType;
 
@@ -122,130 +122,107 @@ struct Taken {
     isses: HashSet<String>,
 }
 
-/// Every `[[issuers]]` entry, in file order. `own_issuer` is our own `iss`.
+/// Every `[[issuers]]` entry, in file order. `own_issuer` is our own `iss`, `None` when
+/// it is wrong (already said; an upstream equal to it is then not worth a second error).
 pub(super) fn validate(
     raw: Vec<RawIssuer>,
-    own_issuer: &str,
-    src: &Source,
-) -> Result<Vec<IssuerConfig>, ConfigError> {
+    own_issuer: Option<&str>,
+    cx: &mut Checker,
+) -> Option<Vec<IssuerConfig>> {
     let mut taken = Taken {
         names: HashSet::new(),
-        isses: HashSet::from([own_issuer.to_owned()]),
+        isses: own_issuer.map(str::to_owned).into_iter().collect(),
     };
-    raw.into_iter()
+    // Every issuer is checked, the ones after a wrong one too.
+    let issuers: Vec<_> = raw
+        .into_iter()
         .enumerate()
-        .map(|(i, issuer)| issuer.validate(i, &mut taken, src))
-        .collect()
+        .map(|(i, issuer)| issuer.validate(i, &mut taken, cx))
+        .collect();
+    issuers.into_iter().collect()
 }
 
 /// Names the fields of one issuer: `issuers[<name>].<field>` (the index while unnamed).
 struct At(String);
 
 impl At {
-    fn error(&self, src: &Source, field: &str, reason: &str) -> ConfigError {
-        src.error(&format!("issuers[{}].{field}", self.0), reason)
+    fn field(&self, field: &str) -> String {
+        format!("issuers[{}].{field}", self.0)
+    }
+
+    /// The value, or `None` with the problem recorded against the issuer's field.
+    fn check<T>(&self, cx: &mut Checker, result: Result<T, (&str, String)>) -> Option<T> {
+        result
+            .map_err(|(field, reason)| cx.error(&self.field(field), &reason))
+            .ok()
     }
 }
 
 impl RawIssuer {
-    fn validate(
-        self,
-        index: usize,
-        taken: &mut Taken,
-        src: &Source,
-    ) -> Result<IssuerConfig, ConfigError> {
+    fn validate(self, index: usize, taken: &mut Taken, cx: &mut Checker) -> Option<IssuerConfig> {
         let at = At(if self.name.is_empty() {
             index.to_string()
         } else {
             self.name.clone()
         });
-        let err = |field: &str, reason: &str| at.error(src, field, reason);
-        self.check_identity(taken).map_err(|(f, r)| err(f, &r))?;
-        let profile = match self.profile.as_deref() {
-            None | Some("rfc9068") => IssuerProfile::Rfc9068,
-            Some("keycloak") => IssuerProfile::Keycloak,
-            Some(other) => {
-                return Err(err(
-                    "profile",
-                    &format!("{other:?} is not one of rfc9068, keycloak"),
-                ));
+        let name = cx.check(&at.field("name"), taken.name(&self.name));
+        let issuer = cx.check(&at.field("issuer"), taken.iss(&self.issuer));
+        let profile = cx.check(&at.field("profile"), profile(self.profile.as_deref()));
+        let jwks = at.check(cx, self.jwks(profile, issuer.is_some())).flatten();
+        let algorithms = cx.check(&at.field("algorithms"), algorithms(self.algorithms));
+        let token_types = cx.check(&at.field("token_types"), token_types(self.token_types));
+        let max_staleness_seconds = cx.check(
+            &at.field("max_staleness_seconds"),
+            bounded(
+                self.max_staleness_seconds,
+                DEFAULT_MAX_STALENESS,
+                60,
+                7 * 86_400,
+            ),
+        );
+        let introspection = match self.introspection {
+            None => Some(None),
+            Some(raw) => {
+                // The Keycloak endpoint is derived from the issuer: not from a wrong one.
+                let upstream = (issuer.as_deref(), profile, self.allow_http);
+                raw.validate(upstream, &at, cx).map(Some)
             }
         };
-        let jwks = self.jwks(profile).map_err(|(f, r)| err(f, &r))?;
-        let algorithms = algorithms(self.algorithms).map_err(|r| err("algorithms", &r))?;
-        let token_types = token_types(self.token_types).map_err(|r| err("token_types", &r))?;
-        let max_staleness_seconds = bounded(
-            self.max_staleness_seconds,
-            DEFAULT_MAX_STALENESS,
-            60,
-            7 * 86_400,
-        )
-        .map_err(|r| err("max_staleness_seconds", &r))?;
-        let introspection = match self.introspection {
-            None => None,
-            Some(raw) => Some(
-                raw.validate(&self.issuer, profile, self.allow_http, src)
-                    .map_err(|(f, r)| err(&format!("introspection.{f}"), &r))?,
-            ),
+        let max_token_age_seconds = match self.max_token_age_seconds {
+            Some(0) => {
+                cx.error(&at.field("max_token_age_seconds"), "must be at least 1");
+                None
+            }
+            age => Some(age),
         };
-        if self.max_token_age_seconds == Some(0) {
-            return Err(err("max_token_age_seconds", "must be at least 1"));
-        }
-        Ok(IssuerConfig {
-            name: self.name,
-            issuer: self.issuer,
-            profile,
-            jwks,
+        Some(IssuerConfig {
+            name: name?,
+            issuer: issuer?,
+            profile: profile?,
+            jwks: jwks?,
             allow_http: self.allow_http,
-            algorithms,
-            token_types,
+            algorithms: algorithms?,
+            token_types: token_types?,
             required: self.required,
-            max_staleness_seconds,
-            max_token_age_seconds: self.max_token_age_seconds,
-            introspection,
+            max_staleness_seconds: max_staleness_seconds?,
+            max_token_age_seconds: max_token_age_seconds?,
+            introspection: introspection?,
         })
     }
 
-    /// The name is a valid, unreserved, unique policy name; the `iss` is unique.
-    fn check_identity(&self, taken: &mut Taken) -> Result<(), (&'static str, String)> {
-        let valid_name = !self.name.is_empty()
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !valid_name {
-            return Err((
-                "name",
-                "must be non-empty letters, digits, '-' or '_'".into(),
-            ));
-        }
-        if self.name == SELF_ISSUER_NAME {
-            return Err((
-                "name",
-                "\"self\" is reserved for gleipnir's own issuer".into(),
-            ));
-        }
-        if !taken.names.insert(self.name.clone()) {
-            return Err(("name", "duplicate issuer name".into()));
-        }
-        if self.issuer.is_empty() {
-            return Err(("issuer", "must not be empty".into()));
-        }
-        if !taken.isses.insert(self.issuer.clone()) {
-            return Err((
-                "issuer",
-                "duplicate issuer (or equal to our own issuer)".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// Where the JWKS is: `jwks_uri`, the Keycloak realm's certs, or discovered from the
-    /// issuer's metadata (OpenID Connect Discovery §4, RFC 8414 §3).
-    fn jwks(&self, profile: IssuerProfile) -> Result<JwksLocation, (&'static str, String)> {
+    /// issuer's metadata (OpenID Connect Discovery §4, RFC 8414 §3). `Ok(None)`: cannot be
+    /// told, the profile or the issuer being wrong (and already said so).
+    fn jwks(
+        &self,
+        profile: Option<IssuerProfile>,
+        issuer_ok: bool,
+    ) -> Result<Option<JwksLocation>, (&'static str, String)> {
         let jwks_uri = match (&self.jwks_uri, profile) {
-            (Some(uri), _) => Some(uri.clone()),
-            (None, IssuerProfile::Keycloak) => {
+            (Some(uri), _) => uri.clone(),
+            (None, None) => return Ok(None),
+            (None, Some(_)) if !issuer_ok => return Ok(None),
+            (None, Some(IssuerProfile::Keycloak)) => {
                 let realm = self.issuer.rsplit_once("/realms/").map(|(_, r)| r);
                 if !realm.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
                     return Err((
@@ -253,20 +230,9 @@ impl RawIssuer {
                         "a Keycloak issuer is a realm URL, https://<host>/realms/<realm> (or set jwks_uri)".into(),
                     ));
                 }
-                Some(format!("{}/protocol/openid-connect/certs", self.issuer))
+                format!("{}/protocol/openid-connect/certs", self.issuer)
             }
-            (None, IssuerProfile::Rfc9068) => None,
-        };
-        match jwks_uri {
-            Some(uri) => {
-                let uri = reqwest::Url::parse(&uri)
-                    .map_err(|e| ("jwks_uri", format!("not a URL: {e}")))?;
-                if !url_allowed(&uri, self.allow_http) {
-                    return Err(("jwks_uri", HTTPS_ONLY.into()));
-                }
-                Ok(JwksLocation::Uri(uri))
-            }
-            None => {
+            (None, Some(IssuerProfile::Rfc9068)) => {
                 // Discovery fetches the issuer's own metadata: the issuer is then a URL
                 // we must be allowed to fetch.
                 let issuer_url = reqwest::Url::parse(&self.issuer).map_err(|_| {
@@ -279,9 +245,55 @@ impl RawIssuer {
                 if !url_allowed(&issuer_url, self.allow_http) {
                     return Err(("issuer", HTTPS_ONLY.into()));
                 }
-                Ok(JwksLocation::Discover)
+                return Ok(Some(JwksLocation::Discover));
             }
+        };
+        let uri =
+            reqwest::Url::parse(&jwks_uri).map_err(|e| ("jwks_uri", format!("not a URL: {e}")))?;
+        if !url_allowed(&uri, self.allow_http) {
+            return Err(("jwks_uri", HTTPS_ONLY.into()));
         }
+        Ok(Some(JwksLocation::Uri(uri)))
+    }
+}
+
+impl Taken {
+    /// A valid, unreserved, unique policy name.
+    fn name(&mut self, name: &str) -> Result<String, String> {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err("must be non-empty letters, digits, '-' or '_'".into());
+        }
+        if name == SELF_ISSUER_NAME {
+            return Err("\"self\" is reserved for gleipnir's own issuer".into());
+        }
+        if !self.names.insert(name.to_owned()) {
+            return Err("duplicate issuer name".into());
+        }
+        Ok(name.to_owned())
+    }
+
+    /// A non-empty `iss`, unique and not our own.
+    fn iss(&mut self, iss: &str) -> Result<String, String> {
+        if iss.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if !self.isses.insert(iss.to_owned()) {
+            return Err("duplicate issuer (or equal to our own issuer)".into());
+        }
+        Ok(iss.to_owned())
+    }
+}
+
+/// `profile`: how the issuer marks its token kinds; default RFC 9068.
+fn profile(name: Option<&str>) -> Result<IssuerProfile, String> {
+    match name {
+        None | Some("rfc9068") => Ok(IssuerProfile::Rfc9068),
+        Some("keycloak") => Ok(IssuerProfile::Keycloak),
+        Some(other) => Err(format!("{other:?} is not one of rfc9068, keycloak")),
     }
 }
 
@@ -316,37 +328,61 @@ fn token_types(names: Option<Vec<String>>) -> Result<Vec<TokenType>, String> {
     }
 }
 
+/// What introspection needs of its issuer: the `iss` to derive a Keycloak endpoint from
+/// (`None` when it is wrong), the profile (`None` when wrong) and `allow_http`.
+type Upstream<'a> = (Option<&'a str>, Option<IssuerProfile>, bool);
+
 impl RawIntrospection {
     /// RFC 7662 introspection settings; the endpoint defaults to Keycloak's for a
     /// Keycloak issuer. Errors name the field under `introspection`.
     fn validate(
         self,
-        issuer: &str,
-        profile: IssuerProfile,
-        allow_http: bool,
-        src: &Source,
-    ) -> Result<IntrospectionConfig, (&'static str, String)> {
-        let endpoint = match (self.endpoint, profile) {
-            (Some(e), _) => e,
-            (None, IssuerProfile::Keycloak) => {
-                format!("{issuer}/protocol/openid-connect/token/introspect")
-            }
-            (None, IssuerProfile::Rfc9068) => return Err(("endpoint", "required".into())),
+        upstream: Upstream,
+        at: &At,
+        cx: &mut Checker,
+    ) -> Option<IntrospectionConfig> {
+        let (issuer, profile, allow_http) = upstream;
+        let endpoint = match (self.endpoint, profile, issuer) {
+            (Some(e), _, _) => Some(Ok(e)),
+            (None, Some(IssuerProfile::Keycloak), Some(issuer)) => Some(Ok(format!(
+                "{issuer}/protocol/openid-connect/token/introspect"
+            ))),
+            (None, Some(IssuerProfile::Rfc9068), _) => Some(Err("required".to_owned())),
+            // The profile or the issuer is wrong, and already said so.
+            (None, _, _) => None,
         };
-        let endpoint =
-            reqwest::Url::parse(&endpoint).map_err(|e| ("endpoint", format!("not a URL: {e}")))?;
-        if !url_allowed(&endpoint, allow_http) {
-            return Err(("endpoint", HTTPS_ONLY.into()));
-        }
-        if self.client_id.is_empty() {
-            return Err(("client_id", "must not be empty".into()));
-        }
-        Ok(IntrospectionConfig {
-            endpoint,
-            client_id: self.client_id,
-            secret: self.secret.validate(src.base).map_err(|r| ("secret", r))?,
-            cache_seconds: bounded(self.cache_seconds, 60, 1, 3600)
-                .map_err(|r| ("cache_seconds", r))?,
+        let endpoint = endpoint.and_then(|e| {
+            cx.check(
+                &at.field("introspection.endpoint"),
+                e.and_then(|e| endpoint_url(&e, allow_http)),
+            )
+        });
+        let client_id = cx.check(
+            &at.field("introspection.client_id"),
+            non_empty(self.client_id),
+        );
+        let secret = cx.check(
+            &at.field("introspection.secret"),
+            self.secret.validate(cx.base),
+        );
+        let cache_seconds = cx.check(
+            &at.field("introspection.cache_seconds"),
+            bounded(self.cache_seconds, 60, 1, 3600),
+        );
+        Some(IntrospectionConfig {
+            endpoint: endpoint?,
+            client_id: client_id?,
+            secret: secret?,
+            cache_seconds: cache_seconds?,
         })
     }
+}
+
+/// The introspection endpoint: a URL we may fetch.
+fn endpoint_url(endpoint: &str, allow_http: bool) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("not a URL: {e}"))?;
+    if !url_allowed(&url, allow_http) {
+        return Err(HTTPS_ONLY.into());
+    }
+    Ok(url)
 }

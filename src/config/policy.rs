@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Source, bounded};
+use super::{Checker, bounded};
 
 const DEFAULT_POLICY_WATCH: u64 = 2;
 
@@ -28,10 +28,12 @@ pub(super) struct RawPolicy {
 impl RawPolicy {
     /// The policy directory (default `policies`, relative to the config's directory) and
     /// its watch interval.
-    pub(super) fn validate(self, src: &Source) -> Result<(PolicySource, u64), ConfigError> {
-        let dir = PolicySource::Dir(src.base.join(self.dir.as_deref().unwrap_or("policies")));
-        let watch_seconds = bounded(self.watch_seconds, DEFAULT_POLICY_WATCH, 0, 3600)
-            .map_err(|r| src.error("policy.watch_seconds", &r))?;
-        Ok((dir, watch_seconds))
+    pub(super) fn validate(self, cx: &mut Checker) -> Option<(PolicySource, u64)> {
+        let dir = PolicySource::Dir(cx.base.join(self.dir.as_deref().unwrap_or("policies")));
+        let watch_seconds = cx.check(
+            "policy.watch_seconds",
+            bounded(self.watch_seconds, DEFAULT_POLICY_WATCH, 0, 3600),
+        );
+        Some((dir, watch_seconds?))
     }
 }

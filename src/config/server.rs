@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Source, bounded};
+use super::{Checker, bounded};
 
 pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -43,23 +43,43 @@ pub(super) struct RawServer {
 
 impl RawServer {
     /// The `[server]` table with its defaults, every value within its bounds.
-    pub(super) fn validate(self, src: &Source) -> Result<ServerConfig, ConfigError> {
-        let err = |field: &'static str| move |r: String| src.error(field, &r);
-        Ok(ServerConfig {
-            listen: parse_addr(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN))
-                .map_err(err("server.listen"))?,
-            admin_listen: parse_addr(self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))
-                .map_err(err("server.admin_listen"))?,
-            max_body_bytes: bounded(self.max_body_bytes, DEFAULT_MAX_BODY, 1024, 1 << 20)
-                .map_err(err("server.max_body_bytes"))?,
-            max_connections: bounded(self.max_connections, 1024, 1, 1_000_000)
-                .map_err(err("server.max_connections"))?,
-            idle_timeout_seconds: bounded(self.idle_timeout_seconds, 60, 1, 3600)
-                .map_err(err("server.idle_timeout_seconds"))?,
-            request_timeout_seconds: bounded(self.request_timeout_seconds, 30, 1, 300)
-                .map_err(err("server.request_timeout_seconds"))?,
-            shutdown_grace_seconds: bounded(self.shutdown_grace_seconds, 10, 0, 300)
-                .map_err(err("server.shutdown_grace_seconds"))?,
+    pub(super) fn validate(self, cx: &mut Checker) -> Option<ServerConfig> {
+        let listen = cx.check(
+            "server.listen",
+            parse_addr(self.listen.as_deref().unwrap_or(DEFAULT_LISTEN)),
+        );
+        let admin_listen = cx.check(
+            "server.admin_listen",
+            parse_addr(self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)),
+        );
+        let max_body_bytes = cx.check(
+            "server.max_body_bytes",
+            bounded(self.max_body_bytes, DEFAULT_MAX_BODY, 1024, 1 << 20),
+        );
+        let max_connections = cx.check(
+            "server.max_connections",
+            bounded(self.max_connections, 1024, 1, 1_000_000),
+        );
+        let idle_timeout_seconds = cx.check(
+            "server.idle_timeout_seconds",
+            bounded(self.idle_timeout_seconds, 60, 1, 3600),
+        );
+        let request_timeout_seconds = cx.check(
+            "server.request_timeout_seconds",
+            bounded(self.request_timeout_seconds, 30, 1, 300),
+        );
+        let shutdown_grace_seconds = cx.check(
+            "server.shutdown_grace_seconds",
+            bounded(self.shutdown_grace_seconds, 10, 0, 300),
+        );
+        Some(ServerConfig {
+            listen: listen?,
+            admin_listen: admin_listen?,
+            max_body_bytes: max_body_bytes?,
+            max_connections: max_connections?,
+            idle_timeout_seconds: idle_timeout_seconds?,
+            request_timeout_seconds: request_timeout_seconds?,
+            shutdown_grace_seconds: shutdown_grace_seconds?,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Source, bounded};
+use super::{Checker, bounded};
 use crate::jose::JwsAlgorithm;
 
 const DEFAULT_PUBLISH_AHEAD: u64 = 3600;
@@ -51,51 +51,63 @@ pub(super) struct RawSigning {
 
 impl RawSigning {
     /// The `[signing]` table: a supported algorithm and exactly one key source.
-    pub(super) fn validate(self, src: &Source) -> Result<SigningConfig, ConfigError> {
+    pub(super) fn validate(self, cx: &mut Checker) -> Option<SigningConfig> {
         let algorithm = match self.algorithm.as_deref() {
-            None | Some("ES256") => JwsAlgorithm::Es256,
-            Some("EdDSA") => JwsAlgorithm::EdDsa,
-            Some(_) => return Err(src.error("signing.algorithm", "must be ES256 or EdDSA")),
+            None | Some("ES256") => Some(JwsAlgorithm::Es256),
+            Some("EdDSA") => Some(JwsAlgorithm::EdDsa),
+            Some(_) => {
+                cx.error("signing.algorithm", "must be ES256 or EdDSA");
+                None
+            }
         };
-        let key = self.key_source(src)?;
-        Ok(SigningConfig { algorithm, key })
+        let key = self.key_source(cx);
+        Some(SigningConfig {
+            algorithm: algorithm?,
+            key: key?,
+        })
     }
 
     /// `key_file` (one key) or `key_dir` (rotation, with its schedule settings).
-    fn key_source(&self, src: &Source) -> Result<KeySource, ConfigError> {
+    fn key_source(&self, cx: &mut Checker) -> Option<KeySource> {
         let rotation_only = self.publish_ahead_seconds.is_some() || self.watch_seconds.is_some();
-        match (&self.key_file, &self.key_dir) {
-            (Some(_), None) if rotation_only => Err(src.error(
+        let (field, reason) = match (&self.key_file, &self.key_dir) {
+            (Some(_), None) if rotation_only => (
                 "signing.publish_ahead_seconds",
                 "publish_ahead_seconds and watch_seconds go with key_dir (rotation), not key_file",
-            )),
-            (Some(file), None) if file.is_empty() => {
-                Err(src.error("signing.key_file", "must name a PEM file"))
+            ),
+            (Some(file), None) if file.is_empty() => ("signing.key_file", "must name a PEM file"),
+            (Some(file), None) => return Some(KeySource::File(cx.base.join(file))),
+            (None, Some(dir)) if dir.is_empty() => ("signing.key_dir", "must name a directory"),
+            (None, Some(dir)) => {
+                let publish_ahead_seconds = cx.check(
+                    "signing.publish_ahead_seconds",
+                    bounded(
+                        self.publish_ahead_seconds,
+                        DEFAULT_PUBLISH_AHEAD,
+                        0,
+                        7 * 86_400,
+                    ),
+                );
+                let watch_seconds = cx.check(
+                    "signing.watch_seconds",
+                    bounded(self.watch_seconds, DEFAULT_KEY_WATCH, 0, 3600),
+                );
+                return Some(KeySource::Dir {
+                    path: cx.base.join(dir),
+                    publish_ahead_seconds: publish_ahead_seconds?,
+                    watch_seconds: watch_seconds?,
+                });
             }
-            (Some(file), None) => Ok(KeySource::File(src.base.join(file))),
-            (None, Some(dir)) if dir.is_empty() => {
-                Err(src.error("signing.key_dir", "must name a directory"))
-            }
-            (None, Some(dir)) => Ok(KeySource::Dir {
-                path: src.base.join(dir),
-                publish_ahead_seconds: bounded(
-                    self.publish_ahead_seconds,
-                    DEFAULT_PUBLISH_AHEAD,
-                    0,
-                    7 * 86_400,
-                )
-                .map_err(|r| src.error("signing.publish_ahead_seconds", &r))?,
-                watch_seconds: bounded(self.watch_seconds, DEFAULT_KEY_WATCH, 0, 3600)
-                    .map_err(|r| src.error("signing.watch_seconds", &r))?,
-            }),
-            (Some(_), Some(_)) => Err(src.error(
+            (Some(_), Some(_)) => (
                 "signing.key_dir",
                 "give key_file (one key) or key_dir (rotation), not both",
-            )),
-            (None, None) => Err(src.error(
+            ),
+            (None, None) => (
                 "signing.key_file",
                 "required: a PEM file (or key_dir for rotation)",
-            )),
-        }
+            ),
+        };
+        cx.error(field, reason);
+        None
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Source, bounded};
+use super::{Checker, bounded};
 
 const DEFAULT_TLS_WATCH: u64 = 2;
 const DEFAULT_TLS_HANDSHAKE_TIMEOUT: u64 = 10;
@@ -35,25 +35,34 @@ pub(super) struct RawTls {
 impl RawTls {
     /// The `[tls]` table: both files named (relative to the config's directory), the
     /// intervals within their bounds.
-    pub(super) fn validate(self, src: &Source) -> Result<TlsConfig, ConfigError> {
-        if self.cert_file.is_empty() {
-            return Err(src.error("tls.cert_file", "must name a PEM file"));
-        }
-        if self.key_file.is_empty() {
-            return Err(src.error("tls.key_file", "must name a PEM file"));
-        }
-        Ok(TlsConfig {
-            cert_file: src.base.join(&self.cert_file),
-            key_file: src.base.join(&self.key_file),
-            watch_seconds: bounded(self.watch_seconds, DEFAULT_TLS_WATCH, 0, 3600)
-                .map_err(|r| src.error("tls.watch_seconds", &r))?,
-            handshake_timeout_seconds: bounded(
+    pub(super) fn validate(self, cx: &mut Checker) -> Option<TlsConfig> {
+        let cert_file = cx.check("tls.cert_file", pem_file(&self.cert_file));
+        let key_file = cx.check("tls.key_file", pem_file(&self.key_file));
+        let watch_seconds = cx.check(
+            "tls.watch_seconds",
+            bounded(self.watch_seconds, DEFAULT_TLS_WATCH, 0, 3600),
+        );
+        let handshake_timeout_seconds = cx.check(
+            "tls.handshake_timeout_seconds",
+            bounded(
                 self.handshake_timeout_seconds,
                 DEFAULT_TLS_HANDSHAKE_TIMEOUT,
                 1,
                 60,
-            )
-            .map_err(|r| src.error("tls.handshake_timeout_seconds", &r))?,
+            ),
+        );
+        Some(TlsConfig {
+            cert_file: cx.base.join(cert_file?),
+            key_file: cx.base.join(key_file?),
+            watch_seconds: watch_seconds?,
+            handshake_timeout_seconds: handshake_timeout_seconds?,
         })
     }
+}
+
+fn pem_file(name: &str) -> Result<&str, String> {
+    if name.is_empty() {
+        return Err("must name a PEM file".into());
+    }
+    Ok(name)
 }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{ConfigError, MAX_CHAIN_DEPTH, Source, bounded};
+use super::{Checker, MAX_CHAIN_DEPTH, bounded};
 
 const DEFAULT_MAX_TOKEN: usize = 16 * 1024;
 const DEFAULT_LEEWAY: u64 = 30;
@@ -33,17 +33,28 @@ pub(super) struct RawTokens {
 
 impl RawTokens {
     /// The `[tokens]` table with its defaults, every value within its bounds.
-    pub(super) fn validate(self, src: &Source) -> Result<TokenConfig, ConfigError> {
-        let err = |field: &'static str| move |r: String| src.error(field, &r);
-        Ok(TokenConfig {
-            max_token_bytes: bounded(self.max_token_bytes, DEFAULT_MAX_TOKEN, 1024, 64 * 1024)
-                .map_err(err("tokens.max_token_bytes"))?,
-            leeway_seconds: bounded(self.leeway_seconds, DEFAULT_LEEWAY, 0, 300)
-                .map_err(err("tokens.leeway_seconds"))?,
-            max_depth: bounded(self.max_depth, DEFAULT_MAX_DEPTH, 1, MAX_CHAIN_DEPTH)
-                .map_err(err("tokens.max_depth"))?,
-            max_ttl_seconds: bounded(self.max_ttl_seconds, DEFAULT_MAX_TTL, 1, 86_400)
-                .map_err(err("tokens.max_ttl_seconds"))?,
+    pub(super) fn validate(self, cx: &mut Checker) -> Option<TokenConfig> {
+        let max_token_bytes = cx.check(
+            "tokens.max_token_bytes",
+            bounded(self.max_token_bytes, DEFAULT_MAX_TOKEN, 1024, 64 * 1024),
+        );
+        let leeway_seconds = cx.check(
+            "tokens.leeway_seconds",
+            bounded(self.leeway_seconds, DEFAULT_LEEWAY, 0, 300),
+        );
+        let max_depth = cx.check(
+            "tokens.max_depth",
+            bounded(self.max_depth, DEFAULT_MAX_DEPTH, 1, MAX_CHAIN_DEPTH),
+        );
+        let max_ttl_seconds = cx.check(
+            "tokens.max_ttl_seconds",
+            bounded(self.max_ttl_seconds, DEFAULT_MAX_TTL, 1, 86_400),
+        );
+        Some(TokenConfig {
+            max_token_bytes: max_token_bytes?,
+            leeway_seconds: leeway_seconds?,
+            max_depth: max_depth?,
+            max_ttl_seconds: max_ttl_seconds?,
         })
     }
 }

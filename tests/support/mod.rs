@@ -679,7 +679,8 @@ impl<'a> StsBuilder<'a> {
                 .unwrap_or("key_file = \"signing.pem\""),
             self.tokens
         );
-        let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))?;
+        let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))
+            .map_err(gleipnir::config::ConfigErrors::into_first)?;
         let clock = ManualClock::new(NOW);
         let app = Arc::new(App::build(&config, Clock::from(clock.clone()))?);
         let tls = gleipnir::server::tls::Tls::load(&config)?;
