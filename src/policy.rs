@@ -10,12 +10,20 @@
 //! issuer) decide modes, issuers, token types, targets, scope ceilings, TTL, depth, which
 //! actors may act, the members of `act`, passthrough claims and conditions within them.
 //!
+//! The decision is a short sequence of small named functions: the always-enforced rules
+//! in [`rules`], the checks policy fields configure in [`fields`]. Both read borrowed
+//! views of the tokens and the client ([`facts`]), built once in [`Admission::decide`],
+//! so they are unit-tested without HTTP, keys or tokens.
+//!
 //! Identities in a chain are compared by `sub` alone: a match with any prior party is
 //! treated as a cycle whatever the issuers, which can only refuse more, never less.
 //!
 //! [`PolicyStore`] holds the policy in force and swaps it whole on reload.
 
+mod facts;
+mod fields;
 mod file;
+mod rules;
 pub mod store;
 
 use std::borrow::Borrow;
@@ -30,7 +38,8 @@ use thiserror::Error;
 use crate::client_auth::{AuthenticatedClient, NamedClient, RegisteredClient};
 use crate::config::{Config, ConfigError, IssuerId};
 use crate::oauth::TokenType;
-use crate::token::{Actor, ActorId, Checked, Role, Subject, VerifiedToken};
+use crate::token::{Actor, ActorId, Subject, VerifiedToken};
+use facts::{ClientFacts, TokenFacts};
 
 pub use file::{DEFAULT_TTL_SECONDS, RESERVED_CLAIMS};
 pub use store::PolicyStore;
@@ -553,61 +562,22 @@ impl PolicyEngine {
             )
             .under(&policy.id));
         }
-        check_mode(policy, actor_type.is_some()).map_err(|r| r.under(&policy.id))?;
-        let accepts = |types: &Option<Vec<TokenType>>, t: TokenType| {
-            types.as_ref().is_none_or(|list| list.contains(&t))
-        };
-        if !accepts(&policy.header.subject_token_types, subject_type) {
-            return Err(Refusal::new(
-                PolicyError::SubjectTokenTypeNotAccepted,
-                "request.subject_token_type",
-                format!("{} is not in subject_token_types", subject_type.name()),
-            )
-            .under(&policy.id));
-        }
-        if let Some(t) = actor_type
-            && !accepts(&policy.header.actor_token_types, t)
-        {
-            return Err(Refusal::new(
-                PolicyError::ActorTokenTypeNotAccepted,
-                "request.actor_token_type",
-                format!("{} is not in actor_token_types", t.name()),
-            )
-            .under(&policy.id));
-        }
+        fields::check_mode(&policy.header, actor_type.is_some())
+            .and_then(|()| fields::token_types_accepted(&policy.header, subject_type, actor_type))
+            .map_err(|r| r.under(&policy.id))?;
         Ok(Admission {
             own_issuer: &self.own_issuer,
-            client,
+            client: ClientFacts::of(client),
             policy,
             proofs: PhantomData,
         })
     }
 }
 
-fn check_mode(policy: &ClientPolicy, with_actor_token: bool) -> Result<(), Refusal> {
-    match (
-        with_actor_token,
-        policy.header.delegate,
-        policy.header.impersonate,
-    ) {
-        (true, false, _) => Err(Refusal::new(
-            PolicyError::DelegationNotAllowed,
-            "request.actor_token",
-            "an actor token was sent and the policy has delegate = false",
-        )),
-        (false, _, false) => Err(Refusal::new(
-            PolicyError::ImpersonationNotAllowed,
-            "request.actor_token",
-            "no actor token was sent and the policy has impersonate = false",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// A client admitted by [`PolicyEngine::admit`], awaiting its tokens (with proofs `P`).
-pub struct Admission<'a, P: Proofs> {
+/// A client admitted by [`PolicyEngine::admit`], awaiting its verified tokens.
+pub struct Admission<'a> {
     own_issuer: &'a str,
-    client: &'a RegisteredClient,
+    client: ClientFacts<'a>,
     policy: &'a ClientPolicy,
     proofs: PhantomData<P>,
 }
@@ -631,367 +601,84 @@ impl<P: Proofs> Admission<'_, P> {
         actor: Option<&P::Token<Actor>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Decided<P>, Refusal> {
-        let subject: &Checked<Subject> = subject.borrow();
-        let actor: Option<&Checked<Actor>> = actor.map(Borrow::borrow);
+    ) -> Result<Grant, Refusal> {
+        let subject = TokenFacts::of(subject);
+        let actor = actor.map(TokenFacts::of);
+        self.decide_on(&subject, actor.as_ref(), targets, now)
+    }
+
+    /// The client-level checks, then the decision under the rule for the subject issuer.
+    fn decide_on(
+        &self,
+        subject: &TokenFacts<'_>,
+        actor: Option<&TokenFacts<'_>>,
+        targets: Targets<'_>,
+        now: u64,
+    ) -> Result<Grant, Refusal> {
+        let policy = self.policy;
         // The mode was admitted for the request; the tokens must be the ones it announced.
-        check_mode(self.policy, actor.is_some()).map_err(|r| r.under(&self.policy.id))?;
-        if !self
-            .policy
-            .header
-            .subject_issuers
-            .contains(&subject.issuer())
-        {
-            return Err(Refusal::new(
-                PolicyError::SubjectIssuerNotAccepted,
-                "subject_token.iss",
-                format!("{:?} is not in subject_issuers", subject.iss()),
-            )
-            .under(&self.policy.id));
-        }
-        let rule = self.policy.rule_for(subject.issuer());
+        fields::check_mode(&policy.header, actor.is_some())
+            .and_then(|()| fields::subject_issuer_accepted(&policy.header.subject_issuers, subject))
+            .map_err(|r| r.under(&policy.id))?;
+        let rule = policy.rule_for(subject.issuer);
         self.decide_under(rule, subject, actor, targets, now)
             .map_err(|r| r.under(&rule.id))
     }
 
+    /// The checks of one rule, in the order `policies/README.md` gives ("Always
+    /// enforced"), then the grant.
     fn decide_under(
         &self,
         rule: &Rule,
-        subject: &Checked<Subject>,
-        actor: Option<&Checked<Actor>>,
+        subject: &TokenFacts<'_>,
+        actor: Option<&TokenFacts<'_>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Decided<P>, Refusal> {
-        let client = self.client;
-        let id = client.id();
-        // The actor of this exchange: the actor token's subject, or else the client itself,
-        // whose identity the STS vouches for.
-        let acting = match actor {
-            Some(actor) => {
-                // A token gleipnir issued names a subject and, in `client_id`, the client
-                // that asked for it: it never proves who acts. Accepting one here would let
-                // a client turn any token it was given into "that party acts" (rules 1-3).
-                if actor.issuer() == IssuerId::SELF {
-                    return Err(Refusal::new(
-                        PolicyError::ActorTokenSelfIssued,
-                        "actor_token.iss",
-                        "the actor token was issued by gleipnir: it names a subject, not who holds it",
-                    ));
-                }
-                if !rule.actor_issuers.contains(&actor.issuer()) {
-                    return Err(Refusal::new(
-                        PolicyError::ActorIssuerNotAccepted,
-                        "actor_token.iss",
-                        format!("{:?} is not in actor_issuers", actor.iss()),
-                    ));
-                }
-                // Rule 1: the actor token belongs to the authenticated client.
-                let bound = actor.client_id() == Some(id)
-                    || actor.azp() == Some(id)
-                    || actor.sub() == client.actor_sub();
-                if !bound {
-                    return Err(Refusal::new(
-                        PolicyError::ActorNotBoundToClient,
-                        "actor_token.client_id/azp/sub",
-                        format!(
-                            "client_id {}, azp {}: not client {id:?}; sub {:?}: not its actor identity {:?}",
-                            quoted_or_none(actor.client_id()),
-                            quoted_or_none(actor.azp()),
-                            actor.sub(),
-                            client.actor_sub(),
-                        ),
-                    ));
-                }
-                // An actor token that is itself delegated belongs to another chain.
-                if !actor.act().is_empty() {
-                    return Err(Refusal::new(
-                        PolicyError::ActorTokenDelegated,
-                        "actor_token.act",
-                        "the actor token carries its own delegation chain",
-                    ));
-                }
-                if let Some(actors) = &rule.actors
-                    && !actors.contains(actor.sub())
-                {
-                    return Err(Refusal::new(
-                        PolicyError::ActorNotAllowed,
-                        "actor_token.sub",
-                        format!("{:?} is not in actors", actor.sub()),
-                    ));
-                }
-                actor.identity()
-            }
-            None => ActorId {
-                sub: client.actor_sub().to_owned(),
-                iss: Some(self.own_issuer.to_owned()),
-            },
-        };
-
-        // Rule 3: may_act restricts who may act, whatever else allows it.
-        let named_by_may_act = subject.may_act().map(|m| may_act_matches(m, &acting));
-        if named_by_may_act == Some(false) {
-            return Err(Refusal::new(
-                PolicyError::MayActMismatch,
-                "subject_token.may_act",
-                format!("may_act does not name the actor {:?}", acting.sub),
-            ));
+    ) -> Result<Grant, Refusal> {
+        let client = &self.client;
+        if let Some(actor) = actor {
+            rules::actor_not_self_issued(actor)?;
+            fields::actor_issuer_accepted(&rule.actor_issuers, actor)?;
+            rules::actor_bound_to_client(actor, client)?;
+            rules::actor_not_delegated(actor)?;
+            fields::actor_allowed(rule.actors.as_ref(), actor)?;
         }
-        // Rule 2: the subject token names this client (or this actor) as a party.
-        let names_client = subject.aud().iter().any(|a| client.audiences().contains(a));
-        let bound = names_client
-            || subject.client_id() == Some(id)
-            || subject.azp() == Some(id)
-            || named_by_may_act == Some(true);
-        // An ID token is issued to its audience (OIDC Core §2): only the client named in
-        // its `aud` may present it, whatever its `azp` says.
-        let id_token = subject.token_type() == TokenType::IdToken;
-        if !bound || (id_token && !names_client) {
-            return Err(Refusal::new(
-                PolicyError::SubjectNotBoundToClient,
-                if id_token {
-                    "subject_token.aud"
-                } else {
-                    "subject_token.aud/client_id/azp/may_act"
-                },
-                format!("the subject token does not name client {id:?} or its actor as a party"),
-            ));
-        }
-
-        // Policy prior_actors: which chains this client may continue.
-        if let Some(allowed) = &rule.prior_actors
-            && let Some(stranger) = subject.act().iter().find(|a| !allowed.contains(&a.sub))
-        {
-            return Err(Refusal::new(
-                PolicyError::PriorActorNotAllowed,
-                "subject_token.act",
-                format!("prior actor {:?} is not in prior_actors", stranger.sub),
-            ));
-        }
-
-        // Rules 4, 6, 7: the resulting chain.
-        let chain: Vec<ActorId> = match actor {
+        let acting = rules::acting_party(actor, client, self.own_issuer);
+        let named_by_may_act = rules::may_act_restricts(subject, &acting)?;
+        rules::subject_bound_to_client(subject, client, named_by_may_act)?;
+        fields::prior_actors_allowed(rule.prior_actors.as_ref(), subject.act)?;
+        let new_actor = match actor {
             Some(_) => {
-                let in_chain = acting.sub == subject.sub()
-                    || subject.act().iter().any(|a| a.sub == acting.sub);
-                if in_chain {
-                    return Err(Refusal::new(
-                        PolicyError::ActorInChain,
-                        "actor_token.sub",
-                        format!(
-                            "{:?} is already the subject or an actor of the subject token's chain",
-                            acting.sub
-                        ),
-                    ));
-                }
-                // The new actor's `iss` goes into `act` only where the rule says so (rule 5);
-                // prior actors are carried as received, `iss` included (rule 4: a later hop
-                // never rewrites what an earlier one recorded).
-                let mut new_actor = acting;
-                if !rule.act_includes_iss {
-                    new_actor.iss = None;
-                }
-                std::iter::once(new_actor)
-                    .chain(subject.act().iter().cloned())
-                    .collect()
+                rules::no_cycle(subject, &acting)?;
+                Some(rules::act_entry(acting, rule.act_includes_iss))
             }
-            None => subject.act().to_vec(),
+            None => None,
         };
-        if chain.len() > rule.max_depth {
-            return Err(Refusal::new(
-                PolicyError::ChainTooDeep,
-                "subject_token.act",
-                format!(
-                    "the chain would hold {} actors; max_depth is {}",
-                    chain.len(),
-                    rule.max_depth
-                ),
-            ));
-        }
-
-        // Policy conditions, on the claims as the tokens carry them.
-        let needs = |role: TokenRole| rule.conditions.iter().any(|c| c.token == role);
-        let subject_claims =
-            (needs(TokenRole::Subject) || !rule.claims.is_empty()).then(|| subject.claims_object());
-        let actor_claims = actor
-            .filter(|_| needs(TokenRole::Actor))
-            .map(|t| t.claims_object());
-        for condition in &rule.conditions {
-            let claims = match condition.token {
-                TokenRole::Subject => subject_claims.as_ref(),
-                TokenRole::Actor => actor_claims.as_ref(),
-            };
-            if !condition.holds(claims) {
-                let what = if condition.token == TokenRole::Actor && actor.is_none() {
-                    "no actor token was sent, so".to_owned()
-                } else {
-                    "the claim fails".to_owned()
-                };
-                return Err(Refusal::new(
-                    PolicyError::ConditionNotMet,
-                    format!("{}.{}", condition.token.name(), condition.path.join(".")),
-                    format!("{what} the condition: {}", condition.describe()),
-                ));
-            }
-        }
-
-        // Rule 10: targets.
-        let (aud, ceilings) = choose_targets(rule, targets)?;
-
-        // Rule 9: granted = requested ∩ subject scope ∩ ceilings; asking for more is refused.
-        let grantable =
-            |s: &String| rule.scopes.contains(s) && ceilings.iter().all(|c| c.contains(s));
-        let scope = match targets.scope {
-            Some(requested) => {
-                if let Some(refused) = requested.iter().find(|r| !subject.scope().contains(r)) {
-                    return Err(Refusal::new(
-                        PolicyError::ScopeNotGranted,
-                        "request.scope",
-                        format!("{refused:?} is not in the subject token's scope"),
-                    ));
-                }
-                if let Some(refused) = requested.iter().find(|r| !rule.scopes.contains(*r)) {
-                    return Err(Refusal::new(
-                        PolicyError::ScopeNotGranted,
-                        "request.scope",
-                        format!("{refused:?} is not in the policy's scopes"),
-                    ));
-                }
-                if let Some(refused) = requested.iter().find(|r| !grantable(r)) {
-                    return Err(Refusal::new(
-                        PolicyError::ScopeNotGranted,
-                        "request.scope",
-                        format!("{refused:?} is not in target_scopes of the requested target"),
-                    ));
-                }
-                requested.to_vec()
-            }
-            None => {
-                let mut scope: Vec<String> = Vec::new();
-                for s in subject.scope().iter().filter(|s| grantable(s)) {
-                    if !scope.contains(s) {
-                        scope.push(s.clone());
-                    }
-                }
-                scope
-            }
-        };
-
-        // Rule 8: lifetime never grows.
-        let exp = [
-            Some(now.saturating_add(rule.ttl_seconds)),
-            Some(subject.exp()),
-            actor.map(|a| a.exp()),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now);
-        if exp <= now {
-            return Err(Refusal::new(
-                PolicyError::LifetimeExhausted,
-                "subject_token.exp/actor_token.exp",
-                "the presented tokens expire now",
-            ));
-        }
-
-        // Passthrough claims, as the subject token carries them (absent or `null` ones stay
-        // absent, as conditions read them).
-        let mut claims = Map::new();
-        if let Some(subject_claims) = &subject_claims {
-            for name in &rule.claims {
-                if let Some(value) = subject_claims.get(name).filter(|v| !v.is_null()) {
-                    claims.insert(name.clone(), value.clone());
-                }
-            }
-        }
-
-        Ok(Decided {
-            proofs: PhantomData,
-            client_id: id.to_owned(),
-            sub: subject.sub().to_owned(),
+        let chain = rules::carry_chain(new_actor, subject.act);
+        rules::within_depth(&chain, rule.max_depth)?;
+        let (subject_claims, actor_claims) = fields::claims_read(rule, subject, actor);
+        fields::conditions_hold(
+            &rule.conditions,
+            subject_claims.as_ref(),
+            actor_claims.as_ref(),
+            actor.is_some(),
+        )?;
+        let (aud, ceilings) = rules::choose_targets(rule, targets)?;
+        let scope = rules::granted_scope(targets.scope, subject.scope, &rule.scopes, &ceilings)?;
+        let exp = rules::lifetime(now, rule.ttl_seconds, subject.exp, actor.map(|a| a.exp))?;
+        Ok(Grant {
+            client_id: client.id.to_owned(),
+            sub: subject.sub.to_owned(),
             aud,
             scope,
             iat: now,
             exp,
             act: chain,
-            claims,
-            token_type: targets.requested_token_type,
+            claims: fields::passthrough_claims(&rule.claims, subject_claims.as_ref()),
+            token_type: rules::issued_token_type(targets.requested_token_type),
             rule: Arc::clone(&rule.id),
         })
     }
-}
-
-/// `"value"`, or `none` for an absent claim (explanations).
-fn quoted_or_none(value: Option<&str>) -> String {
-    value.map_or_else(|| "none".to_owned(), |v| format!("{v:?}"))
-}
-
-/// RFC 8693 §4.4: `may_act` names the party by `sub` (and `iss`, when it gives one).
-fn may_act_matches(may_act: &ActorId, actor: &ActorId) -> bool {
-    may_act.sub == actor.sub
-        && may_act
-            .iss
-            .as_ref()
-            .is_none_or(|iss| actor.iss.as_ref() == Some(iss))
-}
-
-/// The token's `aud` (rule 10) and the per-target scope ceilings that apply to it: for
-/// each target, the ceiling of every entry of `audiences` or `resources` that admits it,
-/// whichever parameter named it, so no other spelling of a request escapes a ceiling.
-fn choose_targets<'r>(
-    rule: &'r Rule,
-    targets: Targets<'_>,
-) -> Result<(Vec<String>, Vec<&'r HashSet<String>>), Refusal> {
-    let mut aud: Vec<String> = Vec::new();
-    let lists = [
-        (targets.audiences, &rule.audiences, "audience"),
-        (targets.resources, &rule.resources, "resource"),
-    ];
-    for (requested, allowed, name) in lists {
-        for value in requested {
-            if allowed.matching(value).next().is_none() {
-                return Err(Refusal::new(
-                    PolicyError::TargetNotAllowed,
-                    format!("request.{name}"),
-                    format!("{value:?} is not allowed by {name}s"),
-                ));
-            }
-            if !aud.contains(value) {
-                aud.push(value.clone());
-            }
-        }
-    }
-    if aud.is_empty() {
-        let default = rule.default_audience.clone().ok_or_else(|| {
-            Refusal::new(
-                PolicyError::NoTarget,
-                "request.audience/resource",
-                "none requested and the policy has no default_audience",
-            )
-        })?;
-        aud.push(default);
-    }
-    if aud.len() > rule.max_audiences {
-        return Err(Refusal::new(
-            PolicyError::TooManyTargets,
-            "request.audience/resource",
-            format!(
-                "{} targets; max_audiences is {}",
-                aud.len(),
-                rule.max_audiences
-            ),
-        ));
-    }
-    let mut ceilings = Vec::new();
-    for value in &aud {
-        for (set, scopes) in [
-            (&rule.audiences, &rule.audience_scopes),
-            (&rule.resources, &rule.resource_scopes),
-        ] {
-            ceilings.extend(set.matching(value).filter_map(|i| scopes.get(i)?.as_ref()));
-        }
-    }
-    Ok((aud, ceilings))
 }
 
 #[cfg(test)]
