@@ -684,6 +684,199 @@ impl<P: Proofs> Admission<'_, P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use facts::testing::{client, party, refused, rule, strings, token};
+
+    /// Decides for client `bff` (named by `aud` `bff`, acting as `bff-sa`, policy for
+    /// subject tokens of the first upstream issuer) at time 1000.
+    fn decide(
+        delegate: bool,
+        rule: Rule,
+        subject: &TokenFacts<'_>,
+        actor: Option<&TokenFacts<'_>>,
+        requested_token_type: TokenType,
+    ) -> Result<Grant, Refusal> {
+        let audiences = strings(&["bff"]);
+        let policy = ClientPolicy {
+            id: "test.toml#clients.bff".into(),
+            header: ClientHeader {
+                enabled: true,
+                impersonate: true,
+                delegate,
+                subject_issuers: vec![IssuerId::upstream(0)],
+                subject_token_types: None,
+                actor_token_types: None,
+            },
+            base: Arc::new(rule),
+            by_issuer: HashMap::new(),
+        };
+        let admission = Admission {
+            own_issuer: "https://sts.example",
+            client: client(&audiences),
+            policy: &policy,
+        };
+        let targets = Targets {
+            audiences: &[],
+            resources: &[],
+            scope: None,
+            requested_token_type,
+        };
+        admission.decide_on(subject, actor, targets, 1000)
+    }
+
+    /// Admits actor tokens of the first upstream issuer, grants `orders:read` to
+    /// `orders-api` by default.
+    fn granting() -> Rule {
+        Rule {
+            actor_issuers: vec![IssuerId::upstream(0)],
+            audiences: TargetSet::compile(&strings(&["orders-api"]), false).unwrap(),
+            default_audience: Some("orders-api".into()),
+            scopes: ["orders:read".to_owned()].into(),
+            ..rule()
+        }
+    }
+
+    #[test]
+    fn a_decision_grants_chain_targets_scope_and_lifetime() {
+        let aud = strings(&["bff"]);
+        let scope = strings(&["orders:read", "profile"]);
+        let prior = [party("gateway", Some("https://idp.example"))];
+        let subject = TokenFacts {
+            aud: &aud,
+            scope: &scope,
+            act: &prior,
+            ..token("alice")
+        };
+        let actor = token("bff-sa");
+        let grant = decide(true, granting(), &subject, Some(&actor), TokenType::Jwt).unwrap();
+        assert_eq!(
+            (grant.client_id(), grant.sub(), grant.aud(), grant.scope()),
+            (
+                "bff",
+                "alice",
+                &strings(&["orders-api"])[..],
+                &strings(&["orders:read"])[..]
+            )
+        );
+        assert_eq!((grant.iat(), grant.exp()), (1000, 1300));
+        assert_eq!(
+            grant.act(),
+            [
+                party("bff-sa", None),
+                party("gateway", Some("https://idp.example"))
+            ]
+        );
+        assert_eq!(grant.token_type(), TokenType::Jwt);
+        assert_eq!(grant.rule(), "test.toml#clients.bff");
+        assert!(grant.claims().is_empty());
+
+        // Without an actor token the client acts, and the chain is carried over.
+        let grant = decide(true, granting(), &subject, None, TokenType::AccessToken).unwrap();
+        assert_eq!(grant.act(), prior);
+    }
+
+    #[test]
+    fn the_first_failing_check_is_the_one_reported() {
+        let aud = strings(&["bff"]);
+        let bound = TokenFacts {
+            aud: &aud,
+            ..token("alice")
+        };
+        let unbound = token("alice");
+        let chain = [party("x", None)];
+        let stranger = TokenFacts {
+            issuer: IssuerId::upstream(1),
+            act: &chain,
+            ..token("mallory")
+        };
+        let check = |delegate, subject: &TokenFacts<'_>, actor: &TokenFacts<'_>| {
+            let rule = Rule {
+                prior_actors: Some(HashSet::new()),
+                max_depth: 1,
+                ..granting()
+            };
+            let refusal = decide(delegate, rule, subject, Some(actor), TokenType::Jwt).unwrap_err();
+            assert_eq!(refusal.rule.as_deref(), Some("test.toml#clients.bff"));
+            refusal.check
+        };
+        // The mode, then the subject issuer, before anything the tokens say.
+        let other_issuer = TokenFacts {
+            issuer: IssuerId::upstream(1),
+            ..unbound
+        };
+        assert_eq!(
+            check(false, &other_issuer, &stranger),
+            PolicyError::DelegationNotAllowed
+        );
+        assert_eq!(
+            check(true, &other_issuer, &stranger),
+            PolicyError::SubjectIssuerNotAccepted
+        );
+        // Then the actor token: self-issued, issuer, rule 1, its own chain, actors.
+        let own = TokenFacts {
+            issuer: IssuerId::SELF,
+            ..stranger
+        };
+        assert_eq!(
+            check(true, &unbound, &own),
+            PolicyError::ActorTokenSelfIssued
+        );
+        assert_eq!(
+            check(true, &unbound, &stranger),
+            PolicyError::ActorIssuerNotAccepted
+        );
+        let unbound_actor = TokenFacts {
+            issuer: IssuerId::upstream(0),
+            ..stranger
+        };
+        assert_eq!(
+            check(true, &unbound, &unbound_actor),
+            PolicyError::ActorNotBoundToClient
+        );
+        let delegated = TokenFacts {
+            azp: Some("bff"),
+            ..unbound_actor
+        };
+        assert_eq!(
+            check(true, &unbound, &delegated),
+            PolicyError::ActorTokenDelegated
+        );
+        // Then rule 3 before rule 2, prior_actors, rule 6 before rule 7.
+        let actor = token("bff-sa");
+        let other = party("gateway", None);
+        let may_act_other = TokenFacts {
+            may_act: Some(&other),
+            act: &chain,
+            ..unbound
+        };
+        assert_eq!(
+            check(true, &may_act_other, &actor),
+            PolicyError::MayActMismatch
+        );
+        let unbound_with_chain = TokenFacts {
+            act: &chain,
+            ..unbound
+        };
+        assert_eq!(
+            check(true, &unbound_with_chain, &actor),
+            PolicyError::SubjectNotBoundToClient
+        );
+        let bound_with_chain = TokenFacts {
+            act: &chain,
+            ..bound
+        };
+        assert_eq!(
+            check(true, &bound_with_chain, &actor),
+            PolicyError::PriorActorNotAllowed
+        );
+        let two = [party("bff-sa", None), party("y", None)];
+        let cycle_and_deep = TokenFacts { act: &two, ..bound };
+        let rule = Rule {
+            max_depth: 1,
+            ..granting()
+        };
+        let refusal = decide(true, rule, &cycle_and_deep, Some(&actor), TokenType::Jwt);
+        refused(refusal, PolicyError::ActorInChain, "actor_token.sub");
+    }
 
     fn set(entries: &[&str], uris: bool) -> TargetSet {
         let entries: Vec<String> = entries.iter().map(|s| (*s).to_owned()).collect();

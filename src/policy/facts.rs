@@ -112,3 +112,96 @@ impl<'a> ClientFacts<'a> {
         }
     }
 }
+
+/// Facts written by hand, for the unit tests of the rules and checks.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::*;
+
+    /// A token with no claims beyond its typed ones.
+    pub(in crate::policy) struct NoClaims;
+
+    impl Claims for NoClaims {
+        fn object(&self) -> Map<String, Value> {
+            Map::new()
+        }
+    }
+
+    /// An access token of the first upstream issuer for `sub`, expiring at 2000, with no
+    /// `aud`, `client_id`, `azp`, `act`, `may_act`, scope or other claims.
+    pub(in crate::policy) fn token(sub: &'static str) -> TokenFacts<'static> {
+        TokenFacts {
+            issuer: IssuerId::upstream(0),
+            iss: "https://idp.example",
+            sub,
+            aud: &[],
+            client_id: None,
+            azp: None,
+            act: &[],
+            may_act: None,
+            exp: 2000,
+            scope: &[],
+            token_type: TokenType::AccessToken,
+            claims: &NoClaims,
+        }
+    }
+
+    /// Client `bff`, named in `aud` by `audiences`, acting as `bff-sa`.
+    pub(in crate::policy) fn client(audiences: &[String]) -> ClientFacts<'_> {
+        ClientFacts {
+            id: "bff",
+            audiences,
+            actor_sub: "bff-sa",
+        }
+    }
+
+    pub(in crate::policy) fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    pub(in crate::policy) fn party(sub: &str, iss: Option<&str>) -> ActorId {
+        ActorId {
+            sub: sub.to_owned(),
+            iss: iss.map(str::to_owned),
+        }
+    }
+
+    /// A rule with every list empty and nothing optional set: no target, scope, actor
+    /// issuer, condition or passthrough claim; `ttl_seconds` 300, `max_depth` 3.
+    pub(in crate::policy) fn rule() -> crate::policy::Rule {
+        crate::policy::Rule {
+            id: "test.toml#clients.bff".into(),
+            actor_issuers: Vec::new(),
+            audiences: crate::policy::TargetSet::default(),
+            resources: crate::policy::TargetSet::default(),
+            audience_scopes: Vec::new(),
+            resource_scopes: Vec::new(),
+            default_audience: None,
+            max_audiences: 1,
+            scopes: std::collections::HashSet::new(),
+            ttl_seconds: 300,
+            max_depth: 3,
+            actors: None,
+            prior_actors: None,
+            act_includes_iss: false,
+            claims: Vec::new(),
+            conditions: Vec::new(),
+        }
+    }
+
+    /// Asserts `result` is a refusal by `check` that looked at `on`; returns its detail.
+    #[track_caller]
+    pub(in crate::policy) fn refused<T: std::fmt::Debug>(
+        result: Result<T, crate::policy::Refusal>,
+        check: crate::policy::PolicyError,
+        on: &str,
+    ) -> String {
+        let refusal = result.unwrap_err();
+        assert_eq!(
+            (refusal.check, refusal.on.as_str()),
+            (check, on),
+            "{refusal}"
+        );
+        refusal.detail
+    }
+}

@@ -190,3 +190,219 @@ pub(super) fn passthrough_claims(
     }
     claims
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::facts::Claims;
+    use crate::policy::facts::testing::{party, refused, rule, strings, token};
+    use crate::policy::{ConditionTest, Scalar};
+    use PolicyError::*;
+
+    fn header(impersonate: bool, delegate: bool) -> ClientHeader {
+        ClientHeader {
+            enabled: true,
+            impersonate,
+            delegate,
+            subject_issuers: vec![IssuerId::upstream(0)],
+            subject_token_types: Some(vec![TokenType::AccessToken]),
+            actor_token_types: None,
+        }
+    }
+
+    fn subs(values: &[&str]) -> HashSet<String> {
+        values.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn mode_delegate_and_impersonate() {
+        assert!(check_mode(&header(true, false), false).is_ok());
+        assert!(check_mode(&header(false, true), true).is_ok());
+        refused(
+            check_mode(&header(true, false), true),
+            DelegationNotAllowed,
+            "request.actor_token",
+        );
+        refused(
+            check_mode(&header(false, true), false),
+            ImpersonationNotAllowed,
+            "request.actor_token",
+        );
+    }
+
+    #[test]
+    fn token_types_are_those_listed_or_any() {
+        let h = header(true, true);
+        assert!(token_types_accepted(&h, TokenType::AccessToken, Some(TokenType::Jwt)).is_ok());
+        let detail = refused(
+            token_types_accepted(&h, TokenType::Jwt, None),
+            SubjectTokenTypeNotAccepted,
+            "request.subject_token_type",
+        );
+        assert_eq!(detail, "jwt is not in subject_token_types");
+        let h = ClientHeader {
+            actor_token_types: Some(vec![TokenType::AccessToken]),
+            ..header(true, true)
+        };
+        refused(
+            token_types_accepted(&h, TokenType::AccessToken, Some(TokenType::IdToken)),
+            ActorTokenTypeNotAccepted,
+            "request.actor_token_type",
+        );
+    }
+
+    #[test]
+    fn subject_and_actor_issuers_are_listed() {
+        let listed = [IssuerId::upstream(0)];
+        let other = [IssuerId::upstream(1)];
+        let t = token("alice");
+        assert!(subject_issuer_accepted(&listed, &t).is_ok());
+        assert!(actor_issuer_accepted(&listed, &t).is_ok());
+        let detail = refused(
+            subject_issuer_accepted(&other, &t),
+            SubjectIssuerNotAccepted,
+            "subject_token.iss",
+        );
+        assert_eq!(detail, r#""https://idp.example" is not in subject_issuers"#);
+        refused(
+            actor_issuer_accepted(&other, &t),
+            ActorIssuerNotAccepted,
+            "actor_token.iss",
+        );
+    }
+
+    #[test]
+    fn actors_and_prior_actors_are_listed_or_any() {
+        let allowed = subs(&["bff-sa"]);
+        assert!(actor_allowed(None, &token("anyone")).is_ok());
+        assert!(actor_allowed(Some(&allowed), &token("bff-sa")).is_ok());
+        refused(
+            actor_allowed(Some(&allowed), &token("alice")),
+            ActorNotAllowed,
+            "actor_token.sub",
+        );
+
+        let chain = [party("bff-sa", None), party("stranger", None)];
+        assert!(prior_actors_allowed(None, &chain).is_ok());
+        assert!(prior_actors_allowed(Some(&allowed), &[]).is_ok());
+        assert!(prior_actors_allowed(Some(&allowed), &chain[..1]).is_ok());
+        let detail = refused(
+            prior_actors_allowed(Some(&allowed), &chain),
+            PriorActorNotAllowed,
+            "subject_token.act",
+        );
+        assert_eq!(detail, r#"prior actor "stranger" is not in prior_actors"#);
+    }
+
+    fn condition(token: TokenRole, claim: &str, test: ConditionTest) -> Condition {
+        Condition {
+            token,
+            path: strings(&[claim]),
+            test,
+        }
+    }
+
+    fn claims(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn rule_with(conditions: Vec<Condition>, passthrough: &[&str]) -> Rule {
+        Rule {
+            claims: strings(passthrough),
+            conditions,
+            ..rule()
+        }
+    }
+
+    /// Claims a rule must not read.
+    struct Unread;
+
+    impl Claims for Unread {
+        fn object(&self) -> Map<String, Value> {
+            panic!("claims parsed that no condition or passthrough claim reads")
+        }
+    }
+
+    #[test]
+    fn claims_are_parsed_only_when_read() {
+        let unread = TokenFacts {
+            claims: &Unread,
+            ..token("alice")
+        };
+        let tenant = claims(r#"{"tenant":"acme"}"#);
+        let read = TokenFacts {
+            claims: &tenant,
+            ..token("alice")
+        };
+        let none = rule_with(Vec::new(), &[]);
+        assert!(matches!(
+            claims_read(&none, &unread, Some(&unread)),
+            (None, None)
+        ));
+        let passthrough = rule_with(Vec::new(), &["tenant"]);
+        let (s, a) = claims_read(&passthrough, &read, Some(&unread));
+        assert_eq!((s, a), (Some(tenant.clone()), None));
+        let on_actor = rule_with(
+            vec![condition(
+                TokenRole::Actor,
+                "tenant",
+                ConditionTest::Present(true),
+            )],
+            &[],
+        );
+        let (s, a) = claims_read(&on_actor, &unread, Some(&read));
+        assert_eq!((s, a), (None, Some(tenant.clone())));
+        assert!(matches!(
+            claims_read(&on_actor, &unread, None),
+            (None, None)
+        ));
+    }
+
+    #[test]
+    fn conditions_must_all_hold() {
+        let acme = ConditionTest::Equals(Scalar::Str("acme".into()));
+        let conditions = [
+            condition(TokenRole::Subject, "tenant", acme.clone()),
+            condition(TokenRole::Actor, "tenant", acme),
+        ];
+        let good = claims(r#"{"tenant":"acme"}"#);
+        let bad = claims(r#"{"tenant":"globex"}"#);
+        assert!(conditions_hold(&conditions, Some(&good), Some(&good), true).is_ok());
+        let detail = refused(
+            conditions_hold(&conditions, Some(&bad), Some(&good), true),
+            ConditionNotMet,
+            "subject_token.tenant",
+        );
+        assert_eq!(
+            detail,
+            r#"the claim fails the condition: tenant equals "acme""#
+        );
+        refused(
+            conditions_hold(&conditions, Some(&good), Some(&bad), true),
+            ConditionNotMet,
+            "actor_token.tenant",
+        );
+        let detail = refused(
+            conditions_hold(&conditions, Some(&good), None, false),
+            ConditionNotMet,
+            "actor_token.tenant",
+        );
+        assert_eq!(
+            detail,
+            r#"no actor token was sent, so the condition: tenant equals "acme""#
+        );
+        assert!(conditions_hold(&[], None, None, false).is_ok());
+    }
+
+    #[test]
+    fn passthrough_claims_copy_present_ones() {
+        let subject = claims(r#"{"tenant":"acme","dept":null,"sub":"alice"}"#);
+        let names = strings(&["tenant", "dept", "missing"]);
+        let copied = passthrough_claims(&names, Some(&subject));
+        assert_eq!(
+            Value::Object(copied),
+            serde_json::json!({ "tenant": "acme" })
+        );
+        assert!(passthrough_claims(&names, None).is_empty());
+    }
+}

@@ -330,3 +330,407 @@ pub(super) fn issued_token_type(requested: TokenType) -> TokenType {
 fn quoted_or_none(value: Option<&str>) -> String {
     value.map_or_else(|| "none".to_owned(), |v| format!("{v:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::TargetSet;
+    use crate::policy::facts::testing::{client, party, refused, rule, strings, token};
+    use PolicyError::*;
+
+    #[test]
+    fn rule1_self_issued_actor_tokens_are_refused() {
+        let upstream = token("bff-sa");
+        assert!(actor_not_self_issued(&upstream).is_ok());
+        let own = TokenFacts {
+            issuer: IssuerId::SELF,
+            ..upstream
+        };
+        refused(
+            actor_not_self_issued(&own),
+            ActorTokenSelfIssued,
+            "actor_token.iss",
+        );
+    }
+
+    #[test]
+    fn rule1_actor_token_bound_by_client_id_azp_or_actor_sub() {
+        let client = client(&[]);
+        let by_client_id = TokenFacts {
+            client_id: Some("bff"),
+            ..token("someone")
+        };
+        let by_azp = TokenFacts {
+            azp: Some("bff"),
+            ..token("someone")
+        };
+        for bound in [by_client_id, by_azp, token("bff-sa")] {
+            assert!(
+                actor_bound_to_client(&bound, &client).is_ok(),
+                "{}",
+                bound.sub
+            );
+        }
+        let other = TokenFacts {
+            client_id: Some("other"),
+            azp: Some("other"),
+            ..token("bff")
+        };
+        let detail = refused(
+            actor_bound_to_client(&other, &client),
+            ActorNotBoundToClient,
+            "actor_token.client_id/azp/sub",
+        );
+        assert_eq!(
+            detail,
+            r#"client_id "other", azp "other": not client "bff"; sub "bff": not its actor identity "bff-sa""#
+        );
+        let detail = refused(
+            actor_bound_to_client(&token("mallory"), &client),
+            ActorNotBoundToClient,
+            "actor_token.client_id/azp/sub",
+        );
+        assert!(detail.starts_with("client_id none, azp none:"), "{detail}");
+    }
+
+    #[test]
+    fn rule1_actor_tokens_carrying_act_are_refused() {
+        assert!(actor_not_delegated(&token("bff-sa")).is_ok());
+        let chain = [party("gateway", None)];
+        let delegated = TokenFacts {
+            act: &chain,
+            ..token("bff-sa")
+        };
+        refused(
+            actor_not_delegated(&delegated),
+            ActorTokenDelegated,
+            "actor_token.act",
+        );
+    }
+
+    #[test]
+    fn acting_party_is_the_actor_token_or_the_client() {
+        let client = client(&[]);
+        let actor = token("bff-sa");
+        assert_eq!(
+            acting_party(Some(&actor), &client, "https://sts.example"),
+            party("bff-sa", Some("https://idp.example"))
+        );
+        assert_eq!(
+            acting_party(None, &client, "https://sts.example"),
+            party("bff-sa", Some("https://sts.example"))
+        );
+    }
+
+    #[test]
+    fn rule3_may_act_restricts_the_actor() {
+        let acting = party("bff-sa", Some("https://idp.example"));
+        assert_eq!(
+            may_act_restricts(&token("alice"), &acting).ok(),
+            Some(false)
+        );
+        for named in [
+            party("bff-sa", None),
+            party("bff-sa", Some("https://idp.example")),
+        ] {
+            let subject = TokenFacts {
+                may_act: Some(&named),
+                ..token("alice")
+            };
+            assert_eq!(may_act_restricts(&subject, &acting).ok(), Some(true));
+        }
+        for other in [
+            party("gateway", None),
+            party("bff-sa", Some("https://other.example")),
+        ] {
+            let subject = TokenFacts {
+                may_act: Some(&other),
+                ..token("alice")
+            };
+            let detail = refused(
+                may_act_restricts(&subject, &acting),
+                MayActMismatch,
+                "subject_token.may_act",
+            );
+            assert_eq!(detail, r#"may_act does not name the actor "bff-sa""#);
+        }
+        // A may_act that names an issuer is not met by an actor without one.
+        let with_iss = party("bff-sa", Some("https://idp.example"));
+        let subject = TokenFacts {
+            may_act: Some(&with_iss),
+            ..token("alice")
+        };
+        refused(
+            may_act_restricts(&subject, &party("bff-sa", None)),
+            MayActMismatch,
+            "subject_token.may_act",
+        );
+    }
+
+    #[test]
+    fn rule2_subject_token_names_the_client() {
+        let audiences = strings(&["bff", "https://bff.example"]);
+        let client = client(&audiences);
+        let aud = strings(&["https://bff.example"]);
+        let bound = [
+            TokenFacts {
+                aud: &aud,
+                ..token("alice")
+            },
+            TokenFacts {
+                client_id: Some("bff"),
+                ..token("alice")
+            },
+            TokenFacts {
+                azp: Some("bff"),
+                ..token("alice")
+            },
+        ];
+        for subject in &bound {
+            assert!(subject_bound_to_client(subject, &client, false).is_ok());
+        }
+        // may_act naming the actor binds too.
+        assert!(subject_bound_to_client(&token("alice"), &client, true).is_ok());
+
+        let other_aud = strings(&["orders-api"]);
+        let unbound = TokenFacts {
+            aud: &other_aud,
+            client_id: Some("other"),
+            azp: Some("other"),
+            ..token("alice")
+        };
+        let detail = refused(
+            subject_bound_to_client(&unbound, &client, false),
+            SubjectNotBoundToClient,
+            "subject_token.aud/client_id/azp/may_act",
+        );
+        assert_eq!(
+            detail,
+            r#"the subject token does not name client "bff" or its actor as a party"#
+        );
+    }
+
+    #[test]
+    fn rule2_id_tokens_bind_by_aud_only() {
+        let audiences = strings(&["bff"]);
+        let client = client(&audiences);
+        let id_token = TokenFacts {
+            token_type: TokenType::IdToken,
+            azp: Some("bff"),
+            client_id: Some("bff"),
+            ..token("alice")
+        };
+        refused(
+            subject_bound_to_client(&id_token, &client, true),
+            SubjectNotBoundToClient,
+            "subject_token.aud",
+        );
+        let aud = strings(&["bff"]);
+        let to_client = TokenFacts {
+            aud: &aud,
+            ..id_token
+        };
+        assert!(subject_bound_to_client(&to_client, &client, false).is_ok());
+    }
+
+    #[test]
+    fn rule6_no_cycles_compared_by_sub() {
+        let prior = [party("gateway", Some("https://idp.example"))];
+        let subject = TokenFacts {
+            act: &prior,
+            ..token("alice")
+        };
+        assert!(no_cycle(&subject, &party("bff-sa", None)).is_ok());
+        for cycle in [
+            party("alice", Some("https://other.example")),
+            party("gateway", None),
+        ] {
+            let detail = refused(no_cycle(&subject, &cycle), ActorInChain, "actor_token.sub");
+            assert!(detail.starts_with(&format!("{:?} is already", cycle.sub)));
+        }
+    }
+
+    #[test]
+    fn rule5_act_holds_iss_only_when_configured() {
+        let acting = party("bff-sa", Some("https://idp.example"));
+        assert_eq!(act_entry(acting.clone(), false), party("bff-sa", None));
+        assert_eq!(act_entry(acting.clone(), true), acting);
+    }
+
+    #[test]
+    fn rule4_new_actor_on_top_prior_actors_unchanged() {
+        let prior = [
+            party("gateway", Some("https://idp.example")),
+            party("edge", None),
+        ];
+        let chain = carry_chain(Some(party("bff-sa", None)), &prior);
+        assert_eq!(
+            chain,
+            [
+                party("bff-sa", None),
+                party("gateway", Some("https://idp.example")),
+                party("edge", None)
+            ]
+        );
+        // Without an actor token the chain is carried over as it is.
+        assert_eq!(carry_chain(None, &prior), prior);
+        assert!(carry_chain(None, &[]).is_empty());
+    }
+
+    #[test]
+    fn rule7_depth_limit() {
+        let chain = [party("a", None), party("b", None)];
+        assert!(within_depth(&chain, 2).is_ok());
+        let detail = refused(within_depth(&chain, 1), ChainTooDeep, "subject_token.act");
+        assert_eq!(detail, "the chain would hold 2 actors; max_depth is 1");
+        assert!(within_depth(&[], 1).is_ok());
+    }
+
+    #[test]
+    fn rule8_lifetime_never_grows() {
+        assert_eq!(lifetime(1000, 300, 5000, None).ok(), Some(1300));
+        assert_eq!(lifetime(1000, 300, 1100, None).ok(), Some(1100));
+        assert_eq!(lifetime(1000, 300, 5000, Some(1050)).ok(), Some(1050));
+        assert_eq!(lifetime(1000, u64::MAX, 5000, None).ok(), Some(5000));
+        for (subject_exp, actor_exp) in [(1000, None), (5000, Some(1000)), (900, Some(5000))] {
+            refused(
+                lifetime(1000, 300, subject_exp, actor_exp),
+                LifetimeExhausted,
+                "subject_token.exp/actor_token.exp",
+            );
+        }
+    }
+
+    fn scope_set(values: &[&str]) -> HashSet<String> {
+        values.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn rule9_scope_never_widens() {
+        let subject = strings(&["orders:read", "orders:write", "profile", "orders:read"]);
+        let scopes = scope_set(&["orders:read", "orders:write", "admin"]);
+        let ceiling = scope_set(&["orders:read"]);
+
+        // Nothing requested: subject ∩ scopes ∩ ceilings, once each, in the subject's order.
+        let granted = granted_scope(None, &subject, &scopes, &[]).unwrap();
+        assert_eq!(granted, strings(&["orders:read", "orders:write"]));
+        let granted = granted_scope(None, &subject, &scopes, &[&ceiling]).unwrap();
+        assert_eq!(granted, strings(&["orders:read"]));
+
+        let requested = strings(&["orders:write"]);
+        let granted = granted_scope(Some(&requested), &subject, &scopes, &[]).unwrap();
+        assert_eq!(granted, requested);
+
+        for (asked, why) in [
+            ("admin", "the subject token's scope"),
+            ("profile", "the policy's scopes"),
+            ("orders:write", "target_scopes of the requested target"),
+        ] {
+            let requested = strings(&["orders:read", asked]);
+            let detail = refused(
+                granted_scope(Some(&requested), &subject, &scopes, &[&ceiling]),
+                ScopeNotGranted,
+                "request.scope",
+            );
+            assert_eq!(detail, format!("{asked:?} is not in {why}"));
+        }
+    }
+
+    /// A rule admitting audiences `orders-api` (ceiling `orders:read`) and `api-*`, and the
+    /// resource `https://orders.example/` (ceiling `orders:write`).
+    fn target_rule() -> Rule {
+        Rule {
+            audiences: TargetSet::compile(&strings(&["orders-api", "api-*"]), false).unwrap(),
+            resources: TargetSet::compile(&strings(&["https://orders.example/"]), true).unwrap(),
+            audience_scopes: vec![Some(scope_set(&["orders:read"])), None],
+            resource_scopes: vec![Some(scope_set(&["orders:write"]))],
+            max_audiences: 2,
+            ..rule()
+        }
+    }
+
+    fn targets<'a>(audiences: &'a [String], resources: &'a [String]) -> Targets<'a> {
+        Targets {
+            audiences,
+            resources,
+            scope: None,
+            requested_token_type: TokenType::AccessToken,
+        }
+    }
+
+    #[test]
+    fn rule10_requested_targets_are_allow_listed() {
+        let rule = target_rule();
+        let (aud, ceilings) =
+            choose_targets(&rule, targets(&strings(&["orders-api", "orders-api"]), &[])).unwrap();
+        assert_eq!(aud, strings(&["orders-api"]));
+        assert_eq!(ceilings, [&scope_set(&["orders:read"])]);
+
+        let resource = strings(&["https://orders.example/"]);
+        let (aud, ceilings) =
+            choose_targets(&rule, targets(&strings(&["api-x"]), &resource)).unwrap();
+        assert_eq!(aud, strings(&["api-x", "https://orders.example/"]));
+        assert_eq!(ceilings, [&scope_set(&["orders:write"])]);
+
+        let detail = refused(
+            choose_targets(&rule, targets(&strings(&["billing"]), &[])),
+            TargetNotAllowed,
+            "request.audience",
+        );
+        assert_eq!(detail, r#""billing" is not allowed by audiences"#);
+        // An audience entry does not admit the same value asked for as a resource.
+        refused(
+            choose_targets(&rule, targets(&[], &strings(&["orders-api"]))),
+            TargetNotAllowed,
+            "request.resource",
+        );
+        let three = strings(&["orders-api", "api-a", "api-b"]);
+        let detail = refused(
+            choose_targets(&rule, targets(&three, &[])),
+            TooManyTargets,
+            "request.audience/resource",
+        );
+        assert_eq!(detail, "3 targets; max_audiences is 2");
+    }
+
+    #[test]
+    fn rule10_default_audience_or_no_target() {
+        let rule = target_rule();
+        refused(
+            choose_targets(&rule, targets(&[], &[])),
+            NoTarget,
+            "request.audience/resource",
+        );
+        let rule = Rule {
+            default_audience: Some("orders-api".into()),
+            ..target_rule()
+        };
+        let (aud, ceilings) = choose_targets(&rule, targets(&[], &[])).unwrap();
+        assert_eq!(aud, strings(&["orders-api"]));
+        assert_eq!(ceilings.len(), 1);
+    }
+
+    #[test]
+    fn rule10_ceilings_of_a_value_in_both_lists_apply_whichever_names_it() {
+        let both = strings(&["https://orders.example/"]);
+        let rule = Rule {
+            audiences: TargetSet::compile(&both, false).unwrap(),
+            audience_scopes: vec![Some(scope_set(&["a"]))],
+            ..target_rule()
+        };
+        let (_, ceilings) = choose_targets(&rule, targets(&both, &[])).unwrap();
+        assert_eq!(
+            ceilings,
+            [&scope_set(&["a"]), &scope_set(&["orders:write"])]
+        );
+    }
+
+    #[test]
+    fn rule11_issued_type_is_the_requested_one() {
+        assert_eq!(issued_token_type(TokenType::Jwt), TokenType::Jwt);
+        assert_eq!(
+            issued_token_type(TokenType::AccessToken),
+            TokenType::AccessToken
+        );
+    }
+}
