@@ -309,6 +309,8 @@ fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldEr
     })
 }
 
+/// Compiles one client's table (`raw`, merged over `defaults`) and its `by_issuer`
+/// refinements.
 fn compile_client(
     config: &Config,
     file: &str,
@@ -317,59 +319,20 @@ fn compile_client(
     defaults: &RawRule,
 ) -> Result<ClientPolicy, ConfigError> {
     let base_name = format!("clients.{client_id}");
-    let at = |name: &str| {
-        let name = name.to_owned();
-        move |(f, reason): FieldError| ConfigError::new(file, format!("{name}.{f}"), reason)
-    };
     let effective = raw.over(defaults);
-    let header = client_header(config, &effective).map_err(at(&base_name))?;
+    let header = client_header(config, &effective).map_err(at(file, &base_name))?;
     let id: Arc<str> = format!("{file}#{base_name}").into();
-    let base = compile_rule(config, Arc::clone(&id), &effective).map_err(at(&base_name))?;
-    if header.delegate && base.actor_issuers.is_empty() {
-        return Err(at(&base_name)(field_err(
-            "actor_issuers",
-            "delegate = true needs the upstream issuers of this client's actor tokens",
-        )));
-    }
+    let base = compile_rule(config, Arc::clone(&id), &effective)
+        .and_then(|rule| delegate_has_actor_issuers(&header, rule))
+        .map_err(at(file, &base_name))?;
 
     let mut by_issuer = HashMap::new();
     let mut overrides: Vec<_> = raw.by_issuer.iter().flatten().collect();
     overrides.sort_by(|a, b| a.0.cmp(b.0));
     for (issuer_name, over) in overrides {
         let name = format!("{base_name}.by_issuer.{issuer_name}");
-        let issuer = config
-            .issuer_id(issuer_name)
-            .filter(|i| header.subject_issuers.contains(i))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    file,
-                    name.clone(),
-                    "not one of this client's subject_issuers",
-                )
-            })?;
-        if over.by_issuer.is_some() {
-            return Err(ConfigError::new(
-                file,
-                format!("{name}.by_issuer"),
-                "by_issuer tables do not nest",
-            ));
-        }
-        if let Some(field) = over.client_only_fields().first() {
-            return Err(ConfigError::new(
-                file,
-                format!("{name}.{field}"),
-                "set per client, not per subject issuer",
-            ));
-        }
-        let merged = over.over(&effective);
-        let rule_id: Arc<str> = format!("{file}#{name}").into();
-        let rule = compile_rule(config, rule_id, &merged).map_err(at(&name))?;
-        if header.delegate && rule.actor_issuers.is_empty() {
-            return Err(at(&name)(field_err(
-                "actor_issuers",
-                "delegate = true needs the upstream issuers of this client's actor tokens",
-            )));
-        }
+        let (issuer, rule) =
+            compile_override(config, file, &name, &header, &effective, issuer_name, over)?;
         by_issuer.insert(issuer, Arc::new(rule));
     }
     if header.enabled && !header.impersonate && !header.delegate {
@@ -381,6 +344,60 @@ fn compile_client(
         base: Arc::new(base),
         by_issuer,
     })
+}
+
+/// A [`FieldError`] of table `name` in `file`, as a [`ConfigError`] naming the field.
+fn at(file: &str, name: &str) -> impl Fn(FieldError) -> ConfigError {
+    let (file, name) = (file.to_owned(), name.to_owned());
+    move |(f, reason): FieldError| ConfigError::new(file.as_str(), format!("{name}.{f}"), reason)
+}
+
+/// A client that may delegate needs issuers for its actor tokens, in every rule.
+fn delegate_has_actor_issuers(header: &ClientHeader, rule: Rule) -> Result<Rule, FieldError> {
+    if header.delegate && rule.actor_issuers.is_empty() {
+        return Err(field_err(
+            "actor_issuers",
+            "delegate = true needs the upstream issuers of this client's actor tokens",
+        ));
+    }
+    Ok(rule)
+}
+
+/// Compiles the `by_issuer` table `name` (`over`, for subject tokens of `issuer_name`)
+/// over the client's effective fields.
+fn compile_override(
+    config: &Config,
+    file: &str,
+    name: &str,
+    header: &ClientHeader,
+    effective: &RawRule,
+    issuer_name: &str,
+    over: &RawRule,
+) -> Result<(IssuerId, Rule), ConfigError> {
+    let issuer = config
+        .issuer_id(issuer_name)
+        .filter(|i| header.subject_issuers.contains(i))
+        .ok_or_else(|| ConfigError::new(file, name, "not one of this client's subject_issuers"))?;
+    if over.by_issuer.is_some() {
+        return Err(ConfigError::new(
+            file,
+            format!("{name}.by_issuer"),
+            "by_issuer tables do not nest",
+        ));
+    }
+    if let Some(field) = over.client_only_fields().first() {
+        return Err(ConfigError::new(
+            file,
+            format!("{name}.{field}"),
+            "set per client, not per subject issuer",
+        ));
+    }
+    let merged = over.over(effective);
+    let rule_id: Arc<str> = format!("{file}#{name}").into();
+    let rule = compile_rule(config, rule_id, &merged)
+        .and_then(|rule| delegate_has_actor_issuers(header, rule))
+        .map_err(at(file, name))?;
+    Ok((issuer, rule))
 }
 
 fn introspecting(config: &Config, ids: &[IssuerId]) -> usize {
@@ -424,8 +441,53 @@ fn token_types(names: Option<&[String]>) -> Result<Option<Vec<TokenType>>, Strin
         .map(Some)
 }
 
-/// Compiles the effective fields `raw` (already merged with its parents) into a rule.
+/// Compiles the effective fields `raw` (already merged with its parents) into a rule, one
+/// field group after another (the first problem found is the one reported).
 fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, FieldError> {
+    let actor_issuers = actor_issuers(config, raw)?;
+    let targets = target_sets(raw)?;
+    let scopes =
+        scope_set(raw.scopes.as_deref().unwrap_or(&[])).map_err(|r| field_err("scopes", r))?;
+    let (audience_scopes, resource_scopes) = target_ceilings(raw, &targets)?;
+    let max_audiences = raw.max_audiences.unwrap_or(1);
+    if max_audiences == 0 {
+        return Err(field_err("max_audiences", "must be at least 1"));
+    }
+    let ttl_seconds = ttl_seconds(config, raw)?;
+    let max_depth = max_depth(config, raw)?;
+    let actors = sub_set(raw.actors.as_deref()).map_err(|r| field_err("actors", r))?;
+    let prior_actors =
+        sub_set(raw.prior_actors.as_deref()).map_err(|r| field_err("prior_actors", r))?;
+    let claims = passthrough_claims(raw)?;
+    let conditions = raw
+        .conditions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| compile_condition(c).map_err(|r| (format!("conditions[{i}]"), r)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Rule {
+        id,
+        actor_issuers,
+        audiences: targets.audience_set,
+        resources: targets.resource_set,
+        audience_scopes,
+        resource_scopes,
+        default_audience: raw.default_audience.clone(),
+        max_audiences,
+        scopes,
+        ttl_seconds,
+        max_depth,
+        actors,
+        prior_actors,
+        act_includes_iss: raw.act_includes_iss.unwrap_or(false),
+        claims,
+        conditions,
+    })
+}
+
+/// `actor_issuers`, by default the subject issuers other than gleipnir itself.
+fn actor_issuers(config: &Config, raw: &RawRule) -> Result<Vec<IssuerId>, FieldError> {
     let subject_issuers = raw.subject_issuers.as_deref().unwrap_or(&[]);
     // gleipnir's own tokens never serve as actor tokens (the policy refuses them in code);
     // naming "self" here would be a promise the code does not keep.
@@ -452,7 +514,19 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
             "at most one issuer with introspection: opaque tokens carry no issuer",
         ));
     }
+    Ok(actor_issuers)
+}
 
+/// `audiences` and `resources` as written, and compiled.
+struct TargetLists {
+    audiences: Vec<String>,
+    resources: Vec<String>,
+    audience_set: TargetSet,
+    resource_set: TargetSet,
+}
+
+/// `audiences`, `resources` and `default_audience` (one of the audiences, exactly).
+fn target_sets(raw: &RawRule) -> Result<TargetLists, FieldError> {
     let audiences = raw.audiences.clone().unwrap_or_default();
     let resources = raw.resources.clone().unwrap_or_default();
     let audience_set =
@@ -467,11 +541,25 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
             "must be one of audiences, and not a pattern",
         ));
     }
-    let scopes =
-        scope_set(raw.scopes.as_deref().unwrap_or(&[])).map_err(|r| field_err("scopes", r))?;
-    // Per-target ceilings, keyed by the audiences/resources entry as written.
-    let mut audience_scopes = vec![None; audiences.len()];
-    let mut resource_scopes = vec![None; resources.len()];
+    Ok(TargetLists {
+        audiences,
+        resources,
+        audience_set,
+        resource_set,
+    })
+}
+
+/// One scope ceiling slot per entry of `audiences` or of `resources`.
+type Ceilings = Vec<Option<HashSet<String>>>;
+
+/// Per-target scope ceilings (`target_scopes`), for the entries of `audiences` and of
+/// `resources`, keyed by the entry as written.
+fn target_ceilings(
+    raw: &RawRule,
+    targets: &TargetLists,
+) -> Result<(Ceilings, Ceilings), FieldError> {
+    let mut audience_scopes = vec![None; targets.audiences.len()];
+    let mut resource_scopes = vec![None; targets.resources.len()];
     let mut keyed: Vec<_> = raw.target_scopes.iter().flatten().collect();
     keyed.sort_by(|a, b| a.0.cmp(b.0));
     for (target, list) in keyed {
@@ -481,8 +569,8 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
         // parameter it is asked for by must not matter.
         let mut found = false;
         for (entries, slots) in [
-            (&audiences, &mut audience_scopes),
-            (&resources, &mut resource_scopes),
+            (&targets.audiences, &mut audience_scopes),
+            (&targets.resources, &mut resource_scopes),
         ] {
             if let Some(slot) = entries
                 .iter()
@@ -501,10 +589,11 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
             ));
         }
     }
-    let max_audiences = raw.max_audiences.unwrap_or(1);
-    if max_audiences == 0 {
-        return Err(field_err("max_audiences", "must be at least 1"));
-    }
+    Ok((audience_scopes, resource_scopes))
+}
+
+/// `ttl_seconds`, within `tokens.max_ttl_seconds` (rule 8 bounds every lifetime by it).
+fn ttl_seconds(config: &Config, raw: &RawRule) -> Result<u64, FieldError> {
     let ttl_seconds = raw
         .ttl_seconds
         .unwrap_or(DEFAULT_TTL_SECONDS.min(config.tokens.max_ttl_seconds));
@@ -517,6 +606,11 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
             ),
         ));
     }
+    Ok(ttl_seconds)
+}
+
+/// `max_depth`, within `tokens.max_depth` (rule 7).
+fn max_depth(config: &Config, raw: &RawRule) -> Result<usize, FieldError> {
     let max_depth = raw.max_depth.unwrap_or(config.tokens.max_depth);
     if max_depth == 0 || max_depth > config.tokens.max_depth {
         return Err(field_err(
@@ -527,9 +621,11 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
             ),
         ));
     }
-    let actors = sub_set(raw.actors.as_deref()).map_err(|r| field_err("actors", r))?;
-    let prior_actors =
-        sub_set(raw.prior_actors.as_deref()).map_err(|r| field_err("prior_actors", r))?;
+    Ok(max_depth)
+}
+
+/// `claims`: passthrough claim names, none empty, reserved or listed twice.
+fn passthrough_claims(raw: &RawRule) -> Result<Vec<String>, FieldError> {
     let claims = raw.claims.clone().unwrap_or_default();
     for (i, name) in claims.iter().enumerate() {
         if name.is_empty() {
@@ -547,31 +643,7 @@ fn compile_rule(config: &Config, id: Arc<str>, raw: &RawRule) -> Result<Rule, Fi
             return Err(field_err("claims", format!("{name:?} is listed twice")));
         }
     }
-    let conditions = raw
-        .conditions
-        .iter()
-        .enumerate()
-        .map(|(i, c)| compile_condition(c).map_err(|r| (format!("conditions[{i}]"), r)))
-        .collect::<Result<Vec<_>, _>>()?;
-
-    Ok(Rule {
-        id,
-        actor_issuers,
-        audiences: audience_set,
-        resources: resource_set,
-        audience_scopes,
-        resource_scopes,
-        default_audience: raw.default_audience.clone(),
-        max_audiences,
-        scopes,
-        ttl_seconds,
-        max_depth,
-        actors,
-        prior_actors,
-        act_includes_iss: raw.act_includes_iss.unwrap_or(false),
-        claims,
-        conditions,
-    })
+    Ok(claims)
 }
 
 fn scope_set(scopes: &[String]) -> Result<HashSet<String>, String> {
