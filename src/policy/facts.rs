@@ -28,6 +28,7 @@ impl<R: Role> Claims for VerifiedToken<R> {
 }
 
 /// Claims given directly (unit tests).
+#[cfg(test)]
 impl Claims for Map<String, Value> {
     fn object(&self) -> Map<String, Value> {
         self.clone()
