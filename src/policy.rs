@@ -38,7 +38,7 @@ use thiserror::Error;
 use crate::client_auth::{AuthenticatedClient, NamedClient, RegisteredClient};
 use crate::config::{Config, ConfigError, IssuerId};
 use crate::oauth::TokenType;
-use crate::token::{Actor, ActorId, Subject, VerifiedToken};
+use crate::token::{Actor, ActorId, Checked, Role, Subject, VerifiedToken};
 use facts::{ClientFacts, TokenFacts};
 
 pub use file::{DEFAULT_TTL_SECONDS, RESERVED_CLAIMS};
@@ -574,8 +574,8 @@ impl PolicyEngine {
     }
 }
 
-/// A client admitted by [`PolicyEngine::admit`], awaiting its verified tokens.
-pub struct Admission<'a> {
+/// A client admitted by [`PolicyEngine::admit`], awaiting its tokens (with proofs `P`).
+pub struct Admission<'a, P: Proofs> {
     own_issuer: &'a str,
     client: ClientFacts<'a>,
     policy: &'a ClientPolicy,
@@ -601,9 +601,9 @@ impl<P: Proofs> Admission<'_, P> {
         actor: Option<&P::Token<Actor>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Grant, Refusal> {
-        let subject = TokenFacts::of(subject);
-        let actor = actor.map(TokenFacts::of);
+    ) -> Result<Decided<P>, Refusal> {
+        let subject = TokenFacts::of(subject.borrow());
+        let actor = actor.map(|a| TokenFacts::of(a.borrow()));
         self.decide_on(&subject, actor.as_ref(), targets, now)
     }
 
@@ -614,7 +614,7 @@ impl<P: Proofs> Admission<'_, P> {
         actor: Option<&TokenFacts<'_>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Grant, Refusal> {
+    ) -> Result<Decided<P>, Refusal> {
         let policy = self.policy;
         // The mode was admitted for the request; the tokens must be the ones it announced.
         fields::check_mode(&policy.header, actor.is_some())
@@ -634,7 +634,7 @@ impl<P: Proofs> Admission<'_, P> {
         actor: Option<&TokenFacts<'_>>,
         targets: Targets<'_>,
         now: u64,
-    ) -> Result<Grant, Refusal> {
+    ) -> Result<Decided<P>, Refusal> {
         let client = &self.client;
         if let Some(actor) = actor {
             rules::actor_not_self_issued(actor)?;
@@ -666,7 +666,8 @@ impl<P: Proofs> Admission<'_, P> {
         let (aud, ceilings) = rules::choose_targets(rule, targets)?;
         let scope = rules::granted_scope(targets.scope, subject.scope, &rule.scopes, &ceilings)?;
         let exp = rules::lifetime(now, rule.ttl_seconds, subject.exp, actor.map(|a| a.exp))?;
-        Ok(Grant {
+        Ok(Decided {
+            proofs: PhantomData,
             client_id: client.id.to_owned(),
             sub: subject.sub.to_owned(),
             aud,
@@ -694,7 +695,7 @@ mod tests {
         subject: &TokenFacts<'_>,
         actor: Option<&TokenFacts<'_>>,
         requested_token_type: TokenType,
-    ) -> Result<Grant, Refusal> {
+    ) -> Result<Decided<Unverified>, Refusal> {
         let audiences = strings(&["bff"]);
         let policy = ClientPolicy {
             id: "test.toml#clients.bff".into(),
@@ -709,10 +710,11 @@ mod tests {
             base: Arc::new(rule),
             by_issuer: HashMap::new(),
         };
-        let admission = Admission {
+        let admission = Admission::<Unverified> {
             own_issuer: "https://sts.example",
             client: client(&audiences),
             policy: &policy,
+            proofs: PhantomData,
         };
         let targets = Targets {
             audiences: &[],

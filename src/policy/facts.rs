@@ -1,18 +1,18 @@
-//! What the decision reads, borrowed: the facts of a verified token ([`TokenFacts`]) and
-//! of the authenticated client ([`ClientFacts`]). The rules in [`super::rules`] and the
+//! What the decision reads, borrowed: the facts of a checked token ([`TokenFacts`]) and
+//! of the client ([`ClientFacts`]). The rules in [`super::rules`] and the
 //! policy-file checks in [`super::fields`] take these plain views, never the proof types,
 //! so each can be unit-tested with values written by hand, and a change to the proof types
 //! touches only the constructors here.
 //!
-//! This is the one place in the policy stage that reads `VerifiedToken` and
-//! `AuthenticatedClient` (besides the public signatures of `admit` and `decide`).
+//! They are read from `Checked` tokens and a `RegisteredClient`, which every set of
+//! proofs holds (`super::Proofs`): a dry run and an exchange decide on the same facts.
 
 use serde_json::{Map, Value};
 
-use crate::client_auth::AuthenticatedClient;
+use crate::client_auth::RegisteredClient;
 use crate::config::IssuerId;
 use crate::oauth::TokenType;
-use crate::token::{ActorId, Role, VerifiedToken};
+use crate::token::{ActorId, Checked, Role};
 
 /// Every claim of a token as it carries it, parsed only when a rule asks: most exchanges
 /// have no condition and no passthrough claim, and should not pay for the parse.
@@ -21,7 +21,7 @@ pub(super) trait Claims {
     fn object(&self) -> Map<String, Value>;
 }
 
-impl<R: Role> Claims for VerifiedToken<R> {
+impl<R: Role> Claims for Checked<R> {
     fn object(&self) -> Map<String, Value> {
         self.claims_object()
     }
@@ -38,7 +38,7 @@ impl Claims for Map<String, Value> {
 /// The facts of a subject or actor token that the rules read, borrowed from the token.
 #[derive(Clone, Copy)]
 pub(super) struct TokenFacts<'a> {
-    /// Which configured issuer signed it.
+    /// Which configured issuer it comes from.
     pub(super) issuer: IssuerId,
     /// `iss`.
     pub(super) iss: &'a str,
@@ -65,8 +65,8 @@ pub(super) struct TokenFacts<'a> {
 }
 
 impl<'a> TokenFacts<'a> {
-    /// The facts of a verified token: borrows only, nothing parsed or copied.
-    pub(super) fn of<R: Role>(token: &'a VerifiedToken<R>) -> Self {
+    /// The facts of a checked token: borrows only, nothing parsed or copied.
+    pub(super) fn of<R: Role>(token: &'a Checked<R>) -> Self {
         Self {
             issuer: token.issuer(),
             iss: token.iss(),
@@ -92,7 +92,7 @@ impl<'a> TokenFacts<'a> {
     }
 }
 
-/// The identity facts of the authenticated client, borrowed from its registration.
+/// The identity facts of the client, borrowed from its registration.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ClientFacts<'a> {
     /// `client_id`.
@@ -104,12 +104,12 @@ pub(super) struct ClientFacts<'a> {
 }
 
 impl<'a> ClientFacts<'a> {
-    /// The facts of an authenticated client.
-    pub(super) fn of(client: &'a AuthenticatedClient) -> Self {
+    /// The facts of a registered client.
+    pub(super) fn of(client: &'a RegisteredClient) -> Self {
         Self {
             id: client.id(),
-            audiences: client.client().audiences(),
-            actor_sub: client.client().actor_sub(),
+            audiences: client.audiences(),
+            actor_sub: client.actor_sub(),
         }
     }
 }
