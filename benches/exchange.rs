@@ -41,14 +41,15 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     let issuer = runtime.block_on(TestIssuer::start());
-    let (app, _clock, _dir) = Sts::builder()
+    let (built, _clock, _dir) = Sts::builder()
         .issuer("corp", &issuer, "algorithms = [\"RS256\", \"ES256\"]")
         .build_app("http://127.0.0.1:1");
     runtime.block_on(async {
-        for keeper in app.exchanger().validator().keepers() {
+        for keeper in &built.background.keepers {
             keeper.maintain().await;
         }
     });
+    let app = built.app;
     let authorization = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", BFF.0, BFF.1))

@@ -2,7 +2,9 @@
 //!
 //! `App::build` does all the start-up I/O (key file, secrets from env or files, policy
 //! files) and fails with a [`ConfigError`] naming the field, before any port is bound.
-//! It starts no task and opens no socket; `server::run` does.
+//! It returns what it built ([`Built`]): the [`App`] that answers requests, the
+//! listeners' [`Limits`] and the [`Background`] work the service needs (key keepers,
+//! reload watches). It starts no task and opens no socket; `server::run` does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +23,49 @@ use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
 use crate::policy::PolicyStore;
 use crate::server::Limits;
 use crate::token::TokenValidator;
+use crate::upstream::jwks::JwksCache;
+
+/// Everything [`App::build`] built.
+pub struct Built {
+    /// What answers requests.
+    pub app: App,
+    /// The listeners' limits.
+    pub limits: Limits,
+    /// What must run beside the listeners.
+    pub background: Background,
+}
+
+/// The long-running work of the service, started by `server::run`: one keeper per
+/// upstream issuer's JWKS, and the watches that reload the policy and the signing keys
+/// when their files change.
+pub struct Background {
+    /// The upstream issuers' key caches, each kept by its own task.
+    pub keepers: Vec<Arc<JwksCache>>,
+    /// The policy in force (watched).
+    pub policy: Arc<PolicyStore>,
+    /// Our signing keys (watched).
+    pub keys: Arc<KeyStore>,
+}
+
+impl Background {
+    /// Spawns every task; they run until aborted.
+    pub fn spawn(self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = self
+            .keepers
+            .into_iter()
+            .map(|cache| tokio::spawn(async move { cache.keep().await }))
+            .collect();
+        tasks.push(tokio::spawn(self.policy.watch()));
+        tasks.push(tokio::spawn(self.keys.watch()));
+        tasks
+    }
+}
 
 /// The running service's parts.
 pub struct App {
     exchanger: Exchanger,
-    limits: Limits,
+    policy: Arc<PolicyStore>,
+    keys: Arc<KeyStore>,
     metrics: Arc<Metrics>,
     clock: Clock,
     started_at: u64,
@@ -35,7 +75,7 @@ pub struct App {
 
 impl App {
     /// Builds every part. Reads the key file, client secrets and policy files.
-    pub fn build(config: &Config, clock: Clock) -> Result<App, ConfigError> {
+    pub fn build(config: &Config, clock: Clock) -> Result<Built, ConfigError> {
         let metrics = Arc::new(Metrics::new());
         // A key stays published after its successor took over until its last token has
         // expired: the longest lifetime plus the leeway verifiers allow.
@@ -65,27 +105,34 @@ impl App {
             clock.clone(),
             Arc::clone(&metrics),
         )?;
-        let minter = Minter::new(config.issuer.clone(), keys);
-        Ok(App {
-            exchanger: Exchanger::new(
-                clients,
-                validator,
-                policy,
-                minter,
-                clock.clone(),
-                Arc::clone(&metrics),
-            ),
+        let background = Background {
+            keepers: validator.keepers(),
+            policy: Arc::clone(&policy),
+            keys: Arc::clone(&keys),
+        };
+        let minter = Minter::new(config.issuer.clone(), Arc::clone(&keys));
+        let exchanger = Exchanger::new(
+            clients,
+            validator,
+            Arc::clone(&policy),
+            minter,
+            clock.clone(),
+            Arc::clone(&metrics),
+        );
+        let app = App {
+            exchanger,
+            policy,
+            keys,
             metrics,
             started_at: clock.now(),
             clock,
             max_body_bytes: config.server.max_body_bytes,
-            limits: Limits {
-                max_connections: config.server.max_connections,
-                idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
-                request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
-                shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
-            },
             metadata,
+        };
+        Ok(Built {
+            app,
+            limits: limits(config),
+            background,
         })
     }
 
@@ -94,9 +141,11 @@ impl App {
         &self.exchanger
     }
 
-    /// The listeners' limits.
-    pub fn limits(&self) -> Limits {
-        self.limits
+    /// Reloads the policy and the signing key directory now (SIGHUP); what fails to load
+    /// keeps the previous one in force.
+    pub fn reload(&self) {
+        let _ = self.policy.reload(true);
+        let _ = self.keys.reload(true);
     }
 
     /// Largest accepted request body.
@@ -107,14 +156,14 @@ impl App {
     /// `GET /.well-known/jwks.json`: the keys the ring publishes now (they change on
     /// schedule, so this is built per request; JWKS requests are rare).
     pub fn jwks_document(&self) -> Bytes {
-        let ring = self.exchanger.minter().keys().current();
+        let ring = self.keys.current();
         Bytes::from(jwks_document(&ring.published(self.clock.now())).to_string())
     }
 
     /// `GET /.well-known/oauth-authorization-server` (the signing algorithms of the keys in
     /// force added per request: a key reload may change them).
     pub fn metadata_document(&self) -> Bytes {
-        let ring = self.exchanger.minter().keys().current();
+        let ring = self.keys.current();
         let algorithms: Vec<&str> = ring.algorithms().iter().map(|a| a.as_str()).collect();
         let mut document = self.metadata.clone();
         document.insert(
@@ -132,7 +181,7 @@ impl App {
     /// `GET /metrics` (admin listener): the OpenMetrics text of everything.
     pub fn metrics_text(&self) -> String {
         let validator = self.exchanger.validator();
-        let ring = self.exchanger.minter().keys().current();
+        let ring = self.keys.current();
         let now = self.clock.now();
         let signer = ring.signer(now);
         self.metrics.encode(Snapshot {
@@ -153,6 +202,16 @@ impl App {
     /// have been fetched.
     pub fn is_ready(&self) -> bool {
         self.exchanger.validator().is_ready()
+    }
+}
+
+/// The listeners' limits, from `[server]`.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_connections: config.server.max_connections,
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
+        request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
+        shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
     }
 }
 

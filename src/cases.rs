@@ -124,7 +124,8 @@ async fn run_file(path: &Path) -> Result<Vec<CaseResult>, String> {
         &config.for_offline_dry_run(),
         Clock::from(ManualClock::new(now)),
     )
-    .map_err(|e| at(e.to_string()))?;
+    .map_err(|e| at(e.to_string()))?
+    .app;
     let mut results = Vec::with_capacity(file.cases.len());
     for case in &file.cases {
         let name = format!("{}: {}", path.display(), case.name);

@@ -199,7 +199,7 @@ pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Res
     };
     let issuer_url = format!("http://{}", bound.demo_issuer_listen);
     let config = dev_config(&bound, &issuer_url, &format!("{issuer_url}/jwks.json"))?;
-    let app = Arc::new(App::build(&config, Clock::System).map_err(|e| e.to_string())?);
+    let built = App::build(&config, Clock::System).map_err(|e| e.to_string())?;
     let demo = Arc::new(DemoIssuer::new(issuer_url)?);
 
     eprintln!("{}", banner());
@@ -214,10 +214,10 @@ pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Res
             let clock = clock.clone();
             async move { demo.handle(req, &clock).await }
         },
-        app.limits(),
+        built.limits,
         stopped,
     ));
-    crate::server::run(app, public, admin, shutdown).await;
+    crate::server::run(built, public, admin, shutdown).await;
     let _ = stop.send(true);
     let _ = demo_server.await;
     Ok(())

@@ -54,16 +54,6 @@ impl Exchanger {
         &self.validator
     }
 
-    /// The policy in force, and its reload.
-    pub fn policy(&self) -> &Arc<PolicyStore> {
-        &self.policy
-    }
-
-    /// The minter (its key is published in our JWKS).
-    pub fn minter(&self) -> &Minter {
-        &self.minter
-    }
-
     /// Runs one exchange and writes its audit record.
     pub async fn exchange(
         &self,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use gleipnir::app::App;
+use gleipnir::app::{App, Built};
 use gleipnir::clock::Clock;
 use gleipnir::config::{Config, ConfigErrors};
 use gleipnir::jose::JwsAlgorithm;
@@ -189,13 +189,13 @@ fn fail_config(errors: &ConfigErrors) -> ExitCode {
 
 /// Everything `serve` needs before it binds: the configuration, the App, and the public
 /// listener's TLS certificate when `[tls]` is set.
-type Loaded = (Config, App, Option<Arc<Tls>>);
+type Loaded = (Config, Built, Option<Arc<Tls>>);
 
 fn load(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
     let config = Config::load(path)?;
-    let app = App::build(&config, Clock::System)?;
+    let built = App::build(&config, Clock::System)?;
     let tls = Tls::load(&config)?;
-    Ok((config, app, tls))
+    Ok((config, built, tls))
 }
 
 async fn serve(
@@ -203,7 +203,7 @@ async fn serve(
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> ExitCode {
-    let (config, app, tls) = match load(&path) {
+    let (config, built, tls) = match load(&path) {
         Ok(loaded) => loaded,
         Err(e) => return fail_config(&e),
     };
@@ -243,11 +243,10 @@ async fn serve(
              (set [tls] to serve HTTPS)"
         );
     }
-    let app = Arc::new(app);
     let shutdown = gleipnir::server::shutdown_signal();
     match tls {
-        Some(tls) => gleipnir::server::run_tls(app, public, tls, admin, shutdown).await,
-        None => gleipnir::server::run(app, public, admin, shutdown).await,
+        Some(tls) => gleipnir::server::run_tls(built, public, tls, admin, shutdown).await,
+        None => gleipnir::server::run(built, public, admin, shutdown).await,
     }
     ExitCode::SUCCESS
 }
@@ -376,7 +375,7 @@ async fn policy_explain(command: PolicyCommand) -> ExitCode {
         None => Clock::System,
     };
     let app = match App::build(&config, clock) {
-        Ok(app) => app,
+        Ok(built) => built.app,
         Err(e) => return fail(&e.to_string()),
     };
     if signatures == Signatures::Verified {

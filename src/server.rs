@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::app::App;
+use crate::app::{App, Built};
 use crate::http::response::Body;
 
 /// How long a client has to send a request's headers once it has started (HTTP/1.1).
@@ -54,46 +54,43 @@ pub struct Limits {
 /// reloads of the policy and of the signing key directory: on SIGHUP, and when their files
 /// change (`policy.watch_seconds`, `signing.watch_seconds`).
 pub async fn run(
-    app: Arc<App>,
+    built: Built,
     public: TcpListener,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    run_with(app, public, None, admin, shutdown).await;
+    run_with(built, public, None, admin, shutdown).await;
 }
 
 /// [`run`], with HTTPS on the public listener; the certificate is also reloaded on SIGHUP
 /// and when its files change (`tls.watch_seconds`).
 pub async fn run_tls(
-    app: Arc<App>,
+    built: Built,
     public: TcpListener,
     tls: Arc<tls::Tls>,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    run_with(app, public, Some(tls), admin, shutdown).await;
+    run_with(built, public, Some(tls), admin, shutdown).await;
 }
 
 async fn run_with(
-    app: Arc<App>,
+    built: Built,
     public: TcpListener,
     tls: Option<Arc<tls::Tls>>,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = app.limits();
+    let Built {
+        app,
+        limits,
+        background,
+    } = built;
+    let app = Arc::new(app);
     let (stop, stopped) = watch::channel(false);
-    // One keeper task per upstream issuer: fetch keys now, refresh them before expiry.
-    let keepers: Vec<_> = app
-        .exchanger()
-        .validator()
-        .keepers()
-        .into_iter()
-        .map(|cache| tokio::spawn(async move { cache.keep().await }))
-        .collect();
-    let policy = app.exchanger().policy();
-    let policy_watch = tokio::spawn(Arc::clone(policy).watch());
-    let keys_watch = tokio::spawn(Arc::clone(app.exchanger().minter().keys()).watch());
+    // One keeper task per upstream issuer (fetch keys now, refresh them before expiry),
+    // and the reload watches.
+    let background = background.spawn();
     let sighup = tokio::spawn(reload_on_sighup(Arc::clone(&app), tls.clone()));
     let tls_watch = tls.as_ref().map(|tls| {
         app.metrics().tls_certificate_expiry(tls.not_after());
@@ -122,10 +119,7 @@ async fn run_with(
     shutdown.await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop.send(true);
-    for task in keepers
-        .into_iter()
-        .chain([policy_watch, keys_watch, sighup])
-    {
+    for task in background.into_iter().chain([sighup]) {
         task.abort();
     }
     if let Some(task) = tls_watch {
@@ -152,8 +146,7 @@ async fn reload_on_sighup(app: Arc<App>, tls: Option<Arc<tls::Tls>>) {
                 if let Some(tls) = tls {
                     let _ = tls.reload(true, app.metrics());
                 }
-                let _ = app.exchanger().policy().reload(true);
-                let _ = app.exchanger().minter().keys().reload(true);
+                app.reload();
             })
             .await;
         }

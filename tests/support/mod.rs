@@ -621,7 +621,7 @@ impl<'a> StsBuilder<'a> {
 
     /// Builds the App as the STS would run it, with `base` as its issuer, without
     /// starting any listener (benches drive its exchanger directly).
-    pub fn build_app(self, base: &str) -> (Arc<App>, ManualClock, tempfile::TempDir) {
+    pub fn build_app(self, base: &str) -> (gleipnir::app::Built, ManualClock, tempfile::TempDir) {
         self.try_build_app(base).unwrap()
     }
 
@@ -629,7 +629,8 @@ impl<'a> StsBuilder<'a> {
     pub fn try_build_app(
         self,
         base: &str,
-    ) -> Result<(Arc<App>, ManualClock, tempfile::TempDir), gleipnir::config::ConfigError> {
+    ) -> Result<(gleipnir::app::Built, ManualClock, tempfile::TempDir), gleipnir::config::ConfigError>
+    {
         let (app, clock, dir, _) = self.try_build(base)?;
         Ok((app, clock, dir))
     }
@@ -682,7 +683,7 @@ impl<'a> StsBuilder<'a> {
         let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))
             .map_err(gleipnir::config::ConfigErrors::into_first)?;
         let clock = ManualClock::new(NOW);
-        let app = Arc::new(App::build(&config, Clock::from(clock.clone()))?);
+        let app = App::build(&config, Clock::from(clock.clone()))?;
         let tls = gleipnir::server::tls::Tls::load(&config)?;
         Ok((app, clock, dir, tls))
     }
@@ -717,7 +718,7 @@ impl<'a> StsBuilder<'a> {
 /// What [`StsBuilder::try_build`] makes: the App, its clock, the temp dir holding its
 /// files, and the public listener's TLS when `[tls]` was given.
 type Built = (
-    Arc<App>,
+    gleipnir::app::Built,
     ManualClock,
     tempfile::TempDir,
     Option<Arc<gleipnir::server::tls::Tls>>,
