@@ -84,44 +84,7 @@ enum Command {
 enum PolicyCommand {
     /// Dry run: what would the policy decide for this client and these tokens, and why.
     /// Signs nothing. Verifies signatures against the issuers' keys unless --offline.
-    Explain {
-        /// The TOML configuration file (its policies are the ones explained).
-        #[arg(long)]
-        config: PathBuf,
-        /// The client that would ask (not authenticated: no secret needed).
-        #[arg(long)]
-        client: String,
-        /// The subject token, or @FILE to read it from a file.
-        #[arg(long)]
-        subject_token: String,
-        /// access_token, jwt or id_token.
-        #[arg(long, default_value = "access_token")]
-        subject_token_type: String,
-        /// The actor token, or @FILE.
-        #[arg(long)]
-        actor_token: Option<String>,
-        /// access_token, jwt or id_token.
-        #[arg(long, default_value = "access_token")]
-        actor_token_type: String,
-        /// `audience` (repeatable).
-        #[arg(long)]
-        audience: Vec<String>,
-        /// `resource` (repeatable).
-        #[arg(long)]
-        resource: Vec<String>,
-        /// `scope` (space-separated).
-        #[arg(long)]
-        scope: Option<String>,
-        /// access_token or jwt.
-        #[arg(long)]
-        requested_token_type: Option<String>,
-        /// Skip signature verification (and fetch nothing): every line says so.
-        #[arg(long)]
-        offline: bool,
-        /// Decide at this time (Unix seconds) instead of now, e.g. for sample tokens.
-        #[arg(long)]
-        at: Option<u64>,
-    },
+    Explain(ExplainArgs),
     /// Run the policy test cases (*.toml) of a directory; exit 1 if any fails.
     Test {
         /// The directory of case files.
@@ -130,6 +93,47 @@ enum PolicyCommand {
         #[arg(long, short)]
         verbose: bool,
     },
+}
+
+/// The arguments of `gleipnir policy explain`.
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The TOML configuration file (its policies are the ones explained).
+    #[arg(long)]
+    config: PathBuf,
+    /// The client that would ask (not authenticated: no secret needed).
+    #[arg(long)]
+    client: String,
+    /// The subject token, or @FILE to read it from a file.
+    #[arg(long)]
+    subject_token: String,
+    /// access_token, jwt or id_token.
+    #[arg(long, default_value = "access_token")]
+    subject_token_type: String,
+    /// The actor token, or @FILE.
+    #[arg(long)]
+    actor_token: Option<String>,
+    /// access_token, jwt or id_token.
+    #[arg(long, default_value = "access_token")]
+    actor_token_type: String,
+    /// `audience` (repeatable).
+    #[arg(long)]
+    audience: Vec<String>,
+    /// `resource` (repeatable).
+    #[arg(long)]
+    resource: Vec<String>,
+    /// `scope` (space-separated).
+    #[arg(long)]
+    scope: Option<String>,
+    /// access_token or jwt.
+    #[arg(long)]
+    requested_token_type: Option<String>,
+    /// Skip signature verification (and fetch nothing): every line says so.
+    #[arg(long)]
+    offline: bool,
+    /// Decide at this time (Unix seconds) instead of now, e.g. for sample tokens.
+    #[arg(long)]
+    at: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -154,8 +158,8 @@ fn main() -> ExitCode {
             command: PolicyCommand::Test { dir, verbose },
         } => runtime.block_on(policy_test(&dir, verbose)),
         Command::Policy {
-            command: explain @ PolicyCommand::Explain { .. },
-        } => runtime.block_on(policy_explain(explain)),
+            command: PolicyCommand::Explain(args),
+        } => runtime.block_on(policy_explain(args)),
         Command::Dev {
             listen,
             admin_listen,
@@ -294,83 +298,23 @@ async fn policy_test(dir: &std::path::Path, verbose: bool) -> ExitCode {
     }
 }
 
-async fn policy_explain(command: PolicyCommand) -> ExitCode {
+async fn policy_explain(args: ExplainArgs) -> ExitCode {
     use gleipnir::exchange::dry_run::Signatures;
-    let PolicyCommand::Explain {
-        config,
-        client,
-        subject_token,
-        subject_token_type,
-        actor_token,
-        actor_token_type,
-        audience,
-        resource,
-        scope,
-        requested_token_type,
-        offline,
-        at,
-    } = command
-    else {
-        return fail("not an explain command");
-    };
-    let urn = |name: &str, flag: &str| {
-        gleipnir::oauth::TokenType::from_name(name)
-            .map(|t| t.urn().to_owned())
-            .ok_or_else(|| format!("{flag}: unknown token type {name:?}"))
-    };
-    let read = |value: String| match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {path}: {e}")),
-        None => Ok(value),
-    };
-    let pairs = (|| -> Result<Vec<(String, String)>, String> {
-        let mut pairs = vec![
-            (
-                "grant_type".to_owned(),
-                gleipnir::oauth::GRANT_TYPE_TOKEN_EXCHANGE.to_owned(),
-            ),
-            ("subject_token".to_owned(), read(subject_token)?),
-            (
-                "subject_token_type".to_owned(),
-                urn(&subject_token_type, "--subject-token-type")?,
-            ),
-        ];
-        if let Some(actor) = actor_token {
-            pairs.push(("actor_token".to_owned(), read(actor)?));
-            pairs.push((
-                "actor_token_type".to_owned(),
-                urn(&actor_token_type, "--actor-token-type")?,
-            ));
-        }
-        pairs.extend(audience.into_iter().map(|a| ("audience".to_owned(), a)));
-        pairs.extend(resource.into_iter().map(|r| ("resource".to_owned(), r)));
-        if let Some(scope) = scope {
-            pairs.push(("scope".to_owned(), scope));
-        }
-        if let Some(t) = requested_token_type {
-            pairs.push((
-                "requested_token_type".to_owned(),
-                urn(&t, "--requested-token-type")?,
-            ));
-        }
-        Ok(pairs)
-    })();
-    let form = match pairs.and_then(|p| gleipnir::cases::form_body(&p)) {
+    let form = match explain_form(&args).and_then(|p| gleipnir::cases::form_body(&p)) {
         Ok(form) => form,
         Err(e) => return fail(&e),
     };
-    let config = match Config::load(&config) {
+    let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => return fail_config(&e),
     };
     // Offline, nothing is verified or signed: no key file or secret is needed.
-    let (config, signatures) = if offline {
+    let (config, signatures) = if args.offline {
         (config.for_offline_dry_run(), Signatures::Offline)
     } else {
         (config, Signatures::Verified)
     };
-    let clock = match at {
+    let clock = match args.at {
         Some(at) => Clock::from(gleipnir::clock::ManualClock::new(at)),
         None => Clock::System,
     };
@@ -381,7 +325,10 @@ async fn policy_explain(command: PolicyCommand) -> ExitCode {
     if signatures == Signatures::Verified {
         app.exchanger().fetch_issuer_keys().await;
     }
-    let explanation = app.exchanger().dry_run(&client, &form, signatures).await;
+    let explanation = app
+        .exchanger()
+        .dry_run(&args.client, &form, signatures)
+        .await;
     for line in explanation.lines() {
         println!("{line}");
     }
@@ -391,6 +338,53 @@ async fn policy_explain(command: PolicyCommand) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The token-exchange parameters `policy explain` was given, as form pairs (tokens read
+/// from `@FILE` where asked, token types as URNs).
+fn explain_form(args: &ExplainArgs) -> Result<Vec<(String, String)>, String> {
+    let urn = |name: &str, flag: &str| {
+        gleipnir::oauth::TokenType::from_name(name)
+            .map(|t| t.urn().to_owned())
+            .ok_or_else(|| format!("{flag}: unknown token type {name:?}"))
+    };
+    let read = |value: &str| match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(value.to_owned()),
+    };
+    let pair = |name: &str, value: String| (name.to_owned(), value);
+    let mut pairs = vec![
+        pair(
+            "grant_type",
+            gleipnir::oauth::GRANT_TYPE_TOKEN_EXCHANGE.to_owned(),
+        ),
+        pair("subject_token", read(&args.subject_token)?),
+        pair(
+            "subject_token_type",
+            urn(&args.subject_token_type, "--subject-token-type")?,
+        ),
+    ];
+    if let Some(actor) = &args.actor_token {
+        pairs.push(pair("actor_token", read(actor)?));
+        pairs.push(pair(
+            "actor_token_type",
+            urn(&args.actor_token_type, "--actor-token-type")?,
+        ));
+    }
+    pairs.extend(args.audience.iter().map(|a| pair("audience", a.clone())));
+    pairs.extend(args.resource.iter().map(|r| pair("resource", r.clone())));
+    if let Some(scope) = &args.scope {
+        pairs.push(pair("scope", scope.clone()));
+    }
+    if let Some(t) = &args.requested_token_type {
+        pairs.push(pair(
+            "requested_token_type",
+            urn(t, "--requested-token-type")?,
+        ));
+    }
+    Ok(pairs)
 }
 
 fn keygen(alg: &str, out: &std::path::Path) -> ExitCode {
