@@ -2,8 +2,8 @@
 //!
 //! Every exchange is made by an authenticated client. One dispatch
 //! ([`ClientAuthenticator::authenticate`]) reads which credentials a request presents,
-//! finds the client in the [`registry`] and hands the check to the file of that method:
-//! [`secret`] for `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1;
+//! finds the client in the registry (`registry.rs`) and hands the check to the file of that method:
+//! `secret.rs` for `client_secret_basic` and `client_secret_post` (RFC 6749 §2.3.1;
 //! digests compared in constant time). Presenting two methods at once is refused. The
 //! result, [`AuthenticatedClient`], can only be built by a method's check here.
 //! [`NamedClient`] is a registered client named by an operator for a dry run, never
@@ -11,11 +11,11 @@
 //! policy's business.
 //!
 //! Adding a method: a file beside `secret.rs` that reads its credentials and checks them,
-//! a variant of [`registry::Credential`] (how the client is registered), one of
-//! [`Presented`] and [`AuthMethod`], the arms of the dispatch, and its errors in the one
+//! a variant of the registry's `Credential` (how the client is registered), one of
+//! `Presented` and of [`AuthMethod`], the arms of the dispatch, and its errors in the one
 //! wire mapping (`error::to_wire`).
 
-pub mod registry;
+mod registry;
 mod secret;
 
 use std::sync::Arc;

@@ -6,34 +6,68 @@
 //!
 //! ```text
 //! hyper Request
-//!  └─ http::body::read_form              -> FormBody               POST, form type, size cap
-//!     └─ ClientAuthenticator::authenticate -> AuthenticatedClient  before any parameter
+//!  └─ http::body::read_form               -> FormBody               POST, form type, size cap
+//!     └─ ClientAuthenticator::authenticate -> AuthenticatedClient   before any parameter
 //!        └─ TokenExchangeRequest::from_form -> TokenExchangeRequest  RFC 8693 §2.1, strict
-//!           └─ PolicyEngine::admit -> Admission      client enabled for this mode
-//!              ├─ TokenValidator::validate(subject) -> VerifiedToken<Subject>  JWKS cache
+//!           └─ PolicyEngine::admit -> Admission           client enabled for this mode
+//!              ├─ TokenValidator::validate(subject) -> VerifiedToken<Subject>  JWKS or RFC 7662
 //!              └─ TokenValidator::validate(actor)   -> VerifiedToken<Actor>    (when sent)
-//!                 └─ Admission::decide -> Grant      delegation chain, targets, scope, lifetime
+//!                 └─ Admission::decide -> Grant           delegation chain, targets, scope, lifetime
 //!                    └─ Minter::mint(&Grant) -> IssuedToken
-//!                       └─ http::response::token     RFC 8693 §2.2.1 JSON
+//!                       └─ http::response::token          RFC 8693 §2.2.1 JSON
 //!  any stage Err ─► error::to_wire ─► RFC 6749 §5.2 error JSON
 //! ```
 //!
-//! The order differs from DESIGN's sketch in two places, on purpose: the client is
-//! authenticated before the exchange parameters are read (an unauthenticated caller gets
-//! 401 and costs one form decode), and the token-independent policy checks run before any
-//! token is validated (a disabled client costs no signature check and no JWKS fetch).
+//! The client is authenticated before the exchange parameters are read (an
+//! unauthenticated caller gets 401 and costs one form decode), and the token-independent
+//! policy checks run before any token is validated (a disabled client costs no signature
+//! check and no JWKS fetch).
 //!
-//! Stages: [`exchange`] (request parameters, and where the stages meet), [`client_auth`],
-//! [`token`], [`policy`], [`mint`]. The edge: [`http`], [`server`]. Supporting modules,
-//! which never import a stage: [`config`], [`clock`], [`jose`], [`keys`], [`oauth`],
-//! [`metrics`], [`telemetry`], [`reload`]; [`error`] and [`audit`] read the stages' results (the one
-//! error mapping, the audit record) and are used only where the stages meet
-//! ([`exchange`]) and at the edge. Assembly: [`app`]. The embedded default for
-//! trying it out: [`dev`]. Policy dry runs (`gleipnir policy explain`, `policy test`):
-//! [`exchange::dry_run`] and [`cases`].
+//! ## Proofs, and the dry run
 //!
-//! The contract is EXCHANGE-RULES (what is accepted and refused); DESIGN explains the
-//! layout. The README's conformance table maps RFC sections to code and tests.
+//! A passed check is a value, never a boolean. A token earns [`token::Checked`] (issuer,
+//! type, algorithm, claims, times) and then [`token::VerifiedToken`] (its signature or
+//! its issuer's introspection answer vouched for it); a client is an
+//! [`client_auth::AuthenticatedClient`], or, for an operator's dry run, a
+//! [`client_auth::NamedClient`]. The pipeline ([`exchange`]) is written once, generic over
+//! how the proofs are obtained; the policy decides on either set ([`policy::Proofs`]) with
+//! the same code, and only a decision on verified proofs is a [`policy::Grant`], the one
+//! thing [`mint::Minter::mint`] accepts. `gleipnir policy explain` and `policy test`
+//! ([`exchange::dry_run`], [`cases`]) therefore cannot mint.
+//!
+//! ## Modules
+//!
+//! Stages, in request order: [`http`] and [`server`] (the edge: the only modules that
+//! know hyper), [`client_auth`], [`request`], [`token`], [`policy`], [`mint`]; they
+//! meet in [`exchange`]. [`error`] maps every stage's error to the wire, exhaustively;
+//! [`audit`] records each exchange. Supporting modules, which never import a stage:
+//! [`config`], [`clock`] (the only reader of wall time), [`jose`], [`keys`], [`oauth`]
+//! (wire vocabulary and form decoding), [`upstream`] (the HTTP client with its limits, the
+//! JWKS cache, discovery), [`store`] (state shared across replicas), [`metrics`],
+//! [`telemetry`], [`reload`]. Assembly: [`app`]. The embedded default for trying it out:
+//! [`dev`].
+//!
+//! ## Where to add
+//!
+//! - **A client authentication method**: a file under `src/client_auth/` beside
+//!   `secret.rs` that reads and checks its credentials, a variant of the registry's
+//!   credential (how a client is registered, `client_auth/registry.rs`), the arms of the
+//!   one dispatch in [`client_auth::ClientAuthenticator::authenticate`], its settings in
+//!   `config/clients.rs`, and its errors in [`error::to_wire`]. Keys it fetches go through
+//!   [`upstream`].
+//! - **A store backend** (Redis, Valkey): a file under `src/store/` beside `memory.rs`, a
+//!   variant of [`store::Store`] with its arm in each method, its settings in the
+//!   configuration, and its errors ([`store::StoreError`]).
+//! - **A policy condition**: a variant of the condition test in `policy.rs`
+//!   (`ConditionTest`), its parsing in `policy/file.rs`, and its evaluation where
+//!   conditions hold (`policy/fields.rs`); always-enforced rules are functions of
+//!   `policy/rules.rs`, each with its own unit tests.
+//! - **An issued-token format**: [`mint`] (claims and signing) and the requested token
+//!   type in [`oauth::TokenType`] and [`request`]; the decision carries the type in the
+//!   [`policy::Grant`].
+//!
+//! The README states the exchange rules, the configuration and the conformance table
+//! (which RFC section is implemented and tested where).
 
 pub mod app;
 pub mod audit;

@@ -6,13 +6,13 @@
 //! [`Grant`] (only this module builds one) or a [`Refusal`] that names the refused check,
 //! the claim it looked at and the rule in force. The rules marked "always enforced" in
 //! EXCHANGE-RULES §5 are code here and no policy file can switch them off; the policy
-//! files (`policies/*.toml`, compiled by [`file`] into one [`Rule`] per client and subject
+//! files (`policies/*.toml`, compiled by `file.rs` into one `Rule` per client and subject
 //! issuer) decide modes, issuers, token types, targets, scope ceilings, TTL, depth, which
 //! actors may act, the members of `act`, passthrough claims and conditions within them.
 //!
 //! The decision is a short sequence of small named functions: the always-enforced rules
-//! in [`rules`], the checks policy fields configure in [`fields`]. Both read borrowed
-//! views of the tokens and the client ([`facts`]), built once in [`Admission::decide`],
+//! in `rules.rs`, the checks policy fields configure in `fields.rs`. Both read borrowed
+//! views of the tokens and the client (`facts.rs`), built once in [`Admission::decide`],
 //! so they are unit-tested without HTTP, keys or tokens.
 //!
 //! Identities in a chain are compared by `sub` alone: a match with any prior party is

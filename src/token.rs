@@ -5,14 +5,14 @@
 //! genuine. [`TokenValidator::validate`] returns the second, [`TokenValidator::check_unsigned`]
 //! (dry runs only) the first; no flag chooses between them. The order is cheap-to-costly:
 //! size cap before decoding, strict header (no `crit`, no key-carrying headers), strict
-//! claims, issuer by exact `iss` ([`issuers`]), declared token type against the issuer and
-//! the token's kind ([`kind`]), the algorithm from the issuer's allow-list and from the
+//! claims, issuer by exact `iss` (`issuers.rs`), declared token type against the issuer and
+//! the token's kind (`kind.rs`), the algorithm from the issuer's allow-list and from the
 //! key (never from the token alone), time against our clock, then the signature
-//! ([`jws`]). A token that is not a compact JWS is introspected ([`opaque`]).
+//! (`jws.rs`). A token that is not a compact JWS is introspected (`opaque.rs`).
 //!
 //! Parts: [`error`] (why a token is refused), [`proof`] (the proof types and the claim
-//! checks), [`issuers`] (the issuer table), [`jws`], [`opaque`] and [`introspection`]
-//! (the RFC 7662 client), [`kind`], and `claims` (the strict JSON decoders).
+//! checks), `issuers.rs` (the issuer table), `jws.rs`, `opaque.rs` and [`introspection`]
+//! (the RFC 7662 client), `kind.rs`, and `claims` (the strict JSON decoders).
 
 mod claims;
 pub mod error;

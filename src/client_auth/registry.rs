@@ -1,5 +1,5 @@
 //! The client registry: every configured client, with what policy and minting see of it
-//! ([`RegisteredClient`]) and how it proves itself ([`Credential`]). Nothing here assumes
+//! ([`RegisteredClient`]) and how it proves itself (`Credential`). Nothing here assumes
 //! that a client has a secret: the credential is one variant per method.
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //!   (`gleipnir policy explain --offline`, `gleipnir policy test`) works on these.
 //! - [`VerifiedToken<R>`]: a `Checked<R>` whose signature verified with the issuer's key,
 //!   or which the issuer's introspection endpoint said is active. It is built only from
-//!   the witness of that check ([`SignatureVerified`], [`ActiveAnswer`]), which only the
+//!   the witness of that check (`SignatureVerified`, `ActiveAnswer`), which only the
 //!   JWS path and the introspection path can make. Only verified tokens reach a `Grant`,
 //!   and so the minter.
 //!
@@ -203,7 +203,7 @@ impl<R: Role> Checked<R> {
 /// A [`Checked`] token that is also genuine: its signature verified with a key of its
 /// issuer, or its issuer's introspection endpoint answered that it is active. It is built
 /// only from the witness of that check, which only the JWS path
-/// ([`SignatureVerified`]) and the introspection path ([`ActiveAnswer`]) can make, each
+/// (`SignatureVerified`) and the introspection path (`ActiveAnswer`) can make, each
 /// right after its check. Only these reach a `Grant`.
 #[derive(Debug)]
 pub struct VerifiedToken<R: Role> {
