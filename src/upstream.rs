@@ -78,6 +78,16 @@ impl Backoff {
                 .is_some_and(|end| now >= end && now < end.saturating_add(delay))
     }
 
+    /// Failed attempts since the last success (0: not failing).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Whether the last attempt failed.
+    pub fn failing(&self) -> bool {
+        self.failures > 0
+    }
+
     /// An attempt ended at `now`, successfully or not.
     pub fn ended(&mut self, now: u64, succeeded: bool) {
         self.last_end = Some(now);

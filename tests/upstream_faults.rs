@@ -192,6 +192,123 @@ async fn oversized_jwks_is_refused_and_the_old_keys_kept() {
     assert_unavailable(&sts.exchange(BFF, &impersonation(&long_token(&cold))).await);
 }
 
+/// Valid JWK Sets with no key gleipnir may use: empty, only a symmetric key, only keys
+/// marked for encryption.
+fn keyless_jwks(issuer: &TestIssuer) -> Vec<(&'static str, serde_json::Value)> {
+    let mut encryption_only = issuer.default_jwks();
+    for key in encryption_only["keys"].as_array_mut().unwrap() {
+        key["use"] = json!("enc");
+    }
+    vec![
+        ("empty", json!({ "keys": [] })),
+        (
+            "only oct",
+            json!({ "keys": [{ "kty": "oct", "kid": "es-1", "k": "c2VjcmV0LXNlY3JldA" }] }),
+        ),
+        ("only unusable", encryption_only),
+    ]
+}
+
+/// A token of `issuer` whose `kid` it does not publish.
+fn unknown_kid_token(issuer: &TestIssuer, kid: &str) -> String {
+    let header = json!({ "alg": "ES256", "kid": kid, "typ": "at+jwt" });
+    issuer.sign_with(Alg::Es256, header, issuer.user_claims("alice", "bff", ""))
+}
+
+const CORP_FAILURES: &str = "gleipnir_jwks_fetch_failures_total{issuer=\"corp\"}";
+
+async fn jwks_failures(sts: &Sts) -> f64 {
+    metric_value(&sts.admin, CORP_FAILURES).await.unwrap()
+}
+
+/// One keyless answer, provoked by a client's unknown `kid` or met by the keeper's
+/// refresh, must not refuse the issuer's tokens once the issuer serves its keys again:
+/// it is a failed fetch, the last good keys stay, and the keeper retries on the backoff.
+#[tokio::test]
+async fn one_keyless_jwks_never_replaces_the_last_good_keys() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    issuer.set_cache_control("max-age=120");
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    let token = long_token(&issuer);
+    assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+    for (what, keyless) in keyless_jwks(&issuer) {
+        // Provoked by a client: an unknown kid forces a refetch.
+        let fetched = issuer.jwks_fetches();
+        let failures = jwks_failures(&sts).await;
+        issuer.set_jwks(keyless.clone());
+        sts.clock.advance(30); // past any cooldown
+        let provoked = sts
+            .exchange(BFF, &impersonation(&unknown_kid_token(&issuer, "nope")))
+            .await;
+        assert_ne!(provoked.status, 200, "{what}");
+        assert_eq!(issuer.jwks_fetches(), fetched + 1, "{what}: one refetch");
+        issuer.set_jwks(issuer.default_jwks()); // repaired at once
+        let answer = sts.exchange(BFF, &impersonation(&token)).await;
+        assert_eq!(answer.status, 200, "{what}: {}", answer.body);
+        assert_eq!(jwks_failures(&sts).await, failures + 1.0, "{what}");
+        sts.clock.advance(8);
+        wait_fetches(&issuer, fetched + 2).await; // the keeper's retry
+        assert_eq!(readyz(&sts).await, 200, "{what}");
+
+        // Met by the keeper: its refresh at 90 % of max-age gets the keyless answer.
+        issuer.set_jwks(keyless);
+        let fetched = issuer.jwks_fetches();
+        sts.clock.advance(108);
+        // The failure is counted once the attempt ended (its backoff counts from then).
+        wait_for_metric(&sts.admin, CORP_FAILURES, failures + 2.0).await;
+        let answer = sts.exchange(BFF, &impersonation(&token)).await;
+        assert_eq!(answer.status, 200, "{what}: {}", answer.body);
+        assert_eq!(readyz(&sts).await, 200, "{what}");
+        issuer.set_jwks(issuer.default_jwks());
+        sts.clock.advance(1); // the first failure's backoff
+        wait_fetches(&issuer, fetched + 2).await;
+        assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+    }
+}
+
+/// With no keys ever fetched, a keyless JWKS fails closed (503) and is retried on the
+/// failure backoff, not after its `max-age`; it is logged once for the whole streak,
+/// with the issuer, the URL and the cause.
+#[tokio::test]
+async fn keyless_jwks_at_cold_start_fails_closed_and_is_retried_on_the_backoff() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    issuer.set_cache_control("max-age=3600");
+    issuer.set_jwks(json!({ "keys": [] }));
+    let sts = Sts::start(&issuer).await;
+    wait_for_metric(&sts.admin, CORP_FAILURES, 1.0).await;
+    assert_eq!(readyz(&sts).await, 503);
+    let token = long_token(&issuer);
+    assert_unavailable(&sts.exchange(BFF, &impersonation(&token)).await);
+    for (n, backoff) in [(2, 1), (3, 2), (4, 4)] {
+        sts.clock.advance(backoff);
+        wait_for_metric(&sts.admin, CORP_FAILURES, f64::from(n)).await;
+    }
+    assert_eq!(issuer.jwks_fetches(), 4, "one fetch per backoff step");
+    assert_unavailable(&sts.exchange(BFF, &impersonation(&token)).await);
+
+    issuer.set_jwks(issuer.default_jwks());
+    sts.clock.advance(8);
+    let repaired = Instant::now();
+    sts.wait_ready().await;
+    eprintln!(
+        "keyless at cold start: ready {:?} after the repair",
+        repaired.elapsed()
+    );
+    assert_eq!(sts.exchange(BFF, &impersonation(&token)).await.status, 200);
+
+    let warned = support::audit::warnings(&issuer.jwks_uri());
+    assert_eq!(warned.len(), 1, "once per failure streak: {warned:?}");
+    let line = warned[0].to_string();
+    assert!(
+        line.contains("corp") && line.contains("no usable key"),
+        "{line}"
+    );
+    assert!(!line.contains(&token), "no token in the log");
+}
+
 /// A new key published by the issuer: its `kid` is unknown to our cache, so the first
 /// token signed with it causes one refetch (once the cooldown since the last fetch has
 /// passed) and is accepted.

@@ -11,19 +11,29 @@
 //!   before they expire, so requests never wait for a routine refresh.
 //! - When the issuer is down, the last good keys keep being served up to the issuer's
 //!   maximum staleness (default 12 h); the keeper refreshes before that bound too. After
-//!   it, and when there never were keys, token validation fails closed (503). A JWKS that
-//!   is valid but has no usable key replaces the keys we had: the issuer withdrew them.
+//!   it, and when there never were keys, token validation fails closed (503).
+//! - A JWKS without a usable key (`{"keys":[]}`, only `oct` keys, only keys we cannot
+//!   use) is a failed fetch, like an outage: it never replaces usable keys still within
+//!   the staleness bound, it is counted in the fetch-failure metric, and it is retried on
+//!   the failure backoff, not after the `max-age` it came with. One such answer, which a
+//!   client can provoke with an unknown `kid`, must not refuse the issuer's tokens long
+//!   after the issuer repaired it. An issuer that really withdraws all its keys sees its
+//!   tokens accepted up to the staleness bound; with no keys ever fetched, requests fail
+//!   closed (503).
 //! - Only the keeper fetches (it is never cancelled, and it backs off 1, 2, 4, 8 s after
-//!   failures, counted from when the attempt ended). A request without usable keys waits
-//!   for the attempt in flight, if any, at most 5 s, and takes its outcome, success or
-//!   failure: an outage causes neither a fetch storm nor requests queueing behind
-//!   timeouts. A token with an unknown `kid` causes at most one refetch per 30 s cooldown
-//!   per issuer, shared by the requests waiting for it; a failed refetch never discards
-//!   the keys we had.
+//!   failures, counted from when the attempt ended; after a failed fetch, whichever
+//!   started it, it retries on that backoff until one succeeds). A failure streak is
+//!   logged once, as a warning naming the issuer, the URL and the cause; the fetch that
+//!   ends it says how many attempts failed. A request without usable keys waits for the
+//!   attempt in flight, if any, at most 5 s, and takes its outcome, success or failure:
+//!   an outage causes neither a fetch storm nor requests queueing behind timeouts.
+//! - A token with an unknown `kid` causes at most one refetch per 30 s cooldown per
+//!   issuer, shared by the requests waiting for it; a failed refetch never discards the
+//!   keys we had.
 //! - Every decision about time reads our [`Clock`], so tests can move time by hours. Each
 //!   issuer has its own cache, lock and keeper: one failing issuer never slows another.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -63,12 +73,24 @@ pub enum FetchError {
     /// The issuer's metadata is unusable: not JSON, another `issuer`, no usable `jwks_uri`.
     #[error("metadata: {0}")]
     Metadata(&'static str),
+    /// A valid JWKS with no key we may use (empty, only `oct`, only unusable keys).
+    #[error("JWKS has no usable key ({skipped} skipped)")]
+    NoUsableKey {
+        /// Keys skipped as unsupported or malformed (`oct` keys are not counted).
+        skipped: usize,
+    },
+}
+
+/// A failed fetch and the URL it was for (`None`: the `jwks_uri` could not be found).
+struct Failed {
+    url: Option<reqwest::Url>,
+    error: FetchError,
 }
 
 /// Keys as fetched, with when (our clock, Unix seconds) and until when they are fresh.
 #[derive(Debug)]
 pub struct FetchedKeys {
-    /// The usable keys.
+    /// The usable keys (never empty: a JWKS without one is a failed fetch).
     pub keys: KeySet,
     fetched_at: u64,
     fresh_until: u64,
@@ -101,6 +123,9 @@ pub struct JwksCache {
     fetch: tokio::sync::Mutex<FetchState>,
     fetches: AtomicU64,
     failures: AtomicU64,
+    /// Whether the last fetch failed: the keeper then retries on the backoff even when
+    /// the keys it has are not due.
+    failing: AtomicBool,
 }
 
 impl JwksCache {
@@ -120,6 +145,7 @@ impl JwksCache {
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             fetches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -188,15 +214,14 @@ impl JwksCache {
         }
         state.last_forced = Some(now);
         tracing::info!(issuer = %self.name, "unknown kid: refetching JWKS");
-        // What is current now: the fresh keys, the issuer's (possibly empty) new set, or,
-        // after a failure, the keys we had.
-        self.fetch_locked(&mut state).await;
-        self.current().unwrap_or(current)
+        // The fresh keys, or, after a failure (a JWKS without usable key included), the
+        // keys we had.
+        self.fetch_locked(&mut state).await.unwrap_or(current)
     }
 
-    /// One keeper step: fetches when there are no keys, or within a tenth of their
-    /// lifetime (at least a second) of the earlier of their expiry and the staleness
-    /// bound, unless backing off.
+    /// One keeper step: fetches when there are no keys, after a failed fetch (a request's
+    /// forced refetch included), or within a tenth of their lifetime (at least a second)
+    /// of the earlier of their expiry and the staleness bound, unless backing off.
     pub async fn maintain(&self) {
         let due = |now: u64| match self.current() {
             None => true,
@@ -208,12 +233,12 @@ impl JwksCache {
                 now.saturating_add(margin) >= deadline || now < k.fetched_at
             }
         };
-        if !due(self.clock.now()) {
+        if !due(self.clock.now()) && !self.failing.load(Ordering::Relaxed) {
             return;
         }
         let mut state = self.fetch.lock().await;
         let now = self.clock.now();
-        if due(now) && !state.backoff.backing_off(now) {
+        if (due(now) || state.backoff.failing()) && !state.backoff.backing_off(now) {
             self.fetch_locked(&mut state).await;
         }
     }
@@ -230,9 +255,11 @@ impl JwksCache {
         let now = self.clock.now();
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let fetched = self.fetch_inner(now).await;
+        let streak = state.backoff.failures();
         // Backoff counts from the end of the attempt: a slow failure must not be retried
         // at once.
         state.backoff.ended(self.clock.now(), fetched.is_ok());
+        self.failing.store(fetched.is_err(), Ordering::Relaxed);
         match fetched {
             Ok(fetched) => {
                 let fetched = Arc::new(fetched);
@@ -245,29 +272,45 @@ impl JwksCache {
                     issuer = %self.name,
                     keys = fetched.keys.len(),
                     fresh_for_s = fetched.fresh_until - fetched.fetched_at,
+                    failed_before = streak,
                     "JWKS fetched"
                 );
-                self.usable(now)
+                Some(fetched)
             }
-            Err(e) => {
+            Err(Failed { url, error }) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let kept = self.usable(now).is_some();
-                tracing::warn!(issuer = %self.name, error = %e, kept_last_good_keys = kept, "JWKS fetch failed");
+                let url = url
+                    .as_ref()
+                    .map_or("<not discovered>", reqwest::Url::as_str);
+                // Once per streak: an issuer failing for hours is retried every 8 s, and
+                // the first line says what went wrong; the recovery line ends the streak.
+                if streak == 0 {
+                    tracing::warn!(issuer = %self.name, url, error = %error, kept_last_good_keys = kept, "JWKS fetch failed (retrying with backoff; logged once until a fetch succeeds)");
+                } else {
+                    tracing::debug!(issuer = %self.name, url, error = %error, failures = streak + 1, kept_last_good_keys = kept, "JWKS fetch failed again");
+                }
                 None
             }
         }
     }
 
-    async fn fetch_inner(&self, now: u64) -> Result<FetchedKeys, FetchError> {
-        let uri = self.jwks_uri().await?;
-        let fetched = self.fetch_jwks(uri, now).await;
+    async fn fetch_inner(&self, now: u64) -> Result<FetchedKeys, Failed> {
+        let uri = self
+            .jwks_uri()
+            .await
+            .map_err(|error| Failed { url: None, error })?;
+        let fetched = self.fetch_jwks(uri.clone(), now).await;
         if fetched.is_err() && self.location == JwksLocation::Discover {
             *self
                 .discovered
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
-        fetched
+        fetched.map_err(|error| Failed {
+            url: Some(uri),
+            error,
+        })
     }
 
     async fn jwks_uri(&self) -> Result<reqwest::Url, FetchError> {
@@ -341,13 +384,13 @@ impl JwksCache {
             .map_or(DEFAULT_TTL, ttl_from_cache_control);
         let (keys, skipped) = KeySet::from_jwks(&body, &self.algorithms)
             .map_err(|e| FetchError::Malformed(e.to_string()))?;
+        if keys.is_empty() {
+            // Nothing to validate with: a failure, so the keys we had stay in use (within
+            // the staleness bound) and the keeper retries on the backoff.
+            return Err(FetchError::NoUsableKey { skipped });
+        }
         if skipped > 0 {
             tracing::warn!(issuer = %self.name, skipped, "JWKS keys skipped (unsupported or malformed)");
-        }
-        if keys.is_empty() {
-            // A valid JWKS without a key we may use: the issuer withdrew or replaced its
-            // keys. Take that as it is (fail closed), rather than keep the old ones.
-            tracing::warn!(issuer = %self.name, "JWKS has no usable key: this issuer's tokens are refused until it has");
         }
         Ok(FetchedKeys {
             keys,
@@ -619,7 +662,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_valid_jwks_without_usable_keys_replaces_the_old_ones() {
+    async fn a_valid_jwks_without_usable_keys_is_a_failure_that_keeps_the_old_ones() {
         let upstream = Upstream::start(200, JWKS).await;
         let clock = ManualClock::new(NOW);
         let cache = cache_for(&upstream, &clock);
@@ -631,16 +674,21 @@ mod tests {
         );
         clock.advance(UNKNOWN_KID_COOLDOWN);
         let after = cache.refresh_for_unknown_kid(&old).await;
-        assert!(
-            after.keys.is_empty(),
-            "the withdrawn keys are not handed back"
-        );
-        assert!(cache.keys().await.is_none(), "fail closed");
-        assert!(!cache.has_usable_keys());
+        assert!(Arc::ptr_eq(&after, &old), "the last good keys are kept");
+        assert!(Arc::ptr_eq(&cache.keys().await.unwrap(), &old));
+        assert_eq!(cache.stats().failures, 1, "counted as a failed fetch");
+        cache.maintain().await;
+        assert_eq!(upstream.hits(), 2, "backing off for 1 s");
+        upstream.answer(200, JWKS);
+        clock.advance(1);
+        cache.maintain().await;
+        assert_eq!(upstream.hits(), 3, "retried on the backoff, keys not due");
+        assert!(!Arc::ptr_eq(&cache.keys().await.unwrap(), &old));
+        cache.maintain().await;
         assert_eq!(
-            cache.stats().failures,
-            0,
-            "the issuer answered; it is not an outage"
+            upstream.hits(),
+            3,
+            "recovered: back to the refresh schedule"
         );
     }
 

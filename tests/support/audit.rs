@@ -5,7 +5,8 @@
 //! `x-request-id` and so prove a row was refused for the reason it names.
 //!
 //! The capture is a process-wide tracing subscriber (one per test binary), keeping the
-//! `audit` target only, as JSON lines in memory.
+//! `audit` target and the warnings of `gleipnir::upstream` (for tests of what an upstream
+//! failure logs, [`warnings`]), as JSON lines in memory.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -41,7 +42,11 @@ pub fn capture() {
         let layer = tracing_subscriber::fmt::layer()
             .json()
             .with_writer(move || Sink(Arc::clone(&sink)))
-            .with_filter(Targets::new().with_target("audit", tracing::Level::INFO));
+            .with_filter(
+                Targets::new()
+                    .with_target("audit", tracing::Level::INFO)
+                    .with_target("gleipnir::upstream", tracing::Level::WARN),
+            );
         tracing_subscriber::registry()
             .with(layer)
             .try_init()
@@ -73,4 +78,24 @@ pub fn refusal(request_id: &str) -> Option<String> {
         fields["stage"].as_str().unwrap_or("?"),
         fields["reason"].as_str().unwrap_or("?")
     ))
+}
+
+/// The fields of every captured `gleipnir::upstream` warning with a field whose value
+/// contains `needle` (a URL, say, to tell one test's issuer from another's).
+pub fn warnings(needle: &str) -> Vec<Value> {
+    let lines = LINES
+        .get()
+        .expect("support::audit::capture() must run before the STS starts");
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["level"] == "WARN")
+        .map(|event| event["fields"].clone())
+        .filter(|fields| {
+            fields.as_object().is_some_and(|f| {
+                f.values()
+                    .any(|v| v.as_str().is_some_and(|v| v.contains(needle)))
+            })
+        })
+        .collect()
 }

@@ -123,6 +123,8 @@ pub struct TestIssuer {
     fetches: Arc<AtomicUsize>,
     urls_requested: Arc<std::sync::Mutex<Vec<String>>>,
     behaviour: Arc<std::sync::Mutex<Behaviour>>,
+    /// The `Cache-Control` of `/jwks.json` answers (`None`: no header).
+    cache_control: Arc<std::sync::Mutex<Option<String>>>,
     documents: Documents,
     /// The issuer's RFC 7662 endpoint (`/introspect`, and Keycloak's realm path).
     pub introspection: Arc<Introspection>,
@@ -246,6 +248,8 @@ impl TestIssuer {
         let urls_requested = Arc::new(std::sync::Mutex::new(Vec::new()));
         let behaviour = Arc::new(std::sync::Mutex::new(Behaviour::Serve));
         let behaviour_srv = Arc::clone(&behaviour);
+        let cache_control: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let cache_control_srv = Arc::clone(&cache_control);
         let documents: Documents = Arc::default();
         let documents_srv = Arc::clone(&documents);
         let introspection: Arc<Introspection> = Arc::default();
@@ -268,6 +272,7 @@ impl TestIssuer {
                     continue;
                 }
                 let behaviour = Arc::clone(&behaviour_srv);
+                let cache_control = Arc::clone(&cache_control_srv);
                 let documents = Arc::clone(&documents_srv);
                 let introspection = Arc::clone(&introspection_srv);
                 let (jwks, fetches, urls) = (
@@ -280,6 +285,7 @@ impl TestIssuer {
                         let (jwks, fetches, urls) =
                             (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&urls));
                         let behaviour = *behaviour.lock().unwrap();
+                        let cache_control = cache_control.lock().unwrap().clone();
                         let document = documents.lock().unwrap().get(req.uri().path()).cloned();
                         let introspection = Arc::clone(&introspection);
                         async move {
@@ -310,7 +316,15 @@ impl TestIssuer {
                                 fetches.fetch_add(1, Ordering::SeqCst);
                                 let body = jwks.lock().unwrap().to_string();
                                 match behaviour {
-                                    Behaviour::Serve | Behaviour::Trickle => json(body),
+                                    Behaviour::Serve | Behaviour::Trickle => {
+                                        let mut response = json(body);
+                                        if let Some(value) = cache_control {
+                                            response
+                                                .headers_mut()
+                                                .insert("cache-control", value.parse().unwrap());
+                                        }
+                                        response
+                                    }
                                     Behaviour::Status(code) => hyper::Response::builder()
                                         .status(code)
                                         .body(Full::new(Bytes::from_static(b"down")))
@@ -353,6 +367,7 @@ impl TestIssuer {
             fetches,
             urls_requested,
             behaviour,
+            cache_control,
             documents,
             introspection,
         }
@@ -369,6 +384,11 @@ impl TestIssuer {
     /// Changes how the JWKS endpoint behaves from the next request on.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Sends this `Cache-Control` with the JWKS from the next request on.
+    pub fn set_cache_control(&self, value: &str) {
+        *self.cache_control.lock().unwrap() = Some(value.to_owned());
     }
 
     pub fn jwks_uri(&self) -> String {
