@@ -242,7 +242,13 @@ async fn one_keyless_jwks_never_replaces_the_last_good_keys() {
         let provoked = sts
             .exchange(BFF, &impersonation(&unknown_kid_token(&issuer, "nope")))
             .await;
-        assert_ne!(provoked.status, 200, "{what}");
+        // The refetch failed: the kid could not be checked, not the client's fault.
+        assert_refused(
+            &provoked,
+            503,
+            "temporarily_unavailable",
+            "subject_token/keys_unavailable",
+        );
         assert_eq!(issuer.jwks_fetches(), fetched + 1, "{what}: one refetch");
         issuer.set_jwks(issuer.default_jwks()); // repaired at once
         let answer = sts.exchange(BFF, &impersonation(&token)).await;
@@ -309,69 +315,167 @@ async fn keyless_jwks_at_cold_start_fails_closed_and_is_retried_on_the_backoff()
     assert!(!line.contains(&token), "no token in the log");
 }
 
-/// A new key published by the issuer: its `kid` is unknown to our cache, so the first
-/// token signed with it causes one refetch (once the cooldown since the last fetch has
-/// passed) and is accepted.
-#[tokio::test]
-async fn rotated_key_is_accepted_after_one_refetch() {
-    let issuer = TestIssuer::start().await;
-    let sts = Sts::start(&issuer).await;
-    sts.wait_ready().await;
-    let new_key = SigningKey::ephemeral(JwsAlgorithm::Es256).unwrap();
-    let mut jwks = issuer.default_jwks();
-    jwks["keys"]
-        .as_array_mut()
-        .unwrap()
-        .push(new_key.public_jwk().clone());
-    issuer.set_jwks(jwks);
-    let header = json!({ "alg": "ES256", "kid": new_key.kid(), "typ": "at+jwt" });
+/// A token for bff signed with `key`, under `key`'s `kid`.
+fn token_signed_by(issuer: &TestIssuer, key: &SigningKey) -> String {
+    let header = json!({ "alg": "ES256", "kid": key.kid(), "typ": "at+jwt" });
     let input = format!(
         "{}.{}",
         b64_json(&header),
         b64_json(&issuer.user_claims("alice", "bff", ""))
     );
-    let token = format!("{input}.{}", b64(&new_key.sign(input.as_bytes()).unwrap()));
-
-    let fetched = issuer.jwks_fetches();
-    let early = sts.exchange(BFF, &impersonation(&token)).await;
-    assert_eq!(
-        early.status, 400,
-        "within 30 s of the last fetch the kid stays unknown"
-    );
-    assert_eq!(issuer.jwks_fetches(), fetched);
-    sts.clock.advance(30);
-    let answer = sts.exchange(BFF, &impersonation(&token)).await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(issuer.jwks_fetches(), fetched + 1);
+    format!("{input}.{}", b64(&key.sign(input.as_bytes()).unwrap()))
 }
 
+/// The issuer's JWKS with `key` added (a rotation publishes the new key beside the old).
+fn jwks_with(issuer: &TestIssuer, key: &SigningKey) -> serde_json::Value {
+    let mut jwks = issuer.default_jwks();
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(key.public_jwk().clone());
+    jwks
+}
+
+fn assert_refused(answer: &Answer, status: u16, error: &str, reason: &str) {
+    assert_eq!(
+        (answer.status, answer.error()),
+        (status, error),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        answer.headers.contains_key("retry-after"),
+        status == 503,
+        "Retry-After on a {status}"
+    );
+    let audited = answer.request_id().and_then(support::audit::refusal);
+    assert_eq!(audited.as_deref(), Some(reason), "{}", answer.body);
+}
+
+/// Routine rotation: the issuer starts signing with a new key 5 s after gleipnir's last
+/// regular fetch. That fetch starts no cooldown: the first token with the new kid
+/// forces one refetch and is accepted.
 #[tokio::test]
-async fn unknown_kid_flood_causes_one_fetch_per_cooldown() {
+async fn rotated_key_is_accepted_after_one_refetch() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    let fetched = issuer.jwks_fetches();
+    sts.clock.advance(5);
+    let new_key = SigningKey::ephemeral(JwsAlgorithm::Es256).unwrap();
+    issuer.set_jwks(jwks_with(&issuer, &new_key));
+    let token = token_signed_by(&issuer, &new_key);
+
+    let answer = sts.exchange(BFF, &impersonation(&token)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(issuer.jwks_fetches(), fetched + 1, "one refetch");
+    let again = sts.exchange(BFF, &impersonation(&token)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(issuer.jwks_fetches(), fetched + 1, "the new key is cached");
+}
+
+/// Whose fault an unknown kid is: still unknown in keys fetched after the token came,
+/// the client's (400 `unknown_kid`); otherwise, keys we could not fetch yet (cooldown,
+/// failed refetch): 503 `keys_unavailable` with Retry-After, and the key is accepted once
+/// it can be fetched.
+#[tokio::test]
+async fn unknown_kid_is_the_clients_fault_only_after_a_successful_refetch() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    let good = long_token(&issuer);
+    let fetched = issuer.jwks_fetches();
+
+    let answer = sts
+        .exchange(BFF, &impersonation(&unknown_kid_token(&issuer, "nope-1")))
+        .await;
+    assert_refused(&answer, 400, "invalid_request", "subject_token/unknown_kid");
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetched + 1,
+        "refetched, still unknown"
+    );
+
+    // Within the cooldown of that refetch the issuer rotates: the new kid is not refused
+    // as a bad token, it is retried once the cooldown allows a refetch.
+    sts.clock.advance(10);
+    let new_key = SigningKey::ephemeral(JwsAlgorithm::Es256).unwrap();
+    issuer.set_jwks(jwks_with(&issuer, &new_key));
+    let rotated = token_signed_by(&issuer, &new_key);
+    let answer = sts.exchange(BFF, &impersonation(&rotated)).await;
+    assert_refused(
+        &answer,
+        503,
+        "temporarily_unavailable",
+        "subject_token/keys_unavailable",
+    );
+    assert_eq!(issuer.jwks_fetches(), fetched + 1, "cooldown: no fetch");
+    sts.clock.advance(20);
+    let answer = sts.exchange(BFF, &impersonation(&rotated)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(issuer.jwks_fetches(), fetched + 2);
+
+    // A forced refetch that fails: 503; the keys we had still serve.
+    issuer.set_behaviour(Behaviour::Status(500));
+    sts.clock.advance(30);
+    let answer = sts
+        .exchange(BFF, &impersonation(&unknown_kid_token(&issuer, "nope-2")))
+        .await;
+    assert_refused(
+        &answer,
+        503,
+        "temporarily_unavailable",
+        "subject_token/keys_unavailable",
+    );
+    assert_eq!(issuer.jwks_fetches(), fetched + 3);
+    assert_eq!(sts.exchange(BFF, &impersonation(&good)).await.status, 200);
+    issuer.set_behaviour(Behaviour::Serve);
+    sts.clock.advance(30);
+    let answer = sts
+        .exchange(BFF, &impersonation(&unknown_kid_token(&issuer, "nope-3")))
+        .await;
+    assert_refused(&answer, 400, "invalid_request", "subject_token/unknown_kid");
+}
+
+/// 100 tokens with random kids at once, three times: 0 s, 10 s and 30 s after the first
+/// forced refetch. At most one refetch per 30 s; every answer is 400 (checked against
+/// keys fetched after the token came) or 503 (not checkable yet), never a grant.
+#[tokio::test]
+async fn unknown_kid_flood_causes_at_most_one_refetch_per_cooldown() {
     let issuer = TestIssuer::start().await;
     let sts = Sts::start(&issuer).await;
     sts.wait_ready().await;
     let before = issuer.jwks_fetches();
-    // Issue the floods concurrently (each request on its own task).
-    for round in 0..2 {
-        sts.clock.advance(30);
+    for (round, advance, refetches) in [(0, 0, 1), (1, 10, 1), (2, 20, 2)] {
+        sts.clock.advance(advance);
         let tokens = (0..100)
-            .map(|i| {
-                let header =
-                    json!({ "alg": "ES256", "kid": format!("flood-{round}-{i}"), "typ": "at+jwt" });
-                issuer.sign_with(Alg::Es256, header, issuer.user_claims("alice", "bff", ""))
-            })
+            .map(|i| unknown_kid_token(&issuer, &format!("flood-{round}-{i}")))
             .collect();
         let statuses = sts.exchange_concurrently(BFF, tokens).await;
-        assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+        let refused = |s| statuses.iter().filter(|&&x| x == s).count();
+        assert_eq!(refused(400) + refused(503), 100, "{statuses:?}");
         eprintln!(
-            "unknown-kid flood round {round}: 100 requests, JWKS fetches so far: {}",
+            "unknown-kid flood round {round} (+{advance} s): 100 requests, {} x 400, {} x 503, \
+             JWKS fetches so far: {}",
+            refused(400),
+            refused(503),
             issuer.jwks_fetches() - before
         );
         assert_eq!(
             issuer.jwks_fetches() - before,
-            round + 1,
-            "one fetch per 30 s cooldown"
+            refetches,
+            "at most one refetch per 30 s"
         );
+        if advance == 10 {
+            assert_eq!(
+                refused(503),
+                100,
+                "within the cooldown nothing is confirmed"
+            );
+        } else {
+            assert!(refused(400) >= 1, "the refetching request is confirmed");
+        }
     }
 }
 

@@ -76,7 +76,9 @@ pub enum TokenError {
     /// Older than the issuer's maximum token age (by `iat`).
     #[error("older than the issuer's maximum token age")]
     TooOld,
-    /// The issuer's keys could not be fetched and none are cached.
+    /// The issuer's keys could not be fetched and none are cached; or the token's `kid`
+    /// is not among the keys held and a refetch could not be made yet (cooldown,
+    /// backoff) or failed.
     #[error("issuer keys unavailable")]
     KeysUnavailable,
     /// The issuer's introspection endpoint says the token is not active.

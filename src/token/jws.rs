@@ -61,8 +61,9 @@ pub(super) fn parse(token: &str) -> Result<(Jws<'_>, Claims), TokenError> {
 
 impl Jws<'_> {
     /// Verifies the signature with `issuer`'s keys in force at `now`: our own ring, or
-    /// the upstream JWKS (an unknown `kid` may cause one refetch, under the cache's
-    /// cooldown).
+    /// the upstream JWKS (an unknown `kid` may force one refetch, under the cache's
+    /// cooldown; still unknown in keys fetched after the token came: `UnknownKid`, else
+    /// `KeysUnavailable`, see `upstream::jwks`).
     pub(super) async fn verify(
         &self,
         issuer: &TrustedIssuer,
@@ -81,8 +82,19 @@ impl Jws<'_> {
                 let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
                 match self.verify_with(&fetched.keys) {
                     Err(TokenError::UnknownKid) => {
-                        let refreshed = cache.refresh_for_unknown_kid(&fetched).await;
-                        self.verify_with(&refreshed.keys)
+                        let lacks_kid = |keys: &KeySet| {
+                            matches!(keys.find(kid, self.alg), KeyLookup::UnknownKid)
+                        };
+                        let refreshed = cache.refresh_for_unknown_kid(&fetched, lacks_kid).await;
+                        match self.verify_with(&refreshed.fetched.keys) {
+                            // Not in keys fetched after the token came: not the issuer's.
+                            // Otherwise it may be a key we could not fetch yet (cooldown,
+                            // backoff, failed refetch): not the client's fault.
+                            Err(TokenError::UnknownKid) if !refreshed.confirmed => {
+                                Err(TokenError::KeysUnavailable)
+                            }
+                            other => other,
+                        }
                     }
                     other => other,
                 }

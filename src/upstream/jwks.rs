@@ -27,9 +27,20 @@
 //!   ends it says how many attempts failed. A request without usable keys waits for the
 //!   attempt in flight, if any, at most 5 s, and takes its outcome, success or failure:
 //!   an outage causes neither a fetch storm nor requests queueing behind timeouts.
-//! - A token with an unknown `kid` causes at most one refetch per 30 s cooldown per
-//!   issuer, shared by the requests waiting for it; a failed refetch never discards the
-//!   keys we had.
+//! - A token whose `kid` is not among the keys held may force one refetch ahead of the
+//!   keeper, so a key the issuer has just started signing with is accepted at once, even
+//!   right after a routine fetch. Forced refetches: at most one per 30 s per issuer,
+//!   counted from the last forced one only (a keeper fetch starts no cooldown), none
+//!   while the failure backoff runs; requests arriving while one is in flight wait for
+//!   it and share it; a failed one never discards the keys we had. When the `kid` is
+//!   still not found ([`Refreshed::confirmed`]):
+//!   - in keys from a fetch that started after the request found the `kid` unknown (the
+//!     forced refetch it caused or waited for, or a keeper fetch): the token names a key
+//!     its issuer does not publish, the client's fault: 400 `invalid_request`, reason
+//!     `unknown_kid`;
+//!   - otherwise (cooldown, backoff, the refetch failed, or the fetch it waited for had
+//!     started before it asked): the key may well exist, we could not fetch it yet: 503
+//!     `temporarily_unavailable`, reason `keys_unavailable`, with `Retry-After`.
 //! - Every decision about time reads our [`Clock`], so tests can move time by hours. Each
 //!   issuer has its own cache, lock and keeper: one failing issuer never slows another.
 
@@ -92,6 +103,8 @@ struct Failed {
 pub struct FetchedKeys {
     /// The usable keys (never empty: a JWKS without one is a failed fetch).
     pub keys: KeySet,
+    /// Which fetch attempt got them (the `fetches` count once it started).
+    attempt: u64,
     fetched_at: u64,
     fresh_until: u64,
 }
@@ -102,6 +115,25 @@ struct FetchState {
     backoff: Backoff,
     /// When the last fetch forced by an unknown `kid` started.
     last_forced: Option<u64>,
+}
+
+impl FetchState {
+    /// Whether a fetch forced by an unknown `kid` started less than the cooldown before
+    /// `now`. A clock stepped back ends the cooldown rather than stretching it.
+    fn cooling_down(&self, now: u64) -> bool {
+        self.last_forced
+            .is_some_and(|f| now >= f && now < f.saturating_add(UNKNOWN_KID_COOLDOWN))
+    }
+}
+
+/// The keys a request gets back after finding its `kid` unknown.
+pub struct Refreshed {
+    /// The keys to validate with: the newest we have.
+    pub fetched: Arc<FetchedKeys>,
+    /// Whether `fetched` come from a fetch that started after the request found its `kid`
+    /// unknown. If so, a `kid` they lack is the token's fault; if not, it may be a key
+    /// we could not fetch yet.
+    pub confirmed: bool,
 }
 
 /// The JWKS of one issuer.
@@ -196,27 +228,47 @@ impl JwksCache {
         self.usable(self.clock.now())
     }
 
-    /// Called when a token names a `kid` that `seen` does not have. Refetches at most once
-    /// per cooldown; concurrent callers wait for that one fetch and share its result. A
-    /// failed refetch keeps the keys we had.
-    pub async fn refresh_for_unknown_kid(&self, seen: &Arc<FetchedKeys>) -> Arc<FetchedKeys> {
+    /// Called when a token names a `kid` that `seen` does not have (`lacks_kid` tells
+    /// whether a key set still lacks it). Forces a refetch unless one started within the
+    /// cooldown or the failure backoff runs; concurrent callers wait for that one fetch
+    /// and share its result. A failed refetch keeps the keys we had. See the module doc
+    /// for what [`Refreshed::confirmed`] decides.
+    pub async fn refresh_for_unknown_kid(
+        &self,
+        seen: &Arc<FetchedKeys>,
+        lacks_kid: impl Fn(&KeySet) -> bool,
+    ) -> Refreshed {
+        // Attempts numbered above this one started after the kid was found unknown.
+        let asked = self.fetches.load(Ordering::SeqCst);
         let mut state = self.fetch.lock().await;
         let current = self.current().unwrap_or_else(|| Arc::clone(seen));
-        if !Arc::ptr_eq(&current, seen) {
-            return current; // refreshed while we waited
+        let confirmed = current.attempt > asked;
+        if confirmed || !lacks_kid(&current.keys) {
+            return Refreshed {
+                fetched: current,
+                confirmed,
+            }; // refreshed while we waited
         }
         let now = self.clock.now();
-        let latest = state
-            .last_forced
-            .map_or(current.fetched_at, |f| f.max(current.fetched_at));
-        if now < latest.saturating_add(UNKNOWN_KID_COOLDOWN) || state.backoff.backing_off(now) {
-            return current;
+        if state.cooling_down(now) || state.backoff.backing_off(now) {
+            return Refreshed {
+                fetched: current,
+                confirmed: false,
+            };
         }
         state.last_forced = Some(now);
         tracing::info!(issuer = %self.name, "unknown kid: refetching JWKS");
-        // The fresh keys, or, after a failure (a JWKS without usable key included), the
-        // keys we had.
-        self.fetch_locked(&mut state).await.unwrap_or(current)
+        match self.fetch_locked(&mut state).await {
+            Some(fetched) => Refreshed {
+                fetched,
+                confirmed: true,
+            },
+            // After a failure (a JWKS without usable key included): the keys we had.
+            None => Refreshed {
+                fetched: current,
+                confirmed: false,
+            },
+        }
     }
 
     /// One keeper step: fetches when there are no keys, after a failed fetch (a request's
@@ -253,7 +305,10 @@ impl JwksCache {
 
     async fn fetch_locked(&self, state: &mut FetchState) -> Option<Arc<FetchedKeys>> {
         let now = self.clock.now();
-        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let attempt = self
+            .fetches
+            .fetch_add(1, Ordering::SeqCst)
+            .saturating_add(1);
         let fetched = self.fetch_inner(now).await;
         let streak = state.backoff.failures();
         // Backoff counts from the end of the attempt: a slow failure must not be retried
@@ -262,7 +317,7 @@ impl JwksCache {
         self.failing.store(fetched.is_err(), Ordering::Relaxed);
         match fetched {
             Ok(fetched) => {
-                let fetched = Arc::new(fetched);
+                let fetched = Arc::new(FetchedKeys { attempt, ..fetched });
                 *self
                     .current
                     .write()
@@ -394,6 +449,7 @@ impl JwksCache {
         }
         Ok(FetchedKeys {
             keys,
+            attempt: 0, // set by fetch_locked
             fetched_at: now,
             fresh_until: now.saturating_add(ttl),
         })
@@ -672,9 +728,12 @@ mod tests {
             200,
             r#"{"keys":[{"kty":"EC","crv":"P-521","x":"AA","y":"AA"}]}"#,
         );
-        clock.advance(UNKNOWN_KID_COOLDOWN);
-        let after = cache.refresh_for_unknown_kid(&old).await;
-        assert!(Arc::ptr_eq(&after, &old), "the last good keys are kept");
+        let after = cache.refresh_for_unknown_kid(&old, |_| true).await;
+        assert!(
+            Arc::ptr_eq(&after.fetched, &old),
+            "the last good keys are kept"
+        );
+        assert!(!after.confirmed);
         assert!(Arc::ptr_eq(&cache.keys().await.unwrap(), &old));
         assert_eq!(cache.stats().failures, 1, "counted as a failed fetch");
         cache.maintain().await;
@@ -699,12 +758,12 @@ mod tests {
         let cache = cache_for(&upstream, &clock);
         let old = warm(&cache).await;
         upstream.answer(500, "down");
-        clock.advance(UNKNOWN_KID_COOLDOWN);
-        let after = cache.refresh_for_unknown_kid(&old).await;
+        let after = cache.refresh_for_unknown_kid(&old, |_| true).await;
         assert!(
-            Arc::ptr_eq(&after, &old),
+            Arc::ptr_eq(&after.fetched, &old),
             "the failed refetch returns the keys we had"
         );
+        assert!(!after.confirmed, "not the client's fault");
         assert!(
             Arc::ptr_eq(&cache.keys().await.unwrap(), &old),
             "and they are still in use"
@@ -718,30 +777,35 @@ mod tests {
         let clock = ManualClock::new(NOW);
         let cache = cache_for(&upstream, &clock);
         let old = warm(&cache).await;
-        clock.advance(UNKNOWN_KID_COOLDOWN - 1);
-        assert!(
-            Arc::ptr_eq(&cache.refresh_for_unknown_kid(&old).await, &old),
-            "within the cooldown"
-        );
-        assert_eq!(upstream.hits(), 1);
-        clock.advance(1);
+        clock.advance(5); // a routine fetch starts no cooldown
         let results = join_all(
             (0..8)
-                .map(|_| cache.refresh_for_unknown_kid(&old))
+                .map(|_| cache.refresh_for_unknown_kid(&old, |_| true))
                 .collect(),
         )
         .await;
-        assert_eq!(upstream.hits(), 2, "eight waiters, one fetch");
+        assert_eq!(upstream.hits(), 2, "eight callers, one fetch");
         for fresh in &results {
-            assert!(Arc::ptr_eq(fresh, &results[0]));
-            assert!(!Arc::ptr_eq(fresh, &old));
+            assert!(Arc::ptr_eq(&fresh.fetched, &results[0].fetched));
+            assert!(!Arc::ptr_eq(&fresh.fetched, &old));
         }
-        let again = cache.refresh_for_unknown_kid(&results[0]).await;
-        assert!(Arc::ptr_eq(&again, &results[0]));
-        assert_eq!(
-            upstream.hits(),
-            2,
-            "no fetch within the cooldown of the last one"
+        assert!(results[0].confirmed, "fetched after it asked");
+        assert!(
+            results[1..].iter().all(|r| !r.confirmed),
+            "the fetch they waited for had started before they asked"
         );
+        let newest = &results[0].fetched;
+        clock.advance(UNKNOWN_KID_COOLDOWN - 1);
+        let again = cache.refresh_for_unknown_kid(newest, |_| true).await;
+        assert!(Arc::ptr_eq(&again.fetched, newest));
+        assert!(!again.confirmed, "within the cooldown: not confirmed");
+        assert_eq!(upstream.hits(), 2, "no fetch within the cooldown");
+        clock.advance(1);
+        let after = cache.refresh_for_unknown_kid(newest, |_| true).await;
+        assert_eq!(upstream.hits(), 3, "the cooldown is over");
+        assert!(after.confirmed);
+        let known = cache.refresh_for_unknown_kid(newest, |_| false).await;
+        assert!(Arc::ptr_eq(&known.fetched, &after.fetched));
+        assert_eq!(upstream.hits(), 3, "newer keys with the kid: no fetch");
     }
 }
