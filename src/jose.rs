@@ -15,6 +15,16 @@ use thiserror::Error;
 pub const MAX_JWKS_BYTES: usize = 128 * 1024;
 /// Most keys accepted in one JWKS (EXCHANGE-RULES §4).
 pub const MAX_JWKS_KEYS: usize = 64;
+/// Shortest RSA modulus kept, in bits (RFC 8725 §3.5; RFC 7518 §3.3 asks 2048 or more).
+pub const MIN_RSA_BITS: usize = 2048;
+/// Longest RSA modulus kept, in bits: verification cost grows with the modulus, so a
+/// published 16384-bit key would make every token presented for it expensive.
+pub const MAX_RSA_BITS: usize = 8192;
+/// Smallest RSA public exponent kept. Every real issuer uses 65537 (F4).
+pub const MIN_RSA_EXPONENT: u64 = 65_537;
+/// Longest RSA public exponent kept, in bits: like the modulus, a huge exponent makes
+/// each verification costly, and no issuer needs more than 65537.
+pub const MAX_RSA_EXPONENT_BITS: usize = 33;
 
 /// A JSON value that must be an object. serde's derived struct deserializers also accept a
 /// JSON array and fill fields by position (`["ES256","kid"]` as a header); JOSE headers,
@@ -225,6 +235,11 @@ pub enum JwkError {
     /// Missing or malformed members, or a key the crypto library rejects.
     #[error("malformed key material")]
     BadKey,
+    /// An RSA key outside what we accept: modulus shorter than [`MIN_RSA_BITS`] or longer
+    /// than [`MAX_RSA_BITS`], or an exponent that is even, below [`MIN_RSA_EXPONENT`] or
+    /// longer than [`MAX_RSA_EXPONENT_BITS`].
+    #[error("RSA key too weak or too large")]
+    WeakRsaKey,
 }
 
 /// Why a whole JWKS document was refused.
@@ -431,6 +446,7 @@ impl RawJwk {
             n: b64_member(&self.n)?,
             e: b64_member(&self.e)?,
         };
+        check_rsa_strength(&components.n, &components.e)?;
         let mut keys = Vec::with_capacity(algs.len());
         for alg in algs {
             let params = alg.rsa_parameters().ok_or(JwkError::Unsupported)?;
@@ -475,6 +491,39 @@ impl RawJwk {
         algs.into_iter()
             .map(|alg| VerifyingKey::from_public_bytes(self.kid.clone(), alg, &x))
             .collect()
+    }
+}
+
+/// RFC 8725 §3.5: keys must be strong enough for their algorithm. The crypto library
+/// checks the modulus size only when a signature is verified, so a weak key would sit
+/// in the key set, be counted and make the issuer look ready while refusing every token.
+/// It is refused here instead, when the JWKS is parsed, and skipped like any unusable
+/// key. The exponent must be odd (an even one is no RSA key) and at least 65537: tiny
+/// exponents (1, 3) are the ones forgery and padding attacks exploit.
+fn check_rsa_strength(n: &[u8], e: &[u8]) -> Result<(), JwkError> {
+    let n_bits = bit_length(n);
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&n_bits) {
+        return Err(JwkError::WeakRsaKey);
+    }
+    if bit_length(e) > MAX_RSA_EXPONENT_BITS {
+        return Err(JwkError::WeakRsaKey);
+    }
+    let exponent = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    if exponent % 2 == 0 || exponent < MIN_RSA_EXPONENT {
+        return Err(JwkError::WeakRsaKey);
+    }
+    Ok(())
+}
+
+/// The bit length of a big-endian unsigned integer (leading zero bytes ignored).
+fn bit_length(big_endian: &[u8]) -> usize {
+    let mut digits = big_endian.iter().skip_while(|&&b| b == 0);
+    match digits.next() {
+        None => 0,
+        Some(&top) => {
+            let rest = digits.count();
+            rest * 8 + (8 - top.leading_zeros() as usize)
+        }
     }
 }
 
@@ -583,6 +632,63 @@ mod tests {
                 KeySet::from_jwks(not_an_object, &JwsAlgorithm::DEFAULT_ALLOWED).unwrap_err(),
                 JwksError::Malformed
             );
+        }
+    }
+
+    fn rsa_jwk(n: &[u8], e: &[u8]) -> serde_json::Value {
+        json!({ "kty": "RSA", "alg": "RS256", "n": b64_encode(n), "e": b64_encode(e) })
+    }
+
+    /// A modulus of exactly `bits` bits (top bit set, odd).
+    fn modulus(bits: usize) -> Vec<u8> {
+        let mut n = vec![0xA5; bits.div_ceil(8)];
+        let top_bits = bits - (n.len() - 1) * 8;
+        n[0] = 0x80 >> (8 - top_bits) | 0x01;
+        *n.last_mut().unwrap() |= 0x01;
+        n
+    }
+
+    fn kept(jwk: serde_json::Value) -> usize {
+        let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap();
+        KeySet::from_jwks(&jwks, &JwsAlgorithm::DEFAULT_ALLOWED)
+            .unwrap()
+            .0
+            .len()
+    }
+
+    #[test]
+    fn rsa_modulus_must_be_2048_to_8192_bits() {
+        let f4 = [0x01, 0x00, 0x01];
+        assert_eq!(bit_length(&modulus(2047)), 2047);
+        assert_eq!(bit_length(&[&[0, 0][..], &modulus(2048)].concat()), 2048);
+        for (bits, want) in [
+            (1024, 0),
+            (2047, 0),
+            (2048, 1),
+            (8192, 1),
+            (8193, 0),
+            (16384, 0),
+        ] {
+            assert_eq!(kept(rsa_jwk(&modulus(bits), &f4)), want, "{bits} bits");
+        }
+    }
+
+    #[test]
+    fn rsa_exponent_must_be_odd_and_at_least_65537() {
+        let n = modulus(2048);
+        for (e, want) in [
+            (&[0x01][..], 0),
+            (&[0x03][..], 0),
+            (&[0x01, 0x00, 0x00][..], 0),
+            (&[0x01, 0x00, 0x02][..], 0),
+            // Leading zero octets are not the minimal encoding RFC 7518 §6.3.1.2 asks.
+            (&[0x00, 0x01, 0x00, 0x01][..], 0),
+            (&[0x01, 0x00, 0x01][..], 1),
+            (&[0x01, 0xFF, 0xFF, 0xFF, 0xFF][..], 1),
+            (&[0x02, 0x00, 0x00, 0x00, 0x01][..], 0),
+            (&[][..], 0),
+        ] {
+            assert_eq!(kept(rsa_jwk(&n, e)), want, "e = {e:02x?}");
         }
     }
 

@@ -517,3 +517,77 @@ async fn tls_failure_yields_no_keys() {
     );
     assert_eq!(issuer.jwks_fetches(), 0, "no JWKS request got through");
 }
+
+/// RSA keys no issuer should publish (RFC 8725 §3.5): too short, too long (each
+/// verification would cost a huge modular exponentiation), or with an exponent that is
+/// even or below 65537. `n` is a real 2048-bit modulus where only `e` is at fault.
+fn weak_rsa_keys(issuer: &TestIssuer) -> Vec<serde_json::Value> {
+    let real_n = issuer.default_jwks()["keys"][1]["n"].clone();
+    let modulus = |bytes: usize| {
+        let mut n = vec![0xC3; bytes];
+        n[bytes - 1] = 0x01;
+        b64(&n)
+    };
+    vec![
+        json!({ "kty": "RSA", "kid": "rsa-1024", "n": modulus(128), "e": "AQAB" }),
+        json!({ "kty": "RSA", "kid": "rsa-2047", "n": b64(&[&[0x7F][..], &[0xC3; 255]].concat()), "e": "AQAB" }),
+        json!({ "kty": "RSA", "kid": "rsa-16384", "n": modulus(2048), "e": "AQAB" }),
+        json!({ "kty": "RSA", "kid": "e-1", "n": real_n, "e": "AQ" }),
+        json!({ "kty": "RSA", "kid": "e-3", "n": real_n, "e": "Aw" }),
+        json!({ "kty": "RSA", "kid": "e-65536", "n": real_n, "e": "AQAA" }),
+        json!({ "kty": "RSA", "kid": "e-65540-even", "n": real_n, "e": "AQAE" }),
+        json!({ "kty": "RSA", "kid": "e-2^64+1", "n": real_n, "e": "AQAAAAAAAAAB" }),
+    ]
+}
+
+#[tokio::test]
+async fn a_jwks_of_only_weak_rsa_keys_is_no_keys() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_jwks(json!({ "keys": weak_rsa_keys(&issuer) }));
+    let sts = Sts::start(&issuer).await;
+    wait_fetches(&issuer, 1).await;
+    wait_for_metric(
+        &sts.admin,
+        "gleipnir_jwks_fetches_total{issuer=\"corp\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        metric_value(&sts.admin, "gleipnir_jwks_keys{issuer=\"corp\"}").await,
+        Some(0.0),
+        "weak keys are not counted as usable"
+    );
+    assert_eq!(readyz(&sts).await, 503, "only weak keys: not ready");
+    assert_unavailable(
+        &sts.exchange(BFF, &impersonation(&long_token(&issuer)))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn weak_rsa_keys_beside_good_ones_are_skipped_and_not_counted() {
+    let issuer = TestIssuer::start().await;
+    let mut jwks = issuer.default_jwks();
+    let keys = jwks["keys"].as_array_mut().unwrap();
+    keys.extend(weak_rsa_keys(&issuer));
+    // A 4096-bit key with e = 65537 is as good as the 2048-bit one.
+    let big = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa4096).unwrap();
+    let public = aws_lc_rs::signature::KeyPair::public_key(&big);
+    keys.push(json!({ "kty": "RSA", "kid": "rsa-4096", "alg": "RS256",
+        "n": b64(public.modulus().big_endian_without_leading_zero()),
+        "e": b64(public.exponent().big_endian_without_leading_zero()) }));
+    issuer.set_jwks(jwks);
+    let sts = Sts::start(&issuer).await;
+    sts.wait_ready().await;
+    // es-1, rs-1 (RS256 and PS256), ed-1, and rsa-4096 (RS256): nothing weak.
+    assert_eq!(
+        metric_value(&sts.admin, "gleipnir_jwks_keys{issuer=\"corp\"}").await,
+        Some(5.0)
+    );
+    assert_eq!(
+        sts.exchange(BFF, &impersonation(&long_token(&issuer)))
+            .await
+            .status,
+        200
+    );
+}
