@@ -3,12 +3,17 @@
 //! A presented token earns one of two proofs ([`proof`]): [`Checked<R>`] when its issuer,
 //! declared type, algorithm and claims pass, and [`VerifiedToken<R>`] when it is also
 //! genuine. [`TokenValidator::validate`] returns the second, [`TokenValidator::check_unsigned`]
-//! (dry runs only) the first; no flag chooses between them. The order is cheap-to-costly:
-//! size cap before decoding, strict header (no `crit`, no key-carrying headers), strict
-//! claims, issuer by exact `iss` (`issuers.rs`), declared token type against the issuer and
-//! the token's kind (`kind.rs`), the algorithm from the issuer's allow-list and from the
-//! key (never from the token alone), time against our clock, then the signature
-//! (`jws.rs`). A token that is not a compact JWS is introspected (`opaque.rs`).
+//! (dry runs only) the first; no flag chooses between them.
+//!
+//! The order: first what is needed to select and use a key, cheap-to-costly: size cap
+//! before decoding, strict header (no `crit`, no key-carrying headers), strict claims,
+//! issuer by exact `iss` (`issuers.rs`), the issuer accepted for the role, the algorithm
+//! from the issuer's allow-list and from the key (never from the token alone). Then the
+//! signature (`jws.rs`). Only then what the token says: declared token type against the
+//! issuer and the token's kind (`kind.rs`), claims and times against our clock. A forged
+//! token is so refused as forged, never as expired or mistyped: a refusal reason about
+//! the claims of a token nobody signed would mask the forgery in the audit (the pattern
+//! of CVE-2024-51744). A token that is not a compact JWS is introspected (`opaque.rs`).
 //!
 //! Parts: [`error`] (why a token is refused), [`proof`] (the proof types and the claim
 //! checks), `issuers.rs` (the issuer table), `jws.rs`, `opaque.rs` and [`introspection`]
@@ -37,6 +42,7 @@ use crate::keys::ring::KeyStore;
 use crate::metrics::Metrics;
 use crate::oauth::TokenType;
 use crate::upstream::jwks::JwksCache;
+use claims::Claims;
 use issuers::{IssuerKeys, TrustedIssuer};
 use jws::Jws;
 use kind::TokenKind;
@@ -51,12 +57,13 @@ pub struct TokenValidator {
     max_bytes: usize,
 }
 
-/// A compact JWS that passed every check but its signature, which is still to be
-/// verified with `issuer`'s keys.
-struct Inspected<'v, 't, R: Role> {
+/// A compact JWS that passed the checks needed to select and use a key: its signature is
+/// still to be verified with `issuer`'s keys, and then its type and claims checked
+/// ([`TokenValidator::check_claims`]).
+struct Inspected<'v, 't> {
     issuer: &'v TrustedIssuer,
     jws: Jws<'t>,
-    checked: Checked<R>,
+    claims: Claims,
 }
 
 impl TokenValidator {
@@ -118,13 +125,16 @@ impl TokenValidator {
         accepted: &[IssuerId],
     ) -> Result<VerifiedToken<R>, TokenError> {
         let mut resolved = None;
-        let result = match self.inspect(token, declared, accepted, &mut resolved) {
-            Ok(Some(Inspected {
-                issuer,
-                jws,
-                checked,
-            })) => match jws.verify(issuer, self.clock.now()).await {
-                Ok(verified) => Ok(VerifiedToken::signed(checked, verified)),
+        let result = match self.inspect(token, accepted, &mut resolved) {
+            // The signature first: the claims of a token nobody signed are not reported.
+            Ok(Some(inspected)) => match inspected
+                .jws
+                .verify(inspected.issuer, self.clock.now())
+                .await
+            {
+                Ok(verified) => self
+                    .check_claims(inspected, declared)
+                    .map(|checked| VerifiedToken::signed(checked, verified)),
                 Err(e) => Err(e),
             },
             Ok(None) => {
@@ -152,8 +162,8 @@ impl TokenValidator {
         declared: TokenType,
         accepted: &[IssuerId],
     ) -> Result<Checked<R>, TokenError> {
-        match self.inspect(token, declared, accepted, &mut None)? {
-            Some(inspected) => Ok(inspected.checked),
+        match self.inspect(token, accepted, &mut None)? {
+            Some(inspected) => self.check_claims(inspected, declared),
             None => Err(TokenError::NotCompactJws),
         }
     }
@@ -173,16 +183,15 @@ impl TokenValidator {
         Some((*issuer.algorithms.first()?, typ))
     }
 
-    /// Every check that needs no key, noting in `resolved` which issuer the token was
-    /// attributed to (for metrics). `None`: the token is not a compact JWS and not shaped
-    /// as JOSE, so only introspection can vouch for it.
-    fn inspect<'v, 't, R: Role>(
+    /// The checks needed to select and use a key, noting in `resolved` which issuer the
+    /// token was attributed to (for metrics). `None`: the token is not a compact JWS and
+    /// not shaped as JOSE, so only introspection can vouch for it.
+    fn inspect<'v, 't>(
         &'v self,
         token: &'t str,
-        declared: TokenType,
         accepted: &[IssuerId],
         resolved: &mut Option<Arc<str>>,
-    ) -> Result<Option<Inspected<'v, 't, R>>, TokenError> {
+    ) -> Result<Option<Inspected<'v, 't>>, TokenError> {
         if token.len() > self.max_bytes {
             return Err(TokenError::TooLarge);
         }
@@ -205,6 +214,30 @@ impl TokenValidator {
         if issuer.id != IssuerId::SELF && !accepted.contains(&issuer.id) {
             return Err(TokenError::IssuerNotAccepted);
         }
+        // RFC 8725 §3.1: only algorithms this issuer is allowed to use select a key.
+        if !issuer.algorithms.contains(&jws.alg) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        Ok(Some(Inspected {
+            issuer,
+            jws,
+            claims,
+        }))
+    }
+
+    /// What the token says, checked once it is known genuine (or, in a dry run, once it
+    /// passed [`inspect`](Self::inspect)): the declared type accepted from the issuer and
+    /// fitting the token's kind (RFC 8725 §3.11), then its claims and times.
+    fn check_claims<R: Role>(
+        &self,
+        inspected: Inspected<'_, '_>,
+        declared: TokenType,
+    ) -> Result<Checked<R>, TokenError> {
+        let Inspected {
+            issuer,
+            jws,
+            claims,
+        } = inspected;
         if !issuer.token_types.contains(&declared) {
             return Err(TokenError::TokenTypeNotAccepted);
         }
@@ -216,16 +249,8 @@ impl TokenValidator {
         if !kind.fits(issuer.profile, declared) {
             return Err(TokenError::TypMismatch);
         }
-        if !issuer.algorithms.contains(&jws.alg) {
-            return Err(TokenError::AlgorithmNotAllowed);
-        }
         let rules = issuer.claim_rules(self.leeway);
-        let checked = Checked::check(issuer.id, claims, declared, &rules, self.clock.now())?;
-        Ok(Some(Inspected {
-            issuer,
-            jws,
-            checked,
-        }))
+        Checked::check(issuer.id, claims, declared, &rules, self.clock.now())
     }
 
     /// Introspection counters per issuer, for metrics.

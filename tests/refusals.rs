@@ -1246,6 +1246,33 @@ async fn section4_subject_token_validation() {
             format!("{}.{}.", segments[0], segments[1]),
             "subject_token/bad_signature",
         ),
+        // The signature comes before what the token says: a forged token is audited as
+        // forged, whatever else is wrong with it (the pattern of CVE-2024-51744).
+        bad(
+            "expired_and_forged",
+            tamper_signature(&with_claims(json!({ "exp": NOW - 31 }))),
+            "subject_token/bad_signature",
+        ),
+        bad(
+            "wrong_typ_and_forged",
+            tamper_signature(&with_header(json!({ "typ": "JWT" }))),
+            "subject_token/bad_signature",
+        ),
+        bad(
+            "not_yet_valid_and_forged",
+            tamper_signature(&with_claims(json!({ "nbf": NOW + 31 }))),
+            "subject_token/bad_signature",
+        ),
+        bad(
+            "sub_missing_and_forged",
+            tamper_signature(&with_claims(json!({ "sub": null }))),
+            "subject_token/bad_signature",
+        ),
+        bad(
+            "wrong_typ_and_signed_by_no_key_of_the_issuer",
+            with_header(json!({ "typ": "JWT", "kid": "es-2" })),
+            "subject_token/unknown_kid",
+        ),
         // Size and shape, before any decoding.
         s("ok_token_at_size_cap", at_cap).granted(json!({ "sub": "alice" })),
         bad("token_over_size_cap", over_cap, "subject_token/too_large"),
@@ -1367,6 +1394,16 @@ async fn section4_actor_token_validation() {
         bad(
             "signature_byte_flipped",
             tamper_signature(&valid),
+            "actor_token/bad_signature",
+        ),
+        bad(
+            "expired_and_forged",
+            tamper_signature(&with_claims(json!({ "exp": NOW - 31 }))),
+            "actor_token/bad_signature",
+        ),
+        bad(
+            "wrong_typ_and_forged",
+            tamper_signature(&with_header(json!({ "typ": "JWT" }))),
             "actor_token/bad_signature",
         ),
         bad(
@@ -2206,6 +2243,12 @@ async fn section5_token_types() {
             "invalid_request",
             "subject_token/token_type_not_accepted",
         ),
+        row(
+            "id_token_not_accepted_from_issuer_and_forged",
+            BFF,
+            imp(&tamper_signature(&untyped)).set("subject_token_type", ID_TOKEN),
+        )
+        .refused(400, "invalid_request", "subject_token/bad_signature"),
         row(
             "actor_access_token_declared_typ_jwt",
             BFF,

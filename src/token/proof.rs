@@ -56,7 +56,9 @@ pub(super) struct ClaimRules {
 }
 
 /// A token whose issuer, declared type, algorithm allow-list, claims and times were
-/// checked, but not (or not yet) its signature. Only the token module builds one.
+/// checked. On its own it says nothing of the signature: on the JWS path the signature is
+/// verified before these checks (so a forged token is refused as forged), and only a
+/// dry run holds a `Checked` with no signature checked. Only the token module builds one.
 #[derive(Debug)]
 pub struct Checked<R: Role> {
     issuer: IssuerId,
