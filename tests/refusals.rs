@@ -1042,6 +1042,31 @@ async fn section4_subject_token_validation() {
             "subject_token/malformed_header",
         ),
         bad(
+            "kid_null",
+            raw_header(r#"{"alg":"ES256","kid":null,"typ":"at+jwt"}"#),
+            "subject_token/malformed_header",
+        ),
+        bad(
+            "kid_an_object",
+            with_header(json!({ "kid": { "id": "es-1" } })),
+            "subject_token/malformed_header",
+        ),
+        bad(
+            "typ_null",
+            raw_header(r#"{"alg":"ES256","kid":"es-1","typ":null}"#),
+            "subject_token/malformed_header",
+        ),
+        bad(
+            "typ_a_number",
+            with_header(json!({ "typ": 1 })),
+            "subject_token/malformed_header",
+        ),
+        s(
+            "ok_kid_absent_one_key_fits",
+            raw_header(r#"{"alg":"ES256","typ":"at+jwt"}"#),
+        )
+        .granted(json!({ "sub": "alice" })),
+        bad(
             "kid_is_not_a_path",
             with_header(json!({ "kid": "../jwks.json" })),
             "subject_token/unknown_kid",

@@ -67,7 +67,9 @@ pub(super) struct Header {
 #[derive(Deserialize)]
 struct RawHeader {
     alg: String,
+    #[serde(default, deserialize_with = "string_not_null")]
     kid: Option<String>,
+    #[serde(default, deserialize_with = "string_not_null")]
     typ: Option<String>,
     #[serde(default, deserialize_with = "present")]
     crit: bool,
@@ -81,6 +83,13 @@ struct RawHeader {
     x5c: bool,
     #[serde(default, deserialize_with = "present")]
     enc: bool,
+}
+
+/// A header member that, when present, must be a string (RFC 7515 §4.1.4, §4.1.9).
+/// `Option`'s own deserializer would take `"kid": null` as absent, and a token whose
+/// `kid` is `null` would then select the issuer's only key for the algorithm.
+fn string_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// True whenever the member is there, whatever its value (even `null`).
