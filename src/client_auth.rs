@@ -39,6 +39,9 @@ pub enum ClientAuthError {
     /// An Authorization scheme other than Basic.
     #[error("unsupported Authorization scheme")]
     UnsupportedScheme,
+    /// More than one `Authorization` header: which one counts would be a guess.
+    #[error("more than one Authorization header")]
+    MultipleAuthorizationHeaders,
     /// Credentials in the header and the body at once (RFC 6749 §2.3).
     #[error("more than one client authentication method")]
     MultipleMethods,
@@ -66,6 +69,7 @@ impl ClientAuthError {
             ClientAuthError::MissingCredentials => "missing_credentials",
             ClientAuthError::MalformedBasic => "malformed_basic",
             ClientAuthError::UnsupportedScheme => "unsupported_scheme",
+            ClientAuthError::MultipleAuthorizationHeaders => "multiple_authorization_headers",
             ClientAuthError::MultipleMethods => "multiple_methods",
             ClientAuthError::ClientIdMismatch => "client_id_mismatch",
             ClientAuthError::SecretWithoutId => "secret_without_id",

@@ -170,6 +170,9 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 ClientAuthError::UnknownClient | ClientAuthError::WrongSecret => {
                     unauthorized("client authentication failed")
                 }
+                ClientAuthError::MultipleAuthorizationHeaders => {
+                    wire(BAD, InvalidRequest, "more than one Authorization header")
+                }
                 ClientAuthError::MultipleMethods => wire(
                     BAD,
                     InvalidRequest,

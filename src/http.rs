@@ -10,7 +10,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::client_auth::ClientAuthError;
 use crate::error::{ExchangeError, to_wire};
+use crate::mint::IssuedToken;
 use response::Body;
 
 /// Response header carrying the request id also written to the logs.
@@ -43,18 +45,26 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
     // Latency is an interval, not wall time: a monotonic reading.
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
-    let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let result = match body::read_form(&parts.headers, body, app.max_body_bytes()).await {
-        Ok(form) => {
-            app.exchanger()
-                .exchange(request_id, authorization, &form)
-                .await
-        }
-        Err(e) => {
-            let error = ExchangeError::Body(e);
-            tracing::info!(target: "audit", request_id, decision = "refused", stage = error.stage(), reason = error.reason());
-            app.metrics().refusal(error.stage(), error.reason());
-            Err(error)
+    let mut authorizations = parts.headers.get_all(AUTHORIZATION).iter();
+    let authorization = authorizations.next().map(HeaderValue::as_bytes);
+    // RFC 9110 §5.3: a field may be repeated only when it is defined as a list, and
+    // Authorization (§11.6.2) carries one set of credentials. Taking the first of two
+    // would let whatever the client or a proxy put first decide who the caller is.
+    // Refused before the body is read: client authentication comes first.
+    let result = if authorizations.next().is_some() {
+        refused_at_edge(
+            app,
+            request_id,
+            ExchangeError::Client(ClientAuthError::MultipleAuthorizationHeaders),
+        )
+    } else {
+        match body::read_form(&parts.headers, body, app.max_body_bytes()).await {
+            Ok(form) => {
+                app.exchanger()
+                    .exchange(request_id, authorization, &form)
+                    .await
+            }
+            Err(e) => refused_at_edge(app, request_id, ExchangeError::Body(e)),
         }
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -77,6 +87,18 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
             response::error(&wire)
         }
     }
+}
+
+/// A refusal made here, before the exchange pipeline runs: audited and counted as the
+/// pipeline's own refusals are.
+fn refused_at_edge(
+    app: &App,
+    request_id: &str,
+    error: ExchangeError,
+) -> Result<IssuedToken, ExchangeError> {
+    tracing::info!(target: "audit", request_id, decision = "refused", stage = error.stage(), reason = error.reason());
+    app.metrics().refusal(error.stage(), error.reason());
+    Err(error)
 }
 
 /// The admin listener: liveness, readiness and metrics (EXCHANGE-RULES §1).

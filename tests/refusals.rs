@@ -763,6 +763,16 @@ async fn section3_client_authentication() {
     ]);
     let with = |extra: &str| format!("{form}&{extra}");
     let auth = post_authorization;
+    let twice = |first: Option<String>, second: Option<String>, body: String| {
+        move |sts: &Sts| {
+            sts.http
+                .post(sts.token_url())
+                .header("content-type", FORM_TYPE)
+                .header("authorization", first.clone().unwrap())
+                .header("authorization", second.clone().unwrap())
+                .body(body.clone())
+        }
+    };
 
     let rows = vec![
         raw("ok_basic", auth(basic("bff:bff-secret"), form.clone()))
@@ -878,6 +888,60 @@ async fn section3_client_authentication() {
             "basic_without_colon",
             auth(basic("bff-bff-secret"), form.clone()),
         )
+        .refused(401, "invalid_client", "client_auth/malformed_basic")
+        .challenged(),
+        // One Authorization header: with two, which one counts would be a guess.
+        raw(
+            "two_authorization_headers_alike",
+            twice(
+                basic("bff:bff-secret"),
+                basic("bff:bff-secret"),
+                form.clone(),
+            ),
+        )
+        .refused(
+            400,
+            "invalid_request",
+            "client_auth/multiple_authorization_headers",
+        ),
+        raw(
+            "two_authorization_headers_first_valid",
+            twice(
+                basic("bff:bff-secret"),
+                basic("mallory:mallory-secret"),
+                form.clone(),
+            ),
+        )
+        .refused(
+            400,
+            "invalid_request",
+            "client_auth/multiple_authorization_headers",
+        ),
+        raw(
+            "two_authorization_headers_second_valid",
+            twice(
+                Some("Basic !!".into()),
+                basic("bff:bff-secret"),
+                form.clone(),
+            ),
+        )
+        .refused(
+            400,
+            "invalid_request",
+            "client_auth/multiple_authorization_headers",
+        ),
+        raw("basic_not_visible_ascii", {
+            let form = form.clone();
+            move |sts: &Sts| {
+                let value =
+                    http::HeaderValue::from_bytes(b"Basic YmZm\xffOmJmZi1zZWNyZXQ=").unwrap();
+                sts.http
+                    .post(sts.token_url())
+                    .header("content-type", FORM_TYPE)
+                    .header("authorization", value)
+                    .body(form.clone())
+            }
+        })
         .refused(401, "invalid_client", "client_auth/malformed_basic")
         .challenged(),
     ];
