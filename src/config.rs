@@ -28,7 +28,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use clients::ClientConfig;
-pub use issuers::{IntrospectionConfig, IssuerConfig, IssuerProfile, JwksLocation, url_allowed};
+pub use issuers::{
+    DEFAULT_MAX_TOKEN_LIFETIME, IntrospectionConfig, IssuerConfig, IssuerProfile, JwksLocation,
+    url_allowed,
+};
 pub use policy::PolicySource;
 pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
@@ -475,6 +478,7 @@ secret = { env = "BFF_SECRET" }
         assert_eq!(corp.token_types, [TokenType::AccessToken]);
         assert_eq!(corp.max_staleness_seconds, 12 * 3600);
         assert_eq!(corp.max_token_age_seconds, None);
+        assert_eq!(corp.max_token_lifetime_seconds, 86_400);
         assert_eq!(c.clients[0].audiences, ["bff"]);
         assert_eq!(c.clients[0].actor_sub, "bff");
         assert_eq!(c.issuer_id("corp"), Some(IssuerId::upstream(0)));
@@ -788,7 +792,7 @@ secret = { env = "BFF_SECRET" }
         let text = MINIMAL
             .replace(
                 "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"",
-                "jwks_uri = \"https://i/\"\nalgorithms = []\nmax_token_age_seconds = 0",
+                "jwks_uri = \"https://i/\"\nalgorithms = []\nmax_token_age_seconds = 0\nmax_token_lifetime_seconds = 59",
             )
             .replace("secret = { env = \"BFF_SECRET\" }", "secret = {}")
             + "[[clients]]\nid = \"bff\"\nsecret = { value = \"x\" }\naudiences = []\n";
@@ -796,6 +800,7 @@ secret = { env = "BFF_SECRET" }
             fields(&text),
             [
                 "issuers[corp].algorithms",
+                "issuers[corp].max_token_lifetime_seconds",
                 "issuers[corp].max_token_age_seconds",
                 "clients[bff].secret",
                 "clients[bff].id",

@@ -336,6 +336,7 @@ fn token_wire(
         | TokenError::NotYetValid
         | TokenError::IssuedInFuture
         | TokenError::TooOld => wire(BAD, InvalidRequest, expired),
+        TokenError::LifetimeTooLong => wire(BAD, InvalidRequest, invalid),
         TokenError::TooLarge
         | TokenError::NotCompactJws
         | TokenError::MalformedHeader

@@ -3056,7 +3056,12 @@ async fn section4_max_token_age() {
     support::audit::capture();
     let issuer = TestIssuer::start().await;
     let sts = Sts::builder()
-        .issuer("corp", &issuer, "max_token_age_seconds = 600")
+        // Tokens living a day and a bit: the lifetime ceiling is not what this tests.
+        .issuer(
+            "corp",
+            &issuer,
+            "max_token_age_seconds = 600\nmax_token_lifetime_seconds = 172800",
+        )
         .start()
         .await;
     let aged = |iat: Value| {
@@ -3086,6 +3091,106 @@ async fn section4_max_token_age() {
         ),
     ];
     run("§4 max token age", &sts, rows).await;
+}
+
+/// The per-issuer ceiling on a token's lifetime (`max_token_lifetime_seconds`, a day by
+/// default): `exp - iat`, or `exp - now` (with the leeway) when there is no `iat`. A
+/// token an issuer minted for ten years is refused, however fresh.
+#[tokio::test]
+async fn section4_max_token_lifetime() {
+    support::audit::capture();
+    const DAY: u64 = 86_400;
+    let issuer = TestIssuer::start().await;
+    issuer.introspection.answer(
+        "opaque-ten-years",
+        json!({ "active": true, "iss": issuer.iss, "sub": "carol", "aud": "bff",
+                "token_type": "Bearer", "iat": NOW, "exp": NOW + 3650 * DAY }),
+    );
+    let introspection = format!(
+        "[issuers.introspection]\nendpoint = \"http://{}/introspect\"\nclient_id = \"{}\"\nsecret = {{ value = \"{}\" }}\n",
+        issuer.addr, INTROSPECTION_CLIENT.0, INTROSPECTION_CLIENT.1
+    );
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, &introspection)
+        .start()
+        .await;
+    let user = issuer.user_claims("alice", "bff", "orders:read");
+    let lived =
+        |iat: Value, exp: u64| imp(&issuer.sign(patch(&user, json!({ "iat": iat, "exp": exp }))));
+    let subject = issuer.user_token("alice", "bff", "orders:read");
+    let actor = |exp: u64| {
+        let claims = patch(
+            &issuer.actor_claims("bff"),
+            json!({ "iat": NOW, "exp": exp }),
+        );
+        del(&subject, &issuer.sign(claims))
+    };
+    let too_long = "subject_token/lifetime_too_long";
+    let rows = vec![
+        row("ok_a_day", BFF, lived(json!(NOW), NOW + DAY)).granted(json!({ "sub": "alice" })),
+        row("a_day_and_a_second", BFF, lived(json!(NOW), NOW + DAY + 1)).refused(
+            400,
+            "invalid_request",
+            too_long,
+        ),
+        row("ten_years", BFF, lived(json!(NOW), NOW + 3650 * DAY)).refused(
+            400,
+            "invalid_request",
+            too_long,
+        ),
+        // An old token that claims a long life is refused even close to its `exp`.
+        row(
+            "issued_a_day_ago_expiring_soon",
+            BFF,
+            lived(json!(NOW - DAY), NOW + 60),
+        )
+        .refused(400, "invalid_request", too_long),
+        // Without `iat`: what is left of it, with the 30 s leeway for our clock.
+        row(
+            "ok_no_iat_a_day_left",
+            BFF,
+            lived(Value::Null, NOW + DAY + 30),
+        )
+        .granted(json!({ "sub": "alice" })),
+        row(
+            "no_iat_more_than_a_day_left",
+            BFF,
+            lived(Value::Null, NOW + DAY + 31),
+        )
+        .refused(400, "invalid_request", too_long),
+        row(
+            "no_iat_ten_years_left",
+            BFF,
+            lived(Value::Null, NOW + 3650 * DAY),
+        )
+        .refused(400, "invalid_request", too_long),
+        row("actor_ten_years", BFF, actor(NOW + 3650 * DAY)).refused(
+            400,
+            "invalid_request",
+            "actor_token/lifetime_too_long",
+        ),
+        row("ok_actor_a_day", BFF, actor(NOW + DAY)).granted(json!({ "act": { "sub": "bff" } })),
+        row("introspected_ten_years", BFF, imp("opaque-ten-years")).refused(
+            400,
+            "invalid_request",
+            too_long,
+        ),
+    ];
+    run("§4 max token lifetime", &sts, rows).await;
+
+    // The ceiling is per issuer.
+    let year = format!("max_token_lifetime_seconds = {}", 365 * DAY);
+    let lenient = Sts::builder().issuer("corp", &issuer, &year).start().await;
+    let rows = vec![
+        row("ok_a_year", BFF, lived(json!(NOW), NOW + 365 * DAY))
+            .granted(json!({ "sub": "alice" })),
+        row("ten_years_still", BFF, lived(json!(NOW), NOW + 3650 * DAY)).refused(
+            400,
+            "invalid_request",
+            too_long,
+        ),
+    ];
+    run("§4 max token lifetime (a year)", &lenient, rows).await;
 }
 
 /// EXCHANGE-RULES §4/§5: `aud` in every shape a confused issuer might send. Only a string

@@ -11,6 +11,10 @@ use crate::jose::JwsAlgorithm;
 use crate::oauth::TokenType;
 
 const DEFAULT_MAX_STALENESS: u64 = 12 * 3600;
+/// The default ceiling on an upstream token's lifetime: a day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = 86_400;
+/// The highest ceiling that may be configured: a year (and a leap day).
+const MAX_MAX_TOKEN_LIFETIME: u64 = 366 * 86_400;
 const HTTPS_ONLY: &str =
     "must be an https URL (http only with allow_http = true, for loopback tests)";
 
@@ -67,6 +71,8 @@ pub struct IssuerConfig {
     pub max_staleness_seconds: u64,
     /// When set, its tokens must carry `iat` and be at most this old, whatever their `exp`.
     pub max_token_age_seconds: Option<u64>,
+    /// Longest lifetime its tokens may claim: `exp - iat`, or `exp - now` without `iat`.
+    pub max_token_lifetime_seconds: u64,
     /// RFC 7662 introspection of its opaque tokens, when configured.
     pub introspection: Option<IntrospectionConfig>,
 }
@@ -99,6 +105,7 @@ pub(super) struct RawIssuer {
     required: bool,
     max_staleness_seconds: Option<u64>,
     max_token_age_seconds: Option<u64>,
+    max_token_lifetime_seconds: Option<u64>,
     introspection: Option<RawIntrospection>,
 }
 
@@ -180,6 +187,15 @@ impl RawIssuer {
                 7 * 86_400,
             ),
         );
+        let max_token_lifetime_seconds = cx.check(
+            &at.field("max_token_lifetime_seconds"),
+            bounded(
+                self.max_token_lifetime_seconds,
+                DEFAULT_MAX_TOKEN_LIFETIME,
+                60,
+                MAX_MAX_TOKEN_LIFETIME,
+            ),
+        );
         let introspection = match self.introspection {
             None => Some(None),
             Some(raw) => {
@@ -206,6 +222,7 @@ impl RawIssuer {
             required: self.required,
             max_staleness_seconds: max_staleness_seconds?,
             max_token_age_seconds: max_token_age_seconds?,
+            max_token_lifetime_seconds: max_token_lifetime_seconds?,
             introspection: introspection?,
         })
     }

@@ -76,6 +76,10 @@ pub enum TokenError {
     /// Older than the issuer's maximum token age (by `iat`).
     #[error("older than the issuer's maximum token age")]
     TooOld,
+    /// Claims a lifetime (`exp - iat`, or `exp - now` without `iat`) longer than the
+    /// issuer's maximum token lifetime.
+    #[error("lifetime longer than the issuer's maximum token lifetime")]
+    LifetimeTooLong,
     /// The issuer's keys could not be fetched and none are cached; or the token's `kid`
     /// is not among the keys held and a refetch could not be made yet (cooldown,
     /// backoff) or failed.
@@ -115,6 +119,7 @@ impl TokenError {
             TokenError::NotYetValid => "not_yet_valid",
             TokenError::IssuedInFuture => "issued_in_future",
             TokenError::TooOld => "too_old",
+            TokenError::LifetimeTooLong => "lifetime_too_long",
             TokenError::SenderConstrained => "sender_constrained",
             TokenError::KeysUnavailable => "keys_unavailable",
             TokenError::Inactive => "inactive",

@@ -1,6 +1,6 @@
 //! The trusted issuers, by exact `iss` (RFC 8725 §3.8): each with how its tokens are
 //! verified (our own key ring, an upstream JWKS, introspection), its profile, algorithm
-//! allow-list, token types and maximum token age. Our own issuer is in the table with the
+//! allow-list, token types, maximum token age and maximum token lifetime. Our own issuer is in the table with the
 //! keys we sign with, so a token we issued can be exchanged again.
 
 use std::collections::HashMap;
@@ -31,6 +31,7 @@ pub(super) struct TrustedIssuer {
     pub(super) introspector: Option<Introspector>,
     pub(super) profile: IssuerProfile,
     pub(super) max_token_age: Option<u64>,
+    pub(super) max_token_lifetime: u64,
     pub(super) algorithms: Vec<JwsAlgorithm>,
     pub(super) token_types: Vec<TokenType>,
     pub(super) required: bool,
@@ -43,6 +44,7 @@ impl TrustedIssuer {
         ClaimRules {
             leeway,
             max_token_age: self.max_token_age,
+            max_lifetime: self.max_token_lifetime,
         }
     }
 }
@@ -64,6 +66,8 @@ pub(super) fn table(
             introspector: None,
             profile: IssuerProfile::Rfc9068,
             max_token_age: None,
+            // Our own tokens live at most as long as we mint them for.
+            max_token_lifetime: config.tokens.max_ttl_seconds,
             // The keys bind the algorithm; a ring may hold both kinds we sign with.
             algorithms: vec![JwsAlgorithm::Es256, JwsAlgorithm::EdDsa],
             token_types: vec![TokenType::AccessToken, TokenType::Jwt],
@@ -80,6 +84,7 @@ pub(super) fn table(
                 introspector: Introspector::new(issuer, http, clock.clone(), &config.origin)?,
                 profile: issuer.profile,
                 max_token_age: issuer.max_token_age_seconds,
+                max_token_lifetime: issuer.max_token_lifetime_seconds,
                 algorithms: issuer.algorithms.clone(),
                 token_types: issuer.token_types.clone(),
                 required: issuer.required,

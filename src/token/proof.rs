@@ -53,6 +53,8 @@ pub(super) struct ClaimRules {
     pub(super) leeway: u64,
     /// The issuer's maximum token age by `iat`, when it has one.
     pub(super) max_token_age: Option<u64>,
+    /// The longest lifetime the issuer's tokens may claim.
+    pub(super) max_lifetime: u64,
 }
 
 /// A token whose issuer, declared type, algorithm allow-list, claims and times were
@@ -80,7 +82,8 @@ pub struct Checked<R: Role> {
 impl<R: Role> Checked<R> {
     /// The checks every token's claims get, signed or introspected: no `cnf`, `exp`
     /// required and `nbf`/`iat` checked against `now` with a leeway (RFC 7519
-    /// §4.1.4–§4.1.6), the issuer's maximum age, and a non-empty `sub`.
+    /// §4.1.4–§4.1.6), the issuer's maximum lifetime and maximum age, and a non-empty
+    /// `sub`.
     pub(super) fn check(
         issuer: IssuerId,
         claims: Claims,
@@ -110,6 +113,7 @@ impl<R: Role> Checked<R> {
         {
             return Err(TokenError::IssuedInFuture);
         }
+        check_lifetime(exp, claims.iat, rules, now)?;
         // An optional per-issuer bound on age, for issuers whose tokens live long; it
         // needs `iat`.
         if let Some(max_age) = rules.max_token_age {
@@ -200,6 +204,30 @@ impl<R: Role> Checked<R> {
             iss: Some(self.iss.clone()),
         }
     }
+}
+
+/// A ceiling on how long a token says it lives (RFC 8725 §3.10 asks for short-lived
+/// tokens; RFC 7519 §4.1.4 leaves `exp` to the issuer). A token stolen from an issuer
+/// that mints ten-year tokens would otherwise be good for ten years here. With `iat`
+/// the lifetime is `exp - iat`, the issuer's own statement, taken without leeway;
+/// without `iat` it is what is left of it, `exp - now`, with the leeway for our clock.
+fn check_lifetime(
+    exp: u64,
+    iat: Option<u64>,
+    rules: &ClaimRules,
+    now: u64,
+) -> Result<(), TokenError> {
+    let (lifetime, allowed) = match iat {
+        Some(iat) => (exp.saturating_sub(iat), rules.max_lifetime),
+        None => (
+            exp.saturating_sub(now),
+            rules.max_lifetime.saturating_add(rules.leeway),
+        ),
+    };
+    if lifetime > allowed {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
 }
 
 /// A [`Checked`] token that is also genuine: its signature verified with a key of its

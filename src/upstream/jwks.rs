@@ -570,6 +570,7 @@ mod tests {
             required: true,
             max_staleness_seconds: STALENESS,
             max_token_age_seconds: None,
+            max_token_lifetime_seconds: crate::config::DEFAULT_MAX_TOKEN_LIFETIME,
             introspection: None,
         };
         JwksCache::new(&issuer, reqwest::Client::new(), Clock::from(clock.clone()))
