@@ -70,6 +70,8 @@ pub struct App {
     clock: Clock,
     started_at: u64,
     max_body_bytes: usize,
+    /// One permit per byte of request body buffered at once (`server.max_buffered_body_bytes`).
+    body_budget: tokio::sync::Semaphore,
     metadata: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -127,6 +129,7 @@ impl App {
             started_at: clock.now(),
             clock,
             max_body_bytes: config.server.max_body_bytes,
+            body_budget: tokio::sync::Semaphore::new(config.server.max_buffered_body_bytes),
             metadata,
         };
         Ok(Built {
@@ -151,6 +154,11 @@ impl App {
     /// Largest accepted request body.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// The byte budget every request body being read draws from.
+    pub fn body_budget(&self) -> &tokio::sync::Semaphore {
+        &self.body_budget
     }
 
     /// `GET /.well-known/jwks.json`: the keys the ring publishes now (they change on
@@ -212,6 +220,7 @@ fn limits(config: &Config) -> Limits {
         idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
         request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+        max_requests_in_flight: config.server.max_requests_in_flight,
     }
 }
 

@@ -568,6 +568,16 @@ secret = { env = "BFF_SECRET" }
             ),
             (
                 "[signing]",
+                "[server]\nmax_requests_in_flight = 0\n[signing]",
+                "server.max_requests_in_flight",
+            ),
+            (
+                "[signing]",
+                "[server]\nmax_body_bytes = 131072\nmax_buffered_body_bytes = 65536\n[signing]",
+                "server.max_buffered_body_bytes",
+            ),
+            (
+                "[signing]",
                 "[tokens]\nmax_depth = 0\n[signing]",
                 "tokens.max_depth",
             ),

@@ -102,7 +102,13 @@ struct DemoIssuer {
     iss: String,
     key: SigningKey,
     header: String,
+    /// Bytes of request bodies the demo issuer buffers at once.
+    body_budget: tokio::sync::Semaphore,
 }
+
+/// The demo issuer's largest request body, and its budget of bodies read at once.
+const DEMO_MAX_BODY: usize = 16 * 1024;
+const DEMO_BODY_BUDGET: usize = 64 * DEMO_MAX_BODY;
 
 impl DemoIssuer {
     fn new(iss: String) -> Result<Self, String> {
@@ -110,7 +116,12 @@ impl DemoIssuer {
         let header = b64_encode(
             format!(r#"{{"alg":"ES256","kid":"{}","typ":"at+jwt"}}"#, key.kid()).as_bytes(),
         );
-        Ok(Self { iss, key, header })
+        Ok(Self {
+            iss,
+            key,
+            header,
+            body_budget: tokio::sync::Semaphore::new(DEMO_BODY_BUDGET),
+        })
     }
 
     /// `POST /token` with form fields `sub` (required), `aud`, `client_id`, `scope`,
@@ -158,11 +169,16 @@ impl DemoIssuer {
             }
             (&Method::POST, "/token") => {
                 let (parts, body) = request.into_parts();
-                let minted =
-                    match crate::http::body::read_form(&parts.headers, body, 16 * 1024).await {
-                        Ok(form) => self.mint(&form, clock.now()),
-                        Err(_) => Err("send an application/x-www-form-urlencoded body"),
-                    };
+                let read = crate::http::body::read_form(
+                    &parts.headers,
+                    body,
+                    DEMO_MAX_BODY,
+                    &self.body_budget,
+                );
+                let minted = match read.await {
+                    Ok(form) => self.mint(&form, clock.now()),
+                    Err(_) => Err("send an application/x-www-form-urlencoded body"),
+                };
                 let (status, text) = match minted {
                     Ok(token) => (StatusCode::OK, token),
                     Err(reason) => (StatusCode::BAD_REQUEST, reason.to_owned()),

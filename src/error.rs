@@ -119,6 +119,16 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 "content type must be application/x-www-form-urlencoded",
             ),
             BodyError::Malformed => wire(BAD, InvalidRequest, "malformed form body"),
+            // Load shedding, not the client's fault: retry shortly (RFC 6749 §4.1.2.1's
+            // temporarily_unavailable, with Retry-After as RFC 9110 §10.2.3 allows).
+            BodyError::BudgetExhausted => WireError {
+                retry_after: Some(1),
+                ..wire(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TemporarilyUnavailable,
+                    "too many request bodies in flight, retry later",
+                )
+            },
         },
         ExchangeError::Request(e) => match e {
             RequestError::RepeatedParameter(_) => {

@@ -58,7 +58,13 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
             ExchangeError::Client(ClientAuthError::MultipleAuthorizationHeaders),
         )
     } else {
-        match body::read_form(&parts.headers, body, app.max_body_bytes()).await {
+        let read = body::read_form(
+            &parts.headers,
+            body,
+            app.max_body_bytes(),
+            app.body_budget(),
+        );
+        match read.await {
             Ok(form) => {
                 app.exchanger()
                     .exchange(request_id, authorization, &form)

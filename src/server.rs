@@ -47,6 +47,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How long in-flight requests get to finish after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Requests served at once over all the listener's connections (HTTP/2 streams
+    /// included); beyond it a request is answered 503 at once, before its body is read.
+    pub max_requests_in_flight: usize,
 }
 
 /// Serves the public and admin listeners until `shutdown` completes, then drains.
@@ -185,6 +188,9 @@ async fn serve_on<H, F>(
 {
     let builder = Arc::new(connection_builder());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Shared by every connection of this listener: the bound on work in flight must not
+    // grow with the number of connections an attacker opens.
+    let in_flight = Arc::new(Semaphore::new(limits.max_requests_in_flight));
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -214,7 +220,11 @@ async fn serve_on<H, F>(
             stream,
             tls.clone(),
             Arc::clone(&builder),
-            handler.clone(),
+            Service {
+                handler: handler.clone(),
+                in_flight: Arc::clone(&in_flight),
+                timeout: limits.request_timeout,
+            },
             limits,
             stop.clone(),
         );
@@ -227,6 +237,15 @@ async fn serve_on<H, F>(
     drain(connections, limits.shutdown_grace).await;
 }
 
+/// Streams an HTTP/2 client may open at once on one connection: a token client needs a
+/// few; the global in-flight limit bounds the total over all connections.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 16;
+/// HTTP/2 flow-control windows (RFC 9113 §6.9.2): how much request body a peer may send
+/// ahead of our reading it, per stream and per connection. A form body is small; hyper's
+/// defaults (1 MiB each) let every idle connection park a megabyte in our memory.
+const H2_STREAM_WINDOW: u32 = 32 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
+
 /// The HTTP/1.1 and HTTP/2 settings every connection is served with.
 fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -237,7 +256,9 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
@@ -252,18 +273,14 @@ async fn serve_connection<H, F>(
     stream: TcpStream,
     tls: Option<Arc<tls::Tls>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    handler: H,
+    service: Service<H>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let request_timeout = limits.request_timeout;
-    let service = service_fn(move |req| {
-        let response = tokio::time::timeout(request_timeout, handler(req));
-        async move { Ok::<_, Infallible>(response.await.unwrap_or_else(|_| timed_out())) }
-    });
+    let service = service_fn(move |req| service.call(req));
     let idle_timeout = limits.idle_timeout;
     let stream = match tls {
         None => tls::MaybeTls::Plain(stream),
@@ -307,6 +324,45 @@ async fn serve_connection<H, F>(
     }
 }
 
+/// A listener's handler within its limits: at most `in_flight` requests at once, each
+/// answered within `timeout`.
+struct Service<H> {
+    handler: H,
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl<H, F> Service<H>
+where
+    H: Fn(Request<Incoming>) -> F,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Answers `req`, or 503 at once when the listener already serves its limit of
+    /// requests: refusing costs nothing, where queueing would hold every waiting
+    /// request's state (and let the first slow ones hold up the rest).
+    fn call(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<H, F> {
+        let admitted = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map(|permit| {
+                (
+                    permit,
+                    tokio::time::timeout(self.timeout, (self.handler)(req)),
+                )
+            });
+        async move {
+            let Ok((_permit, response)) = admitted else {
+                return Ok(unavailable("too many requests in flight"));
+            };
+            Ok(response
+                .await
+                .unwrap_or_else(|_| unavailable("request timed out")))
+        }
+    }
+}
+
 /// Waits for the connections to finish within the grace period, then closes what remains.
 async fn drain(mut connections: JoinSet<()>, grace: Duration) {
     let drained = tokio::time::timeout(grace, async {
@@ -318,12 +374,15 @@ async fn drain(mut connections: JoinSet<()>, grace: Duration) {
     }
 }
 
-/// 503 for a request that outlived the request timeout.
-fn timed_out() -> Response<Body> {
-    let mut response = crate::http::response::json(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        r#"{"error":"temporarily_unavailable","error_description":"request timed out"}"#,
-    );
+/// 503 for a request that outlived the request timeout or found the listener at its
+/// limit of requests in flight.
+fn unavailable(description: &'static str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "temporarily_unavailable",
+        "error_description": description,
+    });
+    let mut response =
+        crate::http::response::json(http::StatusCode::SERVICE_UNAVAILABLE, body.to_string());
     response.headers_mut().insert(
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("1"),

@@ -9,6 +9,7 @@ use super::{Checker, bounded};
 pub(super) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 const DEFAULT_MAX_BODY: usize = 64 * 1024;
+const DEFAULT_MAX_BUFFERED_BODY: usize = 16 << 20;
 
 /// Listeners and request limits.
 #[derive(Debug, Clone)]
@@ -27,6 +28,11 @@ pub struct ServerConfig {
     pub request_timeout_seconds: u64,
     /// Seconds in-flight requests get to finish after shutdown starts.
     pub shutdown_grace_seconds: u64,
+    /// Requests served at once on the public listener, over all its connections (beyond
+    /// it: 503 at once).
+    pub max_requests_in_flight: usize,
+    /// Bytes of request bodies buffered at once, over all requests (beyond it: 503).
+    pub max_buffered_body_bytes: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -39,6 +45,8 @@ pub(super) struct RawServer {
     idle_timeout_seconds: Option<u64>,
     request_timeout_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
+    max_requests_in_flight: Option<usize>,
+    max_buffered_body_bytes: Option<usize>,
 }
 
 impl RawServer {
@@ -72,6 +80,26 @@ impl RawServer {
             "server.shutdown_grace_seconds",
             bounded(self.shutdown_grace_seconds, 10, 0, 300),
         );
+        let max_requests_in_flight = cx.check(
+            "server.max_requests_in_flight",
+            bounded(self.max_requests_in_flight, 256, 1, 100_000),
+        );
+        let max_buffered_body_bytes = cx.check(
+            "server.max_buffered_body_bytes",
+            bounded(
+                self.max_buffered_body_bytes,
+                DEFAULT_MAX_BUFFERED_BODY,
+                64 * 1024,
+                1 << 30,
+            )
+            .and_then(|budget| match max_body_bytes {
+                // A body of the largest size must fit in the budget on its own.
+                Some(body) if budget < body => {
+                    Err(format!("must be at least server.max_body_bytes ({body})"))
+                }
+                _ => Ok(budget),
+            }),
+        );
         Some(ServerConfig {
             listen: listen?,
             admin_listen: admin_listen?,
@@ -80,6 +108,8 @@ impl RawServer {
             idle_timeout_seconds: idle_timeout_seconds?,
             request_timeout_seconds: request_timeout_seconds?,
             shutdown_grace_seconds: shutdown_grace_seconds?,
+            max_requests_in_flight: max_requests_in_flight?,
+            max_buffered_body_bytes: max_buffered_body_bytes?,
         })
     }
 }

@@ -1,12 +1,14 @@
-//! Reading a form body from hyper: media type, size cap before and while reading, and a
-//! deadline, so a slow or oversized body never ties up the service (EXCHANGE-RULES §2).
+//! Reading a form body from hyper: media type, size cap before and while reading, a
+//! deadline, and a byte budget shared by every body being read at once, so a slow or
+//! oversized body, or many of them, never ties up the service or its memory.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::oauth::form::{BodyError, FormBody};
 
@@ -27,11 +29,15 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Reads and decodes the form body of a request.
+/// Reads and decodes the form body of a request. Every byte buffered takes a permit of
+/// `budget` (one per byte, shared by all requests) until the form is decoded: when the
+/// budget is spent the request is refused at once rather than waiting, since waiting
+/// would let a flood of slow bodies queue everyone else behind it.
 pub async fn read_form(
     headers: &HeaderMap,
     body: Incoming,
     max_bytes: usize,
+    budget: &Semaphore,
 ) -> Result<FormBody, BodyError> {
     if !is_form(headers) {
         return Err(BodyError::UnsupportedContentType);
@@ -43,13 +49,36 @@ pub async fn read_form(
     if declared.is_some_and(|len| len > max_bytes as u64) {
         return Err(BodyError::TooLarge);
     }
-    let collected = tokio::time::timeout(BODY_DEADLINE, Limited::new(body, max_bytes).collect())
+    let (bytes, _held) = tokio::time::timeout(BODY_DEADLINE, collect(body, max_bytes, budget))
         .await
-        .map_err(|_| BodyError::Timeout)?;
-    let bytes: Bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return Err(BodyError::TooLarge),
-        Err(_) => return Err(BodyError::Read),
-    };
+        .map_err(|_| BodyError::Timeout)??;
     Ok(FormBody::parse(&bytes)?)
+}
+
+/// The body's bytes (at most `max_bytes`) and the budget permits they hold.
+async fn collect(
+    mut body: Incoming,
+    max_bytes: usize,
+    budget: &Semaphore,
+) -> Result<(Bytes, Option<SemaphorePermit<'_>>), BodyError> {
+    let mut bytes = BytesMut::new();
+    let mut held: Option<SemaphorePermit<'_>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        if bytes.len().saturating_add(data.len()) > max_bytes {
+            return Err(BodyError::TooLarge);
+        }
+        let n = u32::try_from(data.len()).map_err(|_| BodyError::TooLarge)?;
+        let permit = budget
+            .try_acquire_many(n)
+            .map_err(|_| BodyError::BudgetExhausted)?;
+        match held.as_mut() {
+            Some(held) => held.merge(permit),
+            None => held = Some(permit),
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes.freeze(), held))
 }

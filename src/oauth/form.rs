@@ -45,6 +45,9 @@ pub enum BodyError {
     /// The body is not valid form encoding (bad escape, not UTF-8).
     #[error("malformed form body")]
     Malformed,
+    /// The bodies being read at once already hold `server.max_buffered_body_bytes`.
+    #[error("request body buffer budget exhausted")]
+    BudgetExhausted,
 }
 
 impl BodyError {
@@ -56,6 +59,7 @@ impl BodyError {
             BodyError::Read => "body_read",
             BodyError::UnsupportedContentType => "unsupported_content_type",
             BodyError::Malformed => "malformed_body",
+            BodyError::BudgetExhausted => "body_budget_exhausted",
         }
     }
 }

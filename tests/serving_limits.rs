@@ -1,0 +1,178 @@
+//! Serving under attack, against the real server on loopback: the work in flight is
+//! bounded over all connections (HTTP/2 streams and buffered body bytes), silent
+//! connections are closed soon after accept and cannot starve the admin listener, header
+//! blocks are capped, and shutdown drains before it stops accepting.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(base: &str) -> String {
+    base.trim_start_matches("http://").to_owned()
+}
+
+/// A cleartext HTTP/2 connection (prior knowledge), driven on its own task; the second
+/// value follows the server's SETTINGS_MAX_CONCURRENT_STREAMS as the client sees it.
+async fn h2_connect(base: &str) -> (h2::client::SendRequest<Bytes>, Arc<AtomicUsize>) {
+    let tcp = TcpStream::connect(addr(base)).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let max_streams = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&max_streams);
+    tokio::spawn(std::future::poll_fn(move |cx| {
+        let polled = std::pin::Pin::new(&mut connection).poll(cx).map(|_| ());
+        seen.store(connection.max_concurrent_send_streams(), Ordering::SeqCst);
+        polled
+    }));
+    (client.ready().await.unwrap(), max_streams)
+}
+
+/// Opens a `POST /token` stream that sends its headers and `sent` of `declared` body
+/// bytes, and never finishes. Returns the response future and the send half (dropping
+/// that resets the stream).
+fn partial_token_request(
+    client: &mut h2::client::SendRequest<Bytes>,
+    declared: usize,
+    sent: usize,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let request = http::Request::post("http://sts/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", declared.to_string())
+        .body(())
+        .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(Bytes::from(vec![b'a'; sent]), false)
+        .unwrap();
+    (response, send)
+}
+
+/// The status and JSON body of an HTTP/2 response.
+async fn h2_answer(response: h2::client::ResponseFuture) -> (u16, serde_json::Value) {
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn http2_streams_in_flight_are_bounded_over_all_connections() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("max_requests_in_flight = 8")
+        .start()
+        .await;
+    // 3 connections x 6 unfinished bodies: 18 streams, 8 of which may be served at once.
+    let (mut held, mut clients, mut responses) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (mut client, max_streams) = h2_connect(&sts.base).await;
+        for _ in 0..6 {
+            let (response, send) = partial_token_request(&mut client, 4096, 100);
+            responses.push(tokio::spawn(h2_answer(response)));
+            held.push(send);
+        }
+        clients.push((client, max_streams));
+    }
+    // The 10 beyond the limit are refused at once, long before the 10 s body deadline.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (_, max_streams) in &clients {
+        let advertised = max_streams.load(Ordering::SeqCst);
+        assert!(
+            (1..=32).contains(&advertised),
+            "SETTINGS_MAX_CONCURRENT_STREAMS {advertised}"
+        );
+    }
+    let mut refused = 0;
+    for response in responses {
+        if !response.is_finished() {
+            continue;
+        }
+        let (status, body) = response.await.unwrap();
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("temporarily_unavailable")),
+            "{body}"
+        );
+        assert_eq!(body["error_description"], "too many requests in flight");
+        refused += 1;
+    }
+    assert_eq!(refused, 10, "streams refused beyond max_requests_in_flight");
+}
+
+/// Sends the headers and `sent` bytes of a `POST /token` body of `declared` bytes.
+async fn partial_h1_token_request(base: &str, declared: usize, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b'a'; sent]).await.unwrap();
+    stream
+}
+
+/// The first chunk of an answer, if one comes within `limit`.
+async fn answer_within(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_share_one_byte_budget() {
+    audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("max_body_bytes = 32768\nmax_buffered_body_bytes = 65536")
+        .start()
+        .await;
+    // Two unfinished 30 000-byte bodies fit in the 64 KiB budget, a third does not.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        streams.push(partial_h1_token_request(&sts.base, 32000, 30000).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for stream in &mut streams {
+        let early = answer_within(stream, Duration::from_millis(100)).await;
+        assert_eq!(early, None, "a body within the budget was refused");
+    }
+    let mut third = partial_h1_token_request(&sts.base, 32000, 30000).await;
+    let answer = answer_within(&mut third, Duration::from_secs(2))
+        .await
+        .expect("the body beyond the budget waits instead of being refused");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("temporarily_unavailable"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    let request_id = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap()
+        .trim();
+    assert_eq!(
+        audit::refusal(request_id).as_deref(),
+        Some("request/body_budget_exhausted")
+    );
+}
