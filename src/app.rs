@@ -219,6 +219,8 @@ fn limits(config: &Config) -> Limits {
         max_connections: config.server.max_connections,
         idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
         request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
+        header_timeout: Duration::from_secs(config.server.header_timeout_seconds),
+        admin_max_connections: config.server.admin_max_connections,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         max_requests_in_flight: config.server.max_requests_in_flight,
     }

@@ -573,6 +573,16 @@ secret = { env = "BFF_SECRET" }
             ),
             (
                 "[signing]",
+                "[server]\nheader_timeout_seconds = 0\n[signing]",
+                "server.header_timeout_seconds",
+            ),
+            (
+                "[signing]",
+                "[server]\nadmin_max_connections = 0\n[signing]",
+                "server.admin_max_connections",
+            ),
+            (
+                "[signing]",
                 "[server]\nmax_body_bytes = 131072\nmax_buffered_body_bytes = 65536\n[signing]",
                 "server.max_buffered_body_bytes",
             ),

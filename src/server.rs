@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,19 +32,22 @@ use tokio::time::Instant;
 use crate::app::{App, Built};
 use crate::http::response::Body;
 
-/// How long a client has to send a request's headers once it has started (HTTP/1.1).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A listener's limits (`[server]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Connections served at once; at the limit, accepting pauses until one ends.
     pub max_connections: usize,
+    /// The admin listener's own connection cap (and its limit of requests in flight).
+    pub admin_max_connections: usize,
     /// A connection that sends nothing for this long is closed (after any request in
     /// flight is answered).
     pub idle_timeout: Duration,
     /// A request not answered within this long gets 503.
     pub request_timeout: Duration,
+    /// A connection that has not sent a whole request head this long after it was
+    /// accepted (TLS handshake included) is closed; on HTTP/1.1 every later request head
+    /// must also arrive within this long of its first byte.
+    pub header_timeout: Duration,
     /// How long in-flight requests get to finish after shutdown starts.
     pub shutdown_grace: Duration,
     /// Requests served at once over all the listener's connections (HTTP/2 streams
@@ -110,13 +113,20 @@ async fn run_with(
         limits,
         stopped.clone(),
     ));
+    // The admin listener has its own task, connection slots and requests in flight, so
+    // a flood of the public listener (or of the admin one) never takes the other's.
+    let admin_limits = Limits {
+        max_connections: limits.admin_max_connections,
+        max_requests_in_flight: limits.admin_max_connections,
+        ..limits
+    };
     let admin = tokio::spawn(serve(
         admin,
         move |req| {
             let app = Arc::clone(&app);
             async move { crate::http::admin(&app, req).await }
         },
-        limits,
+        admin_limits,
         stopped,
     ));
     shutdown.await;
@@ -186,7 +196,7 @@ async fn serve_on<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = Arc::new(connection_builder());
+    let builder = Arc::new(connection_builder(&limits));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Shared by every connection of this listener: the bound on work in flight must not
     // grow with the number of connections an attacker opens.
@@ -247,12 +257,12 @@ const H2_STREAM_WINDOW: u32 = 32 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
 
 /// The HTTP/1.1 and HTTP/2 settings every connection is served with.
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -266,9 +276,10 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one accepted connection: the TLS handshake when `tls` is given, then requests
-/// (each within the request timeout) until the peer closes, the connection stays idle for
-/// the idle timeout, or `stop` changes; the last two close it gracefully, after the
-/// request in flight is answered.
+/// (each within the request timeout) until the peer closes, no request has begun within
+/// the header timeout of accept (closed at once: there is nothing to finish), the
+/// connection stays idle for the idle timeout, or `stop` changes; the last two close it
+/// gracefully, after the request in flight is answered.
 async fn serve_connection<H, F>(
     stream: TcpStream,
     tls: Option<Arc<tls::Tls>>,
@@ -280,30 +291,45 @@ async fn serve_connection<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let service = service_fn(move |req| service.call(req));
+    // Counted from accept, not from the first byte: a connection that never speaks must
+    // not hold a connection slot for the whole idle timeout.
+    let first_request = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(first_request);
+    let activity = Arc::new(Activity::new());
+    let seen = Arc::clone(&activity);
+    let service = service_fn(move |req| {
+        seen.request_began();
+        service.call(req)
+    });
     let idle_timeout = limits.idle_timeout;
     let stream = match tls {
         None => tls::MaybeTls::Plain(stream),
         // Shutting down mid-handshake: there is no request to finish.
         Some(tls) => tokio::select! {
-            stream = tls.handshake(stream, idle_timeout) => match stream {
+            stream = tls.handshake(stream, limits.header_timeout) => match stream {
                 Some(stream) => tls::MaybeTls::Tls(Box::new(stream)),
                 None => return,
             },
             _ = stop.changed() => return,
         },
     };
-    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: Arc::clone(&activity),
     });
     let connection = builder.serve_connection(io, service).into_owned();
     tokio::pin!(connection);
-    let mut closing = false;
+    let (mut closing, mut awaiting_first) = (false, true);
     loop {
         let idle = activity.idle_for();
         tokio::select! {
+            () = &mut first_request, if awaiting_first => {
+                if !activity.has_requested() {
+                    tracing::debug!("no request within the header timeout: closing");
+                    break;
+                }
+                awaiting_first = false;
+            }
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -390,10 +416,11 @@ fn unavailable(description: &'static str) -> Response<Body> {
     response
 }
 
-/// When a connection last received bytes.
+/// When a connection last received bytes, and whether it has sent a request head.
 struct Activity {
     started: Instant,
     last_read_ms: AtomicU64,
+    requested: AtomicBool,
 }
 
 impl Activity {
@@ -401,7 +428,16 @@ impl Activity {
         Self {
             started: Instant::now(),
             last_read_ms: AtomicU64::new(0),
+            requested: AtomicBool::new(false),
         }
+    }
+
+    fn request_began(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+    }
+
+    fn has_requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {

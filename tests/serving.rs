@@ -72,7 +72,7 @@ async fn connections_are_capped() {
     let issuer = TestIssuer::start().await;
     let sts = Sts::builder()
         .issuer("corp", &issuer, "")
-        .server("max_connections = 2")
+        .server("admin_max_connections = 2")
         .start()
         .await;
     let held = [

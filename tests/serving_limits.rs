@@ -176,3 +176,58 @@ async fn request_bodies_share_one_byte_budget() {
         Some("request/body_budget_exhausted")
     );
 }
+
+/// One `GET path` on a fresh connection: the status line, if one comes within `limit`.
+async fn get(base: &str, path: &str, limit: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = answer_within(&mut stream, limit).await?;
+    answer.lines().next().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn silent_connections_neither_lock_the_public_listener_nor_starve_the_admin_one() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("max_connections = 4\nadmin_max_connections = 4\nheader_timeout_seconds = 1")
+        .start()
+        .await;
+    sts.wait_ready().await;
+    // The public listener's every slot taken by connections that never send a byte (the
+    // idle timeout, 60 s, would keep them).
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(addr(&sts.base)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/livez", "/readyz"] {
+        let started = std::time::Instant::now();
+        let line = get(&sts.admin, path, Duration::from_secs(1)).await;
+        assert_eq!(line.as_deref(), Some("HTTP/1.1 200 OK"), "{path}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path}");
+    }
+    // A legitimate request waits at most for the header timeout to free a slot.
+    let line = get(&sts.base, "/.well-known/jwks.json", Duration::from_secs(3)).await;
+    assert_eq!(line.as_deref(), Some("HTTP/1.1 200 OK"));
+    for stream in &mut silent {
+        assert_eq!(
+            answer_within(stream, Duration::from_millis(500)).await,
+            None
+        );
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf));
+        assert!(
+            matches!(closed.await, Ok(Ok(0))),
+            "a silent connection stays open"
+        );
+    }
+    // The admin listener's own slots: silent connections there are closed as soon.
+    let mut silent_admin = Vec::new();
+    for _ in 0..4 {
+        silent_admin.push(TcpStream::connect(addr(&sts.admin)).await.unwrap());
+    }
+    let line = get(&sts.admin, "/livez", Duration::from_secs(3)).await;
+    assert_eq!(line.as_deref(), Some("HTTP/1.1 200 OK"));
+}

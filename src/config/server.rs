@@ -22,8 +22,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Connections served at once, per listener.
     pub max_connections: usize,
+    /// Connections served at once on the admin listener (its own slots).
+    pub admin_max_connections: usize,
     /// Seconds of silence after which a connection is closed.
     pub idle_timeout_seconds: u64,
+    /// Seconds from accept within which a connection must send a whole request head
+    /// (and, on HTTP/1.1, each later head within this long of its first byte).
+    pub header_timeout_seconds: u64,
     /// Seconds within which a request is answered, else 503.
     pub request_timeout_seconds: u64,
     /// Seconds in-flight requests get to finish after shutdown starts.
@@ -42,7 +47,9 @@ pub(super) struct RawServer {
     admin_listen: Option<String>,
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
+    admin_max_connections: Option<usize>,
     idle_timeout_seconds: Option<u64>,
+    header_timeout_seconds: Option<u64>,
     request_timeout_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_requests_in_flight: Option<usize>,
@@ -67,6 +74,14 @@ impl RawServer {
         let max_connections = cx.check(
             "server.max_connections",
             bounded(self.max_connections, 1024, 1, 1_000_000),
+        );
+        let admin_max_connections = cx.check(
+            "server.admin_max_connections",
+            bounded(self.admin_max_connections, 64, 1, 100_000),
+        );
+        let header_timeout_seconds = cx.check(
+            "server.header_timeout_seconds",
+            bounded(self.header_timeout_seconds, 5, 1, 300),
         );
         let idle_timeout_seconds = cx.check(
             "server.idle_timeout_seconds",
@@ -105,7 +120,9 @@ impl RawServer {
             admin_listen: admin_listen?,
             max_body_bytes: max_body_bytes?,
             max_connections: max_connections?,
+            admin_max_connections: admin_max_connections?,
             idle_timeout_seconds: idle_timeout_seconds?,
+            header_timeout_seconds: header_timeout_seconds?,
             request_timeout_seconds: request_timeout_seconds?,
             shutdown_grace_seconds: shutdown_grace_seconds?,
             max_requests_in_flight: max_requests_in_flight?,

@@ -138,15 +138,15 @@ impl Tls {
     }
 
     /// The TLS handshake on an accepted connection, within the handshake timeout (and
-    /// `idle_timeout`, if shorter). A failure or a timeout is logged at debug (clients
+    /// `header_timeout`, if shorter). A failure or a timeout is logged at debug (clients
     /// probing, scanners, a wrong protocol) and ends the connection: `None`.
     pub(super) async fn handshake(
         &self,
         stream: TcpStream,
-        idle_timeout: Duration,
+        header_timeout: Duration,
     ) -> Option<TlsStream<TcpStream>> {
         let peer = stream.peer_addr().ok();
-        let limit = self.handshake_timeout.min(idle_timeout);
+        let limit = self.handshake_timeout.min(header_timeout);
         match tokio::time::timeout(limit, self.acceptor.accept(stream)).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) => {
