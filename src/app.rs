@@ -221,6 +221,7 @@ fn limits(config: &Config) -> Limits {
         request_timeout: Duration::from_secs(config.server.request_timeout_seconds),
         header_timeout: Duration::from_secs(config.server.header_timeout_seconds),
         admin_max_connections: config.server.admin_max_connections,
+        max_header_bytes: config.server.max_header_bytes,
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         max_requests_in_flight: config.server.max_requests_in_flight,
     }

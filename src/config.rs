@@ -573,6 +573,11 @@ secret = { env = "BFF_SECRET" }
             ),
             (
                 "[signing]",
+                "[server]\nmax_header_bytes = 4096\n[signing]",
+                "server.max_header_bytes",
+            ),
+            (
+                "[signing]",
                 "[server]\nheader_timeout_seconds = 0\n[signing]",
                 "server.header_timeout_seconds",
             ),

@@ -37,6 +37,9 @@ use crate::http::response::Body;
 pub struct Limits {
     /// Connections served at once; at the limit, accepting pauses until one ends.
     pub max_connections: usize,
+    /// Largest request head accepted (request line or pseudo-headers, and header
+    /// fields); a larger one gets 431.
+    pub max_header_bytes: usize,
     /// The admin listener's own connection cap (and its limit of requests in flight).
     pub admin_max_connections: usize,
     /// A connection that sends nothing for this long is closed (after any request in
@@ -262,13 +265,19 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // hyper's read buffer holds the request head; a head that does not fit is
+        // answered 431 (RFC 6585 §5) by hyper itself, with an empty body.
+        .max_buf_size(limits.max_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2) and enforced: h2
+        // answers a larger header block 431 and resets the stream.
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));

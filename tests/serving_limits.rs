@@ -231,3 +231,74 @@ async fn silent_connections_neither_lock_the_public_listener_nor_starve_the_admi
     let line = get(&sts.admin, "/livez", Duration::from_secs(3)).await;
     assert_eq!(line.as_deref(), Some("HTTP/1.1 200 OK"));
 }
+
+/// `n` header fields of about 1 KiB each.
+fn padding(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("x-pad-{i:03}"), "a".repeat(1000)))
+        .collect()
+}
+
+/// The status of `GET /.well-known/jwks.json` with these extra header fields, over
+/// HTTP/1.1, and the body of the answer.
+async fn h1_get_with(base: &str, fields: &[(String, String)]) -> (String, String) {
+    let mut head =
+        String::from("GET /.well-known/jwks.json HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+    for (name, value) in fields {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
+    // The server may answer and close before reading everything: ignore write errors.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.lines().next().unwrap_or("").to_owned();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// The same over HTTP/2: the status.
+async fn h2_get_with(base: &str, fields: &[(String, String)]) -> u16 {
+    let (mut client, _) = h2_connect(base).await;
+    let mut request = http::Request::get("http://sts/.well-known/jwks.json");
+    for (name, value) in fields {
+        request = request.header(name, value);
+    }
+    let (response, _) = client
+        .send_request(request.body(()).unwrap(), true)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(3), response).await;
+    response.unwrap().unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn header_blocks_beyond_max_header_bytes_get_431_on_both_protocols() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("max_header_bytes = 16384")
+        .start()
+        .await;
+    let (small, large) = (padding(12), padding(20));
+    let (status, _) = h1_get_with(&sts.base, &small).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (status, body) = h1_get_with(&sts.base, &large).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    // hyper answers this itself, before any handler: no OAuth error body.
+    assert_eq!(body, "");
+    assert_eq!(h2_get_with(&sts.base, &small).await, 200);
+    assert_eq!(h2_get_with(&sts.base, &large).await, 431);
+
+    // Both follow the setting (hyper's HTTP/2 default is also 16 KiB: raise it to see).
+    let roomy = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("max_header_bytes = 32768")
+        .start()
+        .await;
+    let (status, _) = h1_get_with(&roomy.base, &large).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(h2_get_with(&roomy.base, &large).await, 200);
+    assert_eq!(h2_get_with(&roomy.base, &padding(40)).await, 431);
+}

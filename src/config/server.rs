@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Largest request head accepted (request line and header fields), in bytes.
+    pub max_header_bytes: usize,
     /// Connections served at once, per listener.
     pub max_connections: usize,
     /// Connections served at once on the admin listener (its own slots).
@@ -46,6 +48,7 @@ pub(super) struct RawServer {
     listen: Option<String>,
     admin_listen: Option<String>,
     max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     admin_max_connections: Option<usize>,
     idle_timeout_seconds: Option<u64>,
@@ -70,6 +73,11 @@ impl RawServer {
         let max_body_bytes = cx.check(
             "server.max_body_bytes",
             bounded(self.max_body_bytes, DEFAULT_MAX_BODY, 1024, 1 << 20),
+        );
+        // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+        let max_header_bytes = cx.check(
+            "server.max_header_bytes",
+            bounded(self.max_header_bytes, 16 * 1024, 8 * 1024, 1 << 20),
         );
         let max_connections = cx.check(
             "server.max_connections",
@@ -119,6 +127,7 @@ impl RawServer {
             listen: listen?,
             admin_listen: admin_listen?,
             max_body_bytes: max_body_bytes?,
+            max_header_bytes: max_header_bytes?,
             max_connections: max_connections?,
             admin_max_connections: admin_max_connections?,
             idle_timeout_seconds: idle_timeout_seconds?,
