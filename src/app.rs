@@ -72,6 +72,8 @@ pub struct App {
     max_body_bytes: usize,
     /// One permit per byte of request body buffered at once (`server.max_buffered_body_bytes`).
     body_budget: tokio::sync::Semaphore,
+    /// Set once shutdown has begun: readiness fails from then on.
+    draining: std::sync::atomic::AtomicBool,
     metadata: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -130,6 +132,7 @@ impl App {
             clock,
             max_body_bytes: config.server.max_body_bytes,
             body_budget: tokio::sync::Semaphore::new(config.server.max_buffered_body_bytes),
+            draining: std::sync::atomic::AtomicBool::new(false),
             metadata,
         };
         Ok(Built {
@@ -206,10 +209,21 @@ impl App {
         })
     }
 
-    /// Readiness: our key is loaded (it is, once built) and every required issuer's keys
-    /// have been fetched.
+    /// Readiness: not shutting down, our key is loaded (it is, once built) and every
+    /// required issuer's keys have been fetched.
     pub fn is_ready(&self) -> bool {
-        self.exchanger.validator().is_ready()
+        !self.is_draining() && self.exchanger.validator().is_ready()
+    }
+
+    /// Shutdown has begun: `/readyz` answers 503 while requests are still served.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -222,6 +236,7 @@ fn limits(config: &Config) -> Limits {
         header_timeout: Duration::from_secs(config.server.header_timeout_seconds),
         admin_max_connections: config.server.admin_max_connections,
         max_header_bytes: config.server.max_header_bytes,
+        drain: Duration::from_secs(config.server.drain_seconds),
         shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         max_requests_in_flight: config.server.max_requests_in_flight,
     }

@@ -573,6 +573,11 @@ secret = { env = "BFF_SECRET" }
             ),
             (
                 "[signing]",
+                "[server]\ndrain_seconds = 301\n[signing]",
+                "server.drain_seconds",
+            ),
+            (
+                "[signing]",
                 "[server]\nmax_header_bytes = 4096\n[signing]",
                 "server.max_header_bytes",
             ),

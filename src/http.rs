@@ -113,6 +113,9 @@ pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
         (&Method::GET | &Method::HEAD, "/livez") => {
             response::json(StatusCode::OK, r#"{"status":"live"}"#)
         }
+        (&Method::GET | &Method::HEAD, "/readyz") if app.is_draining() => {
+            response::json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        }
         (&Method::GET | &Method::HEAD, "/readyz") if app.is_ready() => {
             response::json(StatusCode::OK, r#"{"status":"ready"}"#)
         }

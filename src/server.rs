@@ -1,6 +1,7 @@
 //! Serving: the accept loop for each listener (HTTP/1.1 and HTTP/2), the header-read
-//! timeout, and graceful shutdown: stop accepting, let in-flight requests finish within
-//! a grace period, then return.
+//! timeout, and graceful shutdown: fail readiness while still serving for the drain
+//! time, then stop accepting, let in-flight requests finish within a grace period, and
+//! return.
 //!
 //! Each listener caps its connections, closes connections that stay silent, answers 503
 //! to a request that outlives the request timeout, and on shutdown lets every connection
@@ -51,7 +52,10 @@ pub struct Limits {
     /// accepted (TLS handshake included) is closed; on HTTP/1.1 every later request head
     /// must also arrive within this long of its first byte.
     pub header_timeout: Duration,
-    /// How long in-flight requests get to finish after shutdown starts.
+    /// How long, once a shutdown signal arrives, readiness fails while both listeners
+    /// keep serving, before accepting stops.
+    pub drain: Duration,
+    /// How long in-flight requests get to finish after accepting stops.
     pub shutdown_grace: Duration,
     /// Requests served at once over all the listener's connections (HTTP/2 streams
     /// included); beyond it a request is answered 503 at once, before its body is read.
@@ -123,16 +127,25 @@ async fn run_with(
         max_requests_in_flight: limits.admin_max_connections,
         ..limits
     };
+    let admin_app = Arc::clone(&app);
     let admin = tokio::spawn(serve(
         admin,
         move |req| {
-            let app = Arc::clone(&app);
+            let app = Arc::clone(&admin_app);
             async move { crate::http::admin(&app, req).await }
         },
         admin_limits,
         stopped,
     ));
     shutdown.await;
+    // As Envoy and Kubernetes expect: readiness fails first, so load balancers take us
+    // out of rotation while we still serve, and only then do the listeners close.
+    tracing::info!(
+        drain_seconds = limits.drain.as_secs(),
+        "shutting down: readiness fails, still serving"
+    );
+    app.start_draining();
+    tokio::time::sleep(limits.drain).await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop.send(true);
     for task in background.into_iter().chain([sighup]) {

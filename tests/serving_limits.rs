@@ -302,3 +302,41 @@ async fn header_blocks_beyond_max_header_bytes_get_431_on_both_protocols() {
     assert_eq!(h2_get_with(&roomy.base, &large).await, 200);
     assert_eq!(h2_get_with(&roomy.base, &padding(40)).await, 431);
 }
+
+#[tokio::test]
+async fn shutdown_fails_readiness_and_keeps_serving_for_the_drain_time() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("drain_seconds = 1")
+        .start()
+        .await;
+    sts.wait_ready().await;
+    let (base, admin, http) = (sts.base.clone(), sts.admin.clone(), sts.http.clone());
+    let subject = issuer.user_token("alice", "bff", "orders:read");
+    let stopping = tokio::spawn(sts.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining: readiness fails, yet both listeners still answer (new connections too).
+    let readyz = http.get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert_eq!(readyz.text().await.unwrap(), r#"{"status":"draining"}"#);
+    let livez = get(&admin, "/livez", Duration::from_secs(1)).await;
+    assert_eq!(livez.as_deref(), Some("HTTP/1.1 200 OK"));
+    let answer = http
+        .post(format!("{base}/token"))
+        .basic_auth(BFF.0, Some(BFF.1))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode_form(&impersonation(&subject)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.text().await.unwrap().contains("access_token"));
+    // After the drain time, neither listener accepts.
+    tokio::time::timeout(Duration::from_secs(3), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(addr(&base)).await.is_err());
+    assert!(TcpStream::connect(addr(&admin)).await.is_err());
+}

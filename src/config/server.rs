@@ -33,7 +33,10 @@ pub struct ServerConfig {
     pub header_timeout_seconds: u64,
     /// Seconds within which a request is answered, else 503.
     pub request_timeout_seconds: u64,
-    /// Seconds in-flight requests get to finish after shutdown starts.
+    /// Seconds, after a shutdown signal, during which readiness fails but both listeners
+    /// still serve.
+    pub drain_seconds: u64,
+    /// Seconds in-flight requests get to finish once accepting has stopped.
     pub shutdown_grace_seconds: u64,
     /// Requests served at once on the public listener, over all its connections (beyond
     /// it: 503 at once).
@@ -54,6 +57,7 @@ pub(super) struct RawServer {
     idle_timeout_seconds: Option<u64>,
     header_timeout_seconds: Option<u64>,
     request_timeout_seconds: Option<u64>,
+    drain_seconds: Option<u64>,
     shutdown_grace_seconds: Option<u64>,
     max_requests_in_flight: Option<usize>,
     max_buffered_body_bytes: Option<usize>,
@@ -99,6 +103,10 @@ impl RawServer {
             "server.request_timeout_seconds",
             bounded(self.request_timeout_seconds, 30, 1, 300),
         );
+        let drain_seconds = cx.check(
+            "server.drain_seconds",
+            bounded(self.drain_seconds, 5, 0, 300),
+        );
         let shutdown_grace_seconds = cx.check(
             "server.shutdown_grace_seconds",
             bounded(self.shutdown_grace_seconds, 10, 0, 300),
@@ -109,19 +117,7 @@ impl RawServer {
         );
         let max_buffered_body_bytes = cx.check(
             "server.max_buffered_body_bytes",
-            bounded(
-                self.max_buffered_body_bytes,
-                DEFAULT_MAX_BUFFERED_BODY,
-                64 * 1024,
-                1 << 30,
-            )
-            .and_then(|budget| match max_body_bytes {
-                // A body of the largest size must fit in the budget on its own.
-                Some(body) if budget < body => {
-                    Err(format!("must be at least server.max_body_bytes ({body})"))
-                }
-                _ => Ok(budget),
-            }),
+            buffered_body_budget(self.max_buffered_body_bytes, max_body_bytes),
         );
         Some(ServerConfig {
             listen: listen?,
@@ -133,10 +129,23 @@ impl RawServer {
             idle_timeout_seconds: idle_timeout_seconds?,
             header_timeout_seconds: header_timeout_seconds?,
             request_timeout_seconds: request_timeout_seconds?,
+            drain_seconds: drain_seconds?,
             shutdown_grace_seconds: shutdown_grace_seconds?,
             max_requests_in_flight: max_requests_in_flight?,
             max_buffered_body_bytes: max_buffered_body_bytes?,
         })
+    }
+}
+
+/// `server.max_buffered_body_bytes`: within its bounds, and room for at least one body of
+/// the largest size (`max_body`, when that field is valid).
+fn buffered_body_budget(value: Option<usize>, max_body: Option<usize>) -> Result<usize, String> {
+    let budget = bounded(value, DEFAULT_MAX_BUFFERED_BODY, 64 * 1024, 1 << 30)?;
+    match max_body {
+        Some(body) if budget < body => {
+            Err(format!("must be at least server.max_body_bytes ({body})"))
+        }
+        _ => Ok(budget),
     }
 }
 

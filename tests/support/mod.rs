@@ -611,7 +611,8 @@ impl<'a> StsBuilder<'a> {
         self.policy_files.push((name.to_owned(), text.to_owned()));
         self
     }
-    /// Extra lines for the [server] table.
+    /// Extra lines for the [server] table. Unless they set `drain_seconds`, it is 0: a
+    /// test's shutdown stops accepting at once.
     pub fn server(mut self, lines: &str) -> Self {
         self.server = lines.to_owned();
         self
@@ -656,7 +657,7 @@ impl<'a> StsBuilder<'a> {
     }
 
     /// The App and, with `[tls]`, the public listener's TLS, as `serve` loads them.
-    fn try_build(self, base: &str) -> Result<Built, gleipnir::config::ConfigError> {
+    fn try_build(mut self, base: &str) -> Result<Built, gleipnir::config::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let alg = gleipnir::jose::JwsAlgorithm::from_name(self.signing_alg).unwrap();
         let pem = gleipnir::keys::pkcs8_to_pem(&gleipnir::keys::generate_pkcs8(alg).unwrap());
@@ -691,6 +692,9 @@ impl<'a> StsBuilder<'a> {
                 format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n")
             })
             .collect();
+        if !self.server.contains("drain_seconds") {
+            self.server.push_str("\ndrain_seconds = 0");
+        }
         let text = format!(
             "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\n{}\n[tokens]\n{}\n{issuers}{clients}",
             self.server,
