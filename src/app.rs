@@ -206,6 +206,7 @@ impl App {
             signing_keys_published: ring.published(now).len(),
             jwks: validator.jwks_stats(),
             introspection: validator.introspection_stats(),
+            log_dropped: crate::telemetry::dropped(),
         })
     }
 

@@ -56,8 +56,15 @@ impl AuditRecord {
         }
     }
 
-    /// Emits the record of a granted exchange.
-    pub fn granted(&self, request_id: &str, grant: &Grant, issued: &IssuedToken) {
+    /// Emits the record of a granted exchange, first waiting for room in the audit stream
+    /// (`telemetry::audit_slot`): this record is never dropped. The request timeout bounds
+    /// the wait; a request it ends is answered 503 and its token never leaves.
+    pub async fn granted(&self, request_id: &str, grant: &Grant, issued: &IssuedToken) {
+        let slot = crate::telemetry::audit_slot().await;
+        slot.write(|| self.emit_granted(request_id, grant, issued));
+    }
+
+    fn emit_granted(&self, request_id: &str, grant: &Grant, issued: &IssuedToken) {
         let chain: Vec<&str> = grant.act().iter().map(|a| a.sub.as_str()).collect();
         let claims: Vec<&str> = grant.claims().keys().map(String::as_str).collect();
         tracing::info!(

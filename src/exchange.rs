@@ -72,8 +72,8 @@ impl Exchanger {
         };
         match &result {
             Ok((grant, issued)) => {
+                audit.granted(request_id, grant, issued).await;
                 self.metrics.grant(grant.rule_id());
-                audit.granted(request_id, grant, issued);
             }
             Err(error) => {
                 self.metrics.refusal(error.stage(), error.reason());

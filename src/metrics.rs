@@ -276,13 +276,16 @@ pub struct Snapshot {
     pub jwks: Vec<(String, JwksStats)>,
     /// Per issuer name.
     pub introspection: Vec<(String, IntrospectionStats)>,
+    /// Log lines dropped per stream (`audit`, `service`) because its reader stalled.
+    pub log_dropped: [(&'static str, u64); 2],
 }
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_signing(&mut encoder)?;
         self.encode_jwks(&mut encoder)?;
-        self.encode_introspection(&mut encoder)
+        self.encode_introspection(&mut encoder)?;
+        self.encode_log_dropped(&mut encoder)
     }
 }
 
@@ -356,6 +359,20 @@ impl Snapshot {
             jwks,
             |s| s.age_seconds,
         )
+    }
+
+    /// Per stream: the lines a stalled reader cost.
+    fn encode_log_dropped(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(
+            "log_records_dropped",
+            "Log lines dropped because the stream's reader stalled (audit: refusals only)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (stream, dropped) in self.log_dropped {
+            ConstCounter::new(dropped).encode(metric.encode_family(&[("stream", stream)])?)?;
+        }
+        Ok(())
     }
 
     /// Per issuer: the introspection calls.
