@@ -108,7 +108,7 @@ fn benches(c: &mut Criterion) {
                 runtime.block_on(async {
                     let form = FormBody::parse(body.as_bytes()).unwrap();
                     app.exchanger()
-                        .exchange("bench", Some(authorization.as_bytes()), &form)
+                        .exchange("bench", None, Some(authorization.as_bytes()), &form)
                         .await
                         .unwrap()
                 })

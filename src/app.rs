@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::audit::RefusalLog;
 use crate::client_auth::{AuthMethod, ClientAuthenticator};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -45,6 +46,8 @@ pub struct Background {
     pub policy: Arc<PolicyStore>,
     /// Our signing keys (watched).
     pub keys: Arc<KeyStore>,
+    /// The audit stream's refusal windows (closed by a periodic flush).
+    pub refusals: Arc<RefusalLog>,
 }
 
 impl Background {
@@ -57,6 +60,7 @@ impl Background {
             .collect();
         tasks.push(tokio::spawn(self.policy.watch()));
         tasks.push(tokio::spawn(self.keys.watch()));
+        tasks.push(tokio::spawn(self.refusals.run()));
         tasks
     }
 }
@@ -109,7 +113,12 @@ impl App {
             clock.clone(),
             Arc::clone(&metrics),
         )?;
+        let refusals = Arc::new(RefusalLog::new(
+            Duration::from_secs(config.server.audit_refusal_window_seconds),
+            config.server.audit_refusal_max_keys,
+        ));
         let background = Background {
+            refusals: Arc::clone(&refusals),
             keepers: validator.keepers(),
             policy: Arc::clone(&policy),
             keys: Arc::clone(&keys),
@@ -122,6 +131,7 @@ impl App {
             minter,
             clock.clone(),
             Arc::clone(&metrics),
+            refusals,
         );
         let app = App {
             exchanger,

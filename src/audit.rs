@@ -1,16 +1,24 @@
 //! The audit record: one event per exchange on the `audit` tracing target, granted or
 //! refused, with the facts an operator needs to explain it: the rule that allowed it, or
 //! the check that refused it, where that check looked and what it found. Never a token or
-//! a secret. `telemetry` writes these events as one JSON line each.
+//! a secret. `telemetry` writes these events as one JSON line each. Repeated identical
+//! refusals are aggregated (`refusals`); grants never are.
+
+pub mod refusals;
+
+use std::net::IpAddr;
 
 use crate::error::ExchangeError;
 use crate::mint::IssuedToken;
 use crate::policy::{Grant, Refusal};
 use crate::token::{Actor, Checked, Subject};
+pub use refusals::{RefusalKey, RefusalLog};
 
 /// What is known about an exchange so far; emitted once when it ends.
 #[derive(Debug, Default)]
 pub struct AuditRecord {
+    /// The connection's peer address (a proxy's, behind one).
+    pub peer: Option<IpAddr>,
     /// The client, once authenticated.
     pub client_id: Option<String>,
     /// How it authenticated (`client_secret_basic`, `client_secret_post`).
@@ -71,6 +79,7 @@ impl AuditRecord {
             target: "audit",
             request_id,
             decision = "granted",
+            peer = self.peer.map(|p| p.to_string()),
             rule = grant.rule(),
             client_id = grant.client_id(),
             auth_method = self.auth_method,
@@ -89,13 +98,27 @@ impl AuditRecord {
         );
     }
 
-    /// Emits the record of a refused exchange.
-    pub fn refused(&self, request_id: &str, error: &ExchangeError) {
+    /// Emits the record of a refused exchange, unless `log` counts it as a repeat of one
+    /// written in full within its window.
+    pub fn refused(&self, request_id: &str, error: &ExchangeError, log: &RefusalLog) {
+        let key = RefusalKey {
+            stage: error.stage(),
+            reason: error.reason(),
+            client_id: self.client_id.clone(),
+            peer: self.peer,
+        };
+        if log.admit(key, request_id, std::time::Instant::now()) {
+            self.emit_refused(request_id, error);
+        }
+    }
+
+    fn emit_refused(&self, request_id: &str, error: &ExchangeError) {
         let refusal = self.refusal.as_ref();
         tracing::info!(
             target: "audit",
             request_id,
             decision = "refused",
+            peer = self.peer.map(|p| p.to_string()),
             stage = error.stage(),
             reason = error.reason(),
             on = refusal.map(|r| r.on.as_str()),

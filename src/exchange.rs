@@ -7,7 +7,7 @@ pub mod dry_run;
 use std::borrow::Borrow;
 use std::sync::Arc;
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, RefusalLog};
 use crate::client_auth::{AuthenticatedClient, ClientAuthenticator};
 use crate::clock::Clock;
 use crate::config::IssuerId;
@@ -27,6 +27,7 @@ pub struct Exchanger {
     policy: Arc<PolicyStore>,
     minter: Minter,
     clock: Clock,
+    refusals: Arc<RefusalLog>,
 }
 
 impl Exchanger {
@@ -38,6 +39,7 @@ impl Exchanger {
         minter: Minter,
         clock: Clock,
         metrics: Arc<Metrics>,
+        refusals: Arc<RefusalLog>,
     ) -> Self {
         Self {
             metrics,
@@ -46,7 +48,13 @@ impl Exchanger {
             policy,
             minter,
             clock,
+            refusals,
         }
+    }
+
+    /// How the audit stream aggregates repeated refusals.
+    pub fn refusals(&self) -> &RefusalLog {
+        &self.refusals
     }
 
     /// The token validator (readiness, warm-up).
@@ -58,10 +66,14 @@ impl Exchanger {
     pub async fn exchange(
         &self,
         request_id: &str,
+        peer: Option<std::net::IpAddr>,
         authorization: Option<&[u8]>,
         form: &FormBody,
     ) -> Result<IssuedToken, ExchangeError> {
-        let mut audit = AuditRecord::default();
+        let mut audit = AuditRecord {
+            peer,
+            ..AuditRecord::default()
+        };
         let mode = Exchange { authorization };
         let result = match self.run(&mode, form, &mut audit).await {
             Ok(grant) => match self.minter.mint(&grant) {
@@ -77,7 +89,7 @@ impl Exchanger {
             }
             Err(error) => {
                 self.metrics.refusal(error.stage(), error.reason());
-                audit.refused(request_id, error);
+                audit.refused(request_id, error, &self.refusals);
             }
         }
         result.map(|(_, issued)| issued)

@@ -10,10 +10,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::audit::AuditRecord;
 use crate::client_auth::ClientAuthError;
 use crate::error::{ExchangeError, to_wire};
 use crate::mint::IssuedToken;
 use response::Body;
+
+/// The connection's peer, put in each request's extensions by `server` (the audit
+/// record's `peer`; behind a proxy, the proxy's address).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 /// Response header carrying the request id also written to the logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -45,6 +51,7 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
     // Latency is an interval, not wall time: a monotonic reading.
     let started = std::time::Instant::now();
     let (parts, body) = request.into_parts();
+    let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
     let mut authorizations = parts.headers.get_all(AUTHORIZATION).iter();
     let authorization = authorizations.next().map(HeaderValue::as_bytes);
     // RFC 9110 §5.3: a field may be repeated only when it is defined as a list, and
@@ -55,6 +62,7 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
         refused_at_edge(
             app,
             request_id,
+            peer,
             ExchangeError::Client(ClientAuthError::MultipleAuthorizationHeaders),
         )
     } else {
@@ -67,10 +75,10 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
         match read.await {
             Ok(form) => {
                 app.exchanger()
-                    .exchange(request_id, authorization, &form)
+                    .exchange(request_id, peer, authorization, &form)
                     .await
             }
-            Err(e) => refused_at_edge(app, request_id, ExchangeError::Body(e)),
+            Err(e) => refused_at_edge(app, request_id, peer, ExchangeError::Body(e)),
         }
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -100,9 +108,14 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
 fn refused_at_edge(
     app: &App,
     request_id: &str,
+    peer: Option<std::net::IpAddr>,
     error: ExchangeError,
 ) -> Result<IssuedToken, ExchangeError> {
-    tracing::info!(target: "audit", request_id, decision = "refused", stage = error.stage(), reason = error.reason());
+    let audit = AuditRecord {
+        peer,
+        ..AuditRecord::default()
+    };
+    audit.refused(request_id, &error, app.exchanger().refusals());
     app.metrics().refusal(error.stage(), error.reason());
     Err(error)
 }

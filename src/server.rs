@@ -232,8 +232,8 @@ async fn serve_on<H, F>(
         };
         // Reap finished connections as we go, so the set does not grow.
         while connections.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -244,6 +244,7 @@ async fn serve_on<H, F>(
         let _ = stream.set_nodelay(true);
         let connection = serve_connection(
             stream,
+            peer,
             tls.clone(),
             Arc::clone(&builder),
             Service {
@@ -304,6 +305,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// gracefully, after the request in flight is answered.
 async fn serve_connection<H, F>(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     tls: Option<Arc<tls::Tls>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: Service<H>,
@@ -319,8 +321,11 @@ async fn serve_connection<H, F>(
     tokio::pin!(first_request);
     let activity = Arc::new(Activity::new());
     let seen = Arc::clone(&activity);
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
         seen.request_began();
+        // Who is asking, for the audit record (the connection's address; behind a proxy,
+        // the proxy's).
+        req.extensions_mut().insert(crate::http::Peer(peer));
         service.call(req)
     });
     let idle_timeout = limits.idle_timeout;

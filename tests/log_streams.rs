@@ -1,5 +1,6 @@
 //! The log streams of the real `gleipnir serve` binary when their reader misbehaves: a
-//! stdout nobody reads must not stop the probes, and what it costs is counted and said.
+//! stdout nobody reads must not stop the probes, and what it costs is counted and said;
+//! a flood of identical refusals is aggregated, not written a record each.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -188,7 +189,8 @@ fn dropped_metric(metrics: &str, stream: &str) -> Option<u64> {
 async fn a_stalled_stdout_never_stops_the_probes_and_its_drops_are_counted() {
     const FLOOD: usize = 5000;
     let issuer = TestIssuer::start().await;
-    let mut served = serve(&issuer, "");
+    // Every refusal written in full (no aggregation): the most a flood can write.
+    let mut served = serve(&issuer, "audit_refusal_window_seconds = 0");
     let http = reqwest::Client::new();
     let (livez, readyz) = (
         format!("{}/livez", served.admin),
@@ -267,4 +269,63 @@ async fn a_stalled_stdout_never_stops_the_probes_and_its_drops_are_counted() {
         stderr.contains("log lines dropped") && stderr.contains("stream=\"audit\""),
         "the service log says so too:\n{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_flood_of_identical_refusals_is_aggregated_per_window() {
+    let flood: usize = std::env::var("LOG_STREAMS_FLOOD").map_or(2000, |v| v.parse().unwrap());
+    let issuer = TestIssuer::start().await;
+    // The default window (5 s); stdout is read after the child stops.
+    let mut served = serve(&issuer, "");
+    let stdout = served.stdout.take().unwrap();
+    let audit = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&audit);
+    let reader = std::thread::spawn(move || {
+        let mut stdout = stdout;
+        let _ = stdout.read_to_end(&mut sink.lock().unwrap());
+    });
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    assert_eq!(flood_refusals(&http, &served.public, flood).await, flood);
+    let elapsed = started.elapsed();
+    // The window closes within 5 s and the flush runs every second.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    drop(served);
+    reader.join().unwrap();
+    let text = String::from_utf8(audit.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["reason"] == "missing_credentials")
+        .collect();
+    let full: Vec<_> = lines.iter().filter(|l| l["aggregated"] != true).collect();
+    let counted: u64 = lines
+        .iter()
+        .filter(|l| l["aggregated"] == true)
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "figure: {flood} identical refusals in {elapsed:?}: {} audit bytes ({:.1} B per refusal), {} full records, {counted} counted",
+        text.len(),
+        text.len() as f64 / flood as f64,
+        full.len(),
+    );
+    assert_eq!(
+        full.len() as u64 + counted,
+        flood as u64,
+        "each refusal once: {text}"
+    );
+    let windows = elapsed.as_secs() / 5 + 2;
+    assert!(
+        full.len() as u64 <= windows,
+        "one full record per 5 s window: {}",
+        full.len()
+    );
+    assert_eq!(full[0]["peer"], "127.0.0.1", "{}", full[0]);
+    let summary = lines.iter().find(|l| l["aggregated"] == true).unwrap();
+    assert_eq!(summary["decision"], "refused");
+    assert_eq!(summary["stage"], "client_auth");
+    assert_eq!(summary["window_seconds"], 5);
+    assert_eq!(summary["peer"], "127.0.0.1");
+    assert!(summary["first_request_id"].is_string(), "{summary}");
 }

@@ -43,6 +43,11 @@ pub struct ServerConfig {
     pub max_requests_in_flight: usize,
     /// Bytes of request bodies buffered at once, over all requests (beyond it: 503).
     pub max_buffered_body_bytes: usize,
+    /// Seconds over which identical refusals from one source are aggregated in the audit
+    /// stream (the first written in full, the rest counted in one summary); 0: none.
+    pub audit_refusal_window_seconds: u64,
+    /// Most distinct refusal keys aggregated at once; beyond, one overflow bucket.
+    pub audit_refusal_max_keys: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,6 +66,8 @@ pub(super) struct RawServer {
     shutdown_grace_seconds: Option<u64>,
     max_requests_in_flight: Option<usize>,
     max_buffered_body_bytes: Option<usize>,
+    audit_refusal_window_seconds: Option<u64>,
+    audit_refusal_max_keys: Option<usize>,
 }
 
 impl RawServer {
@@ -119,6 +126,14 @@ impl RawServer {
             "server.max_buffered_body_bytes",
             buffered_body_budget(self.max_buffered_body_bytes, max_body_bytes),
         );
+        let audit_refusal_window_seconds = cx.check(
+            "server.audit_refusal_window_seconds",
+            bounded(self.audit_refusal_window_seconds, 5, 0, 300),
+        );
+        let audit_refusal_max_keys = cx.check(
+            "server.audit_refusal_max_keys",
+            bounded(self.audit_refusal_max_keys, 1024, 1, 1_000_000),
+        );
         Some(ServerConfig {
             listen: listen?,
             admin_listen: admin_listen?,
@@ -133,6 +148,8 @@ impl RawServer {
             shutdown_grace_seconds: shutdown_grace_seconds?,
             max_requests_in_flight: max_requests_in_flight?,
             max_buffered_body_bytes: max_buffered_body_bytes?,
+            audit_refusal_window_seconds: audit_refusal_window_seconds?,
+            audit_refusal_max_keys: audit_refusal_max_keys?,
         })
     }
 }

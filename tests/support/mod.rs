@@ -657,7 +657,7 @@ impl<'a> StsBuilder<'a> {
     }
 
     /// The App and, with `[tls]`, the public listener's TLS, as `serve` loads them.
-    fn try_build(mut self, base: &str) -> Result<Built, gleipnir::config::ConfigError> {
+    fn try_build(self, base: &str) -> Result<Built, gleipnir::config::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let alg = gleipnir::jose::JwsAlgorithm::from_name(self.signing_alg).unwrap();
         let pem = gleipnir::keys::pkcs8_to_pem(&gleipnir::keys::generate_pkcs8(alg).unwrap());
@@ -692,12 +692,19 @@ impl<'a> StsBuilder<'a> {
                 format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n")
             })
             .collect();
-        if !self.server.contains("drain_seconds") {
-            self.server.push_str("\ndrain_seconds = 0");
+        // Shutdowns are instant unless a test sets a drain time; every refusal is
+        // written in full, so a test can look up each one's record, unless a test sets the
+        // aggregation window itself (the binary's default is tested in log_streams).
+        let mut server = self.server.clone();
+        if !server.contains("drain_seconds") {
+            server.push_str("\ndrain_seconds = 0");
+        }
+        if !server.contains("audit_refusal_window_seconds") {
+            server = format!("audit_refusal_window_seconds = 0\n{server}");
         }
         let text = format!(
             "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\n{}\n[tokens]\n{}\n{issuers}{clients}",
-            self.server,
+            server,
             self.signing_alg,
             self.signing
                 .as_deref()
