@@ -685,6 +685,29 @@ secret = { env = "BFF_SECRET" }
     }
 
     #[test]
+    fn sts_audiences_are_exact_values() {
+        assert_eq!(parse(MINIMAL).unwrap().issuers[0].sts_audiences, None);
+        let with = |list: &str| {
+            MINIMAL.replace(
+                "[[clients]]",
+                &format!("sts_audiences = {list}\n[[clients]]"),
+            )
+        };
+        let c = parse(&with(r#"["https://sts.example.com", "gleipnir"]"#)).unwrap();
+        assert_eq!(
+            c.issuers[0].sts_audiences.as_deref(),
+            Some(&["https://sts.example.com".to_owned(), "gleipnir".to_owned()][..])
+        );
+        for bad in ["[]", r#"["*"]"#, r#"["gleipnir", ""]"#] {
+            assert_eq!(
+                parse(&with(bad)).unwrap_err().field,
+                "issuers[corp].sts_audiences",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn introspection_settings() {
         let kc = MINIMAL.replace(
             "jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"",

@@ -263,6 +263,11 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 InvalidRequest,
                 "actor_token does not belong to the client",
             ),
+            PolicyError::ActorAudienceMismatch => wire(
+                BAD,
+                InvalidRequest,
+                "actor_token was not issued for this service",
+            ),
             PolicyError::ActorTokenSelfIssued => wire(
                 BAD,
                 InvalidRequest,

@@ -105,6 +105,10 @@ pub enum PolicyError {
     /// Rule 1: the actor token does not belong to the authenticated client.
     #[error("actor token not bound to client")]
     ActorNotBoundToClient,
+    /// Rule 1: the actor token's `aud` does not name this STS, where its issuer says how
+    /// its tokens name us (`sts_audiences`): it was minted for another service.
+    #[error("actor token not issued for this STS")]
+    ActorAudienceMismatch,
     /// The actor token was issued by gleipnir itself: such a token names a subject and the
     /// client that asked for it, never an actor.
     #[error("actor token issued by gleipnir itself")]
@@ -163,6 +167,7 @@ impl PolicyError {
             PolicyError::SubjectIssuerNotAccepted => "subject_issuer_not_accepted",
             PolicyError::ActorIssuerNotAccepted => "actor_issuer_not_accepted",
             PolicyError::ActorNotBoundToClient => "actor_not_bound_to_client",
+            PolicyError::ActorAudienceMismatch => "actor_audience_mismatch",
             PolicyError::ActorTokenSelfIssued => "actor_token_self_issued",
             PolicyError::ActorTokenDelegated => "actor_token_delegated",
             PolicyError::ActorNotAllowed => "actor_not_allowed",
@@ -524,6 +529,8 @@ impl<P: Proofs> Decided<P> {
 pub struct PolicyEngine {
     clients: HashMap<String, ClientPolicy>,
     own_issuer: String,
+    /// Per upstream issuer that sets `sts_audiences`: the `aud` values naming us.
+    sts_audiences: HashMap<IssuerId, Vec<String>>,
 }
 
 impl PolicyEngine {
@@ -533,6 +540,15 @@ impl PolicyEngine {
         Ok(Self {
             clients: file::compile_files(config, files)?,
             own_issuer: config.issuer.clone(),
+            sts_audiences: config
+                .issuers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, issuer)| {
+                    let list = issuer.sts_audiences.clone()?;
+                    Some((IssuerId::upstream(i), list))
+                })
+                .collect(),
         })
     }
 
@@ -567,6 +583,7 @@ impl PolicyEngine {
             .map_err(|r| r.under(&policy.id))?;
         Ok(Admission {
             own_issuer: &self.own_issuer,
+            sts_audiences: &self.sts_audiences,
             client: ClientFacts::of(client),
             policy,
             proofs: PhantomData,
@@ -577,6 +594,7 @@ impl PolicyEngine {
 /// A client admitted by [`PolicyEngine::admit`], awaiting its tokens (with proofs `P`).
 pub struct Admission<'a, P: Proofs> {
     own_issuer: &'a str,
+    sts_audiences: &'a HashMap<IssuerId, Vec<String>>,
     client: ClientFacts<'a>,
     policy: &'a ClientPolicy,
     proofs: PhantomData<P>,
@@ -639,6 +657,8 @@ impl<P: Proofs> Admission<'_, P> {
         if let Some(actor) = actor {
             rules::actor_not_self_issued(actor)?;
             fields::actor_issuer_accepted(&rule.actor_issuers, actor)?;
+            let sts_audiences = self.sts_audiences.get(&actor.issuer).map(Vec::as_slice);
+            rules::actor_audience_is_sts(actor, sts_audiences)?;
             rules::actor_bound_to_client(actor, client)?;
             rules::actor_not_delegated(actor)?;
             fields::actor_allowed(rule.actors.as_ref(), actor)?;
@@ -710,8 +730,10 @@ mod tests {
             base: Arc::new(rule),
             by_issuer: HashMap::new(),
         };
+        let sts_audiences = HashMap::new();
         let admission = Admission::<Unverified> {
             own_issuer: "https://sts.example",
+            sts_audiences: &sts_audiences,
             client: client(&audiences),
             policy: &policy,
             proofs: PhantomData,

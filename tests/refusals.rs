@@ -1784,6 +1784,63 @@ async fn section5_actor_and_subject_binding() {
     run("§5 rules 1-2", &sts, rows).await;
 }
 
+/// Rule 1, audience: where an issuer declares the `aud` values that name this STS
+/// (`sts_audiences`), its actor tokens must carry one; a token minted for another service
+/// (or for none, or for `"*"`) is refused even though it belongs to the client.
+#[tokio::test]
+async fn section5_actor_token_audience() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer(
+            "corp",
+            &issuer,
+            r#"sts_audiences = ["https://sts.test", "gleipnir"]"#,
+        )
+        .start()
+        .await;
+    let alice = issuer.user_token("alice", "bff", "orders:read");
+    let bff_actor = issuer.actor_claims("bff");
+    let actor = |aud: Value| issuer.sign(patch(&bff_actor, json!({ "aud": aud })));
+    let mismatch = "policy/actor_audience_mismatch";
+    let rows = vec![
+        row(
+            "ok_actor_aud_names_the_sts",
+            BFF,
+            del(&alice, &actor(json!("gleipnir"))),
+        )
+        .granted(json!({ "sub": "alice", "act": { "sub": "bff" } })),
+        row(
+            "ok_actor_aud_array_holds_the_sts",
+            BFF,
+            del(&alice, &actor(json!(["orders-api", "https://sts.test"]))),
+        )
+        .granted(json!({ "sub": "alice", "act": { "sub": "bff" } })),
+        row(
+            "actor_aud_another_service",
+            BFF,
+            del(&alice, &actor(json!("orders-api"))),
+        )
+        .refused(400, "invalid_request", mismatch),
+        row("actor_aud_empty_array", BFF, del(&alice, &actor(json!([])))).refused(
+            400,
+            "invalid_request",
+            mismatch,
+        ),
+        row("actor_aud_star", BFF, del(&alice, &actor(json!("*")))).refused(
+            400,
+            "invalid_request",
+            mismatch,
+        ),
+        row("actor_aud_missing", BFF, del(&alice, &actor(Value::Null))).refused(
+            400,
+            "invalid_request",
+            mismatch,
+        ),
+    ];
+    run("§5 rule 1 actor audience", &sts, rows).await;
+}
+
 /// Rules 3 (`may_act`), 4 (delegation stays delegation: a delegated actor token is
 /// refused) and 6 (no cycles).
 #[tokio::test]

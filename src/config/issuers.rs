@@ -75,6 +75,10 @@ pub struct IssuerConfig {
     pub max_token_lifetime_seconds: u64,
     /// RFC 7662 introspection of its opaque tokens, when configured.
     pub introspection: Option<IntrospectionConfig>,
+    /// The `aud` values by which its tokens name this STS. When set, its actor tokens must
+    /// carry one of them (rule 1): a token minted for another service is not presented
+    /// here as proof of who acts. `None`: any `aud` (the behaviour before the field).
+    pub sts_audiences: Option<Vec<String>>,
 }
 
 /// How gleipnir introspects an issuer's opaque tokens (RFC 7662).
@@ -107,6 +111,7 @@ pub(super) struct RawIssuer {
     max_token_age_seconds: Option<u64>,
     max_token_lifetime_seconds: Option<u64>,
     introspection: Option<RawIntrospection>,
+    sts_audiences: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +209,12 @@ impl RawIssuer {
                 raw.validate(upstream, &at, cx).map(Some)
             }
         };
+        let sts_audiences = match self.sts_audiences {
+            None => Some(None),
+            Some(list) => cx
+                .check(&at.field("sts_audiences"), sts_audiences(list))
+                .map(Some),
+        };
         let max_token_age_seconds = match self.max_token_age_seconds {
             Some(0) => {
                 cx.error(&at.field("max_token_age_seconds"), "must be at least 1");
@@ -224,6 +235,7 @@ impl RawIssuer {
             max_token_age_seconds: max_token_age_seconds?,
             max_token_lifetime_seconds: max_token_lifetime_seconds?,
             introspection: introspection?,
+            sts_audiences: sts_audiences?,
         })
     }
 
@@ -343,6 +355,21 @@ fn token_types(names: Option<Vec<String>>) -> Result<Vec<TokenType>, String> {
             })
             .collect(),
     }
+}
+
+/// `sts_audiences`: the exact `aud` values that name this STS in the issuer's tokens:
+/// some, none empty, no wildcard (a `"*"` would name every service, which is what the
+/// field exists to refuse).
+fn sts_audiences(list: Vec<String>) -> Result<Vec<String>, String> {
+    if list.iter().any(|a| a == "*") {
+        return Err(
+            "\"*\" is not a wildcard here: list the exact aud values that name this STS".into(),
+        );
+    }
+    if list.is_empty() || list.iter().any(String::is_empty) {
+        return Err("must list non-empty values".into());
+    }
+    Ok(list)
 }
 
 /// What introspection needs of its issuer: the `iss` to derive a Keycloak endpoint from

@@ -27,6 +27,33 @@ pub(super) fn actor_not_self_issued(actor: &TokenFacts<'_>) -> Result<(), Refusa
     Ok(())
 }
 
+/// Rule 1: an actor token is presented to the service it was minted for. Where its issuer
+/// declares how its tokens name this STS (`sts_audiences`), its `aud` holds one of them; a
+/// token for another service (or for none, `[]`, or a `"*"` we do not list) proves nothing
+/// here: whoever received it could replay it as "I act" (RFC 8693 §2.1 leaves the actor
+/// token's audience to the STS; RFC 7519 §4.1.3 says a recipient not named in `aud`
+/// rejects the token). Without `sts_audiences`, `aud` is not read.
+pub(super) fn actor_audience_is_sts(
+    actor: &TokenFacts<'_>,
+    sts_audiences: Option<&[String]>,
+) -> Result<(), Refusal> {
+    let Some(ours) = sts_audiences else {
+        return Ok(());
+    };
+    if !actor.aud.iter().any(|a| ours.contains(a)) {
+        return Err(Refusal::new(
+            PolicyError::ActorAudienceMismatch,
+            "actor_token.aud",
+            format!(
+                "aud [{}] names none of the issuer's sts_audiences [{}]",
+                quoted_list(actor.aud),
+                quoted_list(ours),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Rule 1: the actor token belongs to the authenticated client (its `client_id` or `azp`
 /// is the client, or its `sub` is the client's actor identity).
 pub(super) fn actor_bound_to_client(
@@ -326,6 +353,12 @@ pub(super) fn issued_token_type(requested: TokenType) -> TokenType {
     requested
 }
 
+/// `"a", "b"` (explanations).
+fn quoted_list(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    quoted.join(", ")
+}
+
 /// `"value"`, or `none` for an absent claim (explanations).
 fn quoted_or_none(value: Option<&str>) -> String {
     value.map_or_else(|| "none".to_owned(), |v| format!("{v:?}"))
@@ -391,6 +424,45 @@ mod tests {
             "actor_token.client_id/azp/sub",
         );
         assert!(detail.starts_with("client_id none, azp none:"), "{detail}");
+    }
+
+    #[test]
+    fn rule1_actor_token_aud_names_the_sts_where_the_issuer_says_how() {
+        let ours = strings(&["https://sts.example", "gleipnir"]);
+        let for_us = strings(&["orders-api", "gleipnir"]);
+        let actor = TokenFacts {
+            aud: &for_us,
+            ..token("bff-sa")
+        };
+        assert!(actor_audience_is_sts(&actor, Some(&ours)).is_ok());
+        // Without sts_audiences the actor token's aud is not read.
+        assert!(actor_audience_is_sts(&token("bff-sa"), None).is_ok());
+        let other = strings(&["orders-api"]);
+        let star = strings(&["*"]);
+        for aud in [&other[..], &star[..], &[]] {
+            let actor = TokenFacts {
+                aud,
+                ..token("bff-sa")
+            };
+            refused(
+                actor_audience_is_sts(&actor, Some(&ours)),
+                ActorAudienceMismatch,
+                "actor_token.aud",
+            );
+        }
+        let actor = TokenFacts {
+            aud: &other,
+            ..token("bff-sa")
+        };
+        let detail = refused(
+            actor_audience_is_sts(&actor, Some(&ours)),
+            ActorAudienceMismatch,
+            "actor_token.aud",
+        );
+        assert_eq!(
+            detail,
+            r#"aud ["orders-api"] names none of the issuer's sts_audiences ["https://sts.example", "gleipnir"]"#
+        );
     }
 
     #[test]

@@ -572,6 +572,7 @@ mod tests {
             max_token_age_seconds: None,
             max_token_lifetime_seconds: crate::config::DEFAULT_MAX_TOKEN_LIFETIME,
             introspection: None,
+            sts_audiences: None,
         };
         JwksCache::new(&issuer, reqwest::Client::new(), Clock::from(clock.clone()))
     }
