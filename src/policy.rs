@@ -857,7 +857,7 @@ mod tests {
             PolicyError::ActorNotBoundToClient
         );
         let delegated = TokenFacts {
-            azp: Some("bff"),
+            sub: "bff-sa",
             ..unbound_actor
         };
         assert_eq!(

@@ -109,6 +109,8 @@ async fn keycloak_sts(realm_iss: &str) -> Sts {
             "", // the profile derives <issuer>/protocol/openid-connect/certs
             "profile = \"keycloak\"\ntoken_types = [\"access_token\", \"id_token\"]",
         )
+        // The BFF's actor tokens are its service account's (sub: that user's id).
+        .client("bff", &format!("actor_sub = \"{BFF_SERVICE_ACCOUNT}\""))
         .start()
         .await
 }
@@ -150,6 +152,19 @@ async fn keycloak_access_tokens_are_exchanged() {
     assert_eq!(
         answer.claims()["act"],
         json!({ "sub": BFF_SERVICE_ACCOUNT })
+    );
+
+    // A user's access token issued to the BFF carries azp = bff too; it is not the BFF's
+    // (rule 1: the actor token's sub is the client's actor_sub) and never acts.
+    let mut bob = realm.user_access_token();
+    bob["sub"] = json!("3c1e-bob");
+    bob["jti"] = json!("bob-1");
+    let bob = realm.sign(&bob);
+    let answer = sts.exchange(BFF, &delegation(&subject, &bob)).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(
+        answer.body["error_description"],
+        "actor_token does not belong to the client"
     );
 
     // An ID token issued to the BFF, declared as one (the issuer allows id_token).

@@ -99,8 +99,8 @@ async fn explain_names_the_check_that_refuses_a_splice() {
         "alice",
         &issuer.user_token("alice", "bff", "orders:read"),
     );
-    // bob's own token, issued to the BFF (client_id = bff), sent as the actor: bound to the
-    // client by rule 1, refused by the policy's actors list.
+    // bob's own token, issued to the BFF (client_id = bff), sent as the actor: its sub is
+    // not the BFF's actor identity, so rule 1 refuses it (client_id alone never binds).
     let mut bob = issuer.actor_claims("bff");
     bob["sub"] = json!("bob");
     let bob = write_token(dir.path(), "bob", &issuer.sign(bob));
@@ -115,9 +115,9 @@ async fn explain_names_the_check_that_refuses_a_splice() {
     for line in [
         "decision: refused",
         "stage: policy",
-        "check: actor_not_allowed",
-        "on: actor_token.sub",
-        "detail: \"bob\" is not in actors",
+        "check: actor_not_bound_to_client",
+        "on: actor_token.sub/client_id/azp",
+        "detail: sub \"bob\" (the client's actor identity is \"bff\"), client_id \"bff\"",
         "#clients.bff",
         "client is told: 400 invalid_request",
     ] {
@@ -191,7 +191,7 @@ fn policy_test_passes_the_shipped_cases_and_fails_a_wrong_expectation() {
             &format!("config = {:?}", root.join("deploy/gleipnir.toml")),
         )
         .replacen(
-            "check = \"policy/actor_not_allowed\"",
+            "check = \"policy/actor_token_self_issued\"",
             "check = \"policy/may_act_mismatch\"",
             1,
         );
@@ -200,7 +200,9 @@ fn policy_test_passes_the_shipped_cases_and_fails_a_wrong_expectation() {
     let (out, stdout, _) = output(gleipnir().args(["policy", "test"]).arg(dir.path()));
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("check: expected policy/may_act_mismatch, got policy/actor_not_allowed"),
+        stdout.contains(
+            "check: expected policy/may_act_mismatch, got policy/actor_token_self_issued"
+        ),
         "{stdout}"
     );
     assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL:")).count(), 1);

@@ -1671,39 +1671,71 @@ async fn section5_actor_and_subject_binding() {
             ),
         )
         .refused(400, "invalid_request", not_bound),
+        // The actor token is the client itself: azp/client_id naming the client are
+        // necessary, never sufficient (a user's token issued to the BFF names it too).
         row(
-            "ok_actor_client_id_names_the_client",
+            "actor_client_id_names_the_client_sub_is_someone_else",
             BFF,
             del(
                 &alice_bff,
                 &actor(json!({ "sub": "svc-7", "client_id": "bff" })),
             ),
         )
-        .granted(json!({ "act": { "sub": "svc-7" } })),
+        .refused(400, "invalid_request", not_bound),
+        row(
+            "ok_actor_client_id_and_sub_are_the_client",
+            BFF,
+            del(
+                &alice_bff,
+                &actor(json!({ "sub": "bff", "client_id": "bff" })),
+            ),
+        )
+        .granted(json!({ "act": { "sub": "bff" } })),
         row(
             "actor_azp_names_another_client",
             BFF,
             del(
                 &alice_bff,
-                &actor(json!({ "sub": "svc-7", "client_id": null, "azp": "orders-api" })),
+                &actor(json!({ "sub": "bff", "client_id": null, "azp": "orders-api" })),
             ),
         )
         .refused(400, "invalid_request", not_bound),
         row(
-            "ok_actor_azp_names_the_client",
+            "user_token_issued_to_the_client_as_actor",
             BFF,
             del(
                 &alice_bff,
-                &actor(json!({ "sub": "svc-7", "client_id": null, "azp": "bff" })),
+                &issuer.sign(patch(
+                    &issuer.user_claims("bob", "bff", "orders:read"),
+                    json!({ "azp": "bff" }),
+                )),
             ),
         )
-        .granted(json!({ "act": { "sub": "svc-7" } })),
+        .refused(400, "invalid_request", not_bound),
+        row(
+            "ok_actor_azp_and_sub_are_the_client",
+            BFF,
+            del(
+                &alice_bff,
+                &actor(json!({ "sub": "bff", "client_id": null, "azp": "bff" })),
+            ),
+        )
+        .granted(json!({ "act": { "sub": "bff" } })),
         row(
             "actor_sub_is_another_client",
             BFF,
             del(
                 &alice_bff,
                 &actor(json!({ "sub": "orders-api", "client_id": null })),
+            ),
+        )
+        .refused(400, "invalid_request", not_bound),
+        row(
+            "actor_sub_is_the_client_client_id_another",
+            BFF,
+            del(
+                &alice_bff,
+                &actor(json!({ "sub": "bff", "client_id": "orders-api" })),
             ),
         )
         .refused(400, "invalid_request", not_bound),

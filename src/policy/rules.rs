@@ -54,25 +54,32 @@ pub(super) fn actor_audience_is_sts(
     Ok(())
 }
 
-/// Rule 1: the actor token belongs to the authenticated client (its `client_id` or `azp`
-/// is the client, or its `sub` is the client's actor identity).
+/// Rule 1: the actor token represents the authenticated client itself: its `sub` is the
+/// client's configured identity (`actor_sub`), and its `client_id` and `azp`, when
+/// present, name the client. `azp`/`client_id` alone say only to whom the token was
+/// issued: an IdP such as Keycloak puts the client there on its users' tokens too, so
+/// binding by them would let a client present one user's token as "acting" for another
+/// (RFC 8693 §4.1: the actor is the party the actor token's subject identifies). They are
+/// necessary, not sufficient: a token of the right `sub` issued to another client is the
+/// other client's.
 pub(super) fn actor_bound_to_client(
     actor: &TokenFacts<'_>,
     client: &ClientFacts<'_>,
 ) -> Result<(), Refusal> {
     let id = client.id;
+    let names_client = |claim: Option<&str>| claim.is_none_or(|c| c == id);
     let bound =
-        actor.client_id == Some(id) || actor.azp == Some(id) || actor.sub == client.actor_sub;
+        actor.sub == client.actor_sub && names_client(actor.client_id) && names_client(actor.azp);
     if !bound {
         return Err(Refusal::new(
             PolicyError::ActorNotBoundToClient,
-            "actor_token.client_id/azp/sub",
+            "actor_token.sub/client_id/azp",
             format!(
-                "client_id {}, azp {}: not client {id:?}; sub {:?}: not its actor identity {:?}",
-                quoted_or_none(actor.client_id),
-                quoted_or_none(actor.azp),
+                "sub {:?} (the client's actor identity is {:?}), client_id {}, azp {} (when present, must be {id:?})",
                 actor.sub,
                 client.actor_sub,
+                quoted_or_none(actor.client_id),
+                quoted_or_none(actor.azp),
             ),
         ));
     }
@@ -387,43 +394,68 @@ mod tests {
     }
 
     #[test]
-    fn rule1_actor_token_bound_by_client_id_azp_or_actor_sub() {
+    fn rule1_actor_token_is_the_client_itself() {
         let client = client(&[]);
-        let by_client_id = TokenFacts {
+        let own = token("bff-sa");
+        let with_client_id = TokenFacts {
             client_id: Some("bff"),
-            ..token("someone")
+            ..own
         };
-        let by_azp = TokenFacts {
+        let with_azp = TokenFacts {
             azp: Some("bff"),
-            ..token("someone")
+            ..own
         };
-        for bound in [by_client_id, by_azp, token("bff-sa")] {
-            assert!(
-                actor_bound_to_client(&bound, &client).is_ok(),
-                "{}",
-                bound.sub
+        let with_both = TokenFacts {
+            client_id: Some("bff"),
+            ..with_azp
+        };
+        for bound in [own, with_client_id, with_azp, with_both] {
+            assert!(actor_bound_to_client(&bound, &client).is_ok());
+        }
+        let on = "actor_token.sub/client_id/azp";
+        // azp or client_id naming the client is not enough: a user's token issued to the
+        // client (Keycloak: azp = the client) is not the client.
+        let user_by_azp = TokenFacts {
+            azp: Some("bff"),
+            ..token("bob")
+        };
+        let user_by_client_id = TokenFacts {
+            client_id: Some("bff"),
+            ..token("bob")
+        };
+        for user in [user_by_azp, user_by_client_id, token("mallory")] {
+            refused(
+                actor_bound_to_client(&user, &client),
+                ActorNotBoundToClient,
+                on,
             );
         }
-        let other = TokenFacts {
-            client_id: Some("other"),
-            azp: Some("other"),
-            ..token("bff")
-        };
+        // The right sub issued to another client is the other client's.
+        for other in [
+            TokenFacts {
+                azp: Some("other"),
+                ..own
+            },
+            TokenFacts {
+                client_id: Some("other"),
+                ..with_azp
+            },
+        ] {
+            refused(
+                actor_bound_to_client(&other, &client),
+                ActorNotBoundToClient,
+                on,
+            );
+        }
         let detail = refused(
-            actor_bound_to_client(&other, &client),
+            actor_bound_to_client(&user_by_azp, &client),
             ActorNotBoundToClient,
-            "actor_token.client_id/azp/sub",
+            on,
         );
         assert_eq!(
             detail,
-            r#"client_id "other", azp "other": not client "bff"; sub "bff": not its actor identity "bff-sa""#
+            r#"sub "bob" (the client's actor identity is "bff-sa"), client_id none, azp "bff" (when present, must be "bff")"#
         );
-        let detail = refused(
-            actor_bound_to_client(&token("mallory"), &client),
-            ActorNotBoundToClient,
-            "actor_token.client_id/azp/sub",
-        );
-        assert!(detail.starts_with("client_id none, azp none:"), "{detail}");
     }
 
     #[test]

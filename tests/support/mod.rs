@@ -583,6 +583,8 @@ pub struct StsBuilder<'a> {
     signing: Option<String>,
     /// Lines of a `[tls]` table: the public listener serves HTTPS.
     tls: Option<String>,
+    /// Extra TOML lines for registered clients' `[[clients]]` entries, by id.
+    client_lines: Vec<(String, String)>,
 }
 
 impl<'a> StsBuilder<'a> {
@@ -604,6 +606,12 @@ impl<'a> StsBuilder<'a> {
     }
     pub fn policy(mut self, policy: &str) -> Self {
         self.policy = policy.to_owned();
+        self
+    }
+    /// Extra TOML lines for the `[[clients]]` entry of registered client `id` (e.g. its
+    /// `actor_sub`).
+    pub fn client(mut self, id: &str, lines: &str) -> Self {
+        self.client_lines.push((id.to_owned(), lines.to_owned()));
         self
     }
     /// Another policy file `policies/<name>`, read with `test.toml` in name order.
@@ -689,7 +697,13 @@ impl<'a> StsBuilder<'a> {
         let clients: String = [BFF, ORDERS, MALLORY, NO_POLICY, DISABLED, IMPERSONATOR]
             .iter()
             .map(|(id, secret)| {
-                format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n")
+                let extra: String = self
+                    .client_lines
+                    .iter()
+                    .filter(|(c, _)| c == id)
+                    .map(|(_, lines)| format!("{lines}\n"))
+                    .collect();
+                format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n{extra}")
             })
             .collect();
         // Shutdowns are instant unless a test sets a drain time; every refusal is
@@ -805,6 +819,7 @@ impl Sts {
             signing_alg: "ES256",
             signing: None,
             tls: None,
+            client_lines: Vec::new(),
         }
     }
 
