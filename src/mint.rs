@@ -90,6 +90,7 @@ impl Minter {
         let claims = Claims {
             iss: &self.issuer,
             sub: grant.sub(),
+            sub_iss: grant.sub_iss(),
             aud: Audience(grant.aud()),
             exp: grant.exp(),
             iat: grant.iat(),
@@ -130,6 +131,9 @@ impl Minter {
 struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
+    /// The subject's issuer (`policy::SUBJECT_ISSUER_CLAIM`), when the grant names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_iss: Option<&'a str>,
     aud: Audience<'a>,
     exp: u64,
     iat: u64,

@@ -412,7 +412,21 @@ pub(crate) struct ClientHeader {
     subject_issuers: Vec<IssuerId>,
     subject_token_types: Option<Vec<TokenType>>,
     actor_token_types: Option<Vec<TokenType>>,
+    subject_namespace: Option<SubjectNamespace>,
 }
+
+/// How the subjects of a client's several subject issuers are kept apart in the tokens it
+/// is issued (policy `subject_namespace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubjectNamespace {
+    /// The issued token names the subject's issuer in the claim `sub_iss`.
+    IssuerClaim,
+}
+
+/// The claim of an issued token that names its subject's issuer (`sub` is unchanged):
+/// with it, (`sub_iss`, `sub`) is the subject's identity, as (`iss`, `sub`) was in the
+/// subject token.
+pub const SUBJECT_ISSUER_CLAIM: &str = "sub_iss";
 
 /// What one (client, subject issuer) pair may do: every field merged from `[defaults]`,
 /// the client's table and its `by_issuer` table, compiled into lookup tables.
@@ -455,6 +469,7 @@ pub struct Targets<'a> {
 pub struct Decided<P: Proofs> {
     client_id: String,
     sub: String,
+    sub_iss: Option<String>,
     aud: Vec<String>,
     scope: Vec<String>,
     iat: u64,
@@ -485,6 +500,10 @@ impl<P: Proofs> Decided<P> {
     /// The subject (`sub` claim), unchanged from the subject token.
     pub fn sub(&self) -> &str {
         &self.sub
+    }
+    /// The subject's issuer ([`SUBJECT_ISSUER_CLAIM`]), when the issued token names it.
+    pub fn sub_iss(&self) -> Option<&str> {
+        self.sub_iss.as_deref()
     }
     /// The audiences (`aud` claim).
     pub fn aud(&self) -> &[String] {
@@ -690,6 +709,11 @@ impl<P: Proofs> Admission<'_, P> {
             proofs: PhantomData,
             client_id: client.id.to_owned(),
             sub: subject.sub.to_owned(),
+            sub_iss: rules::subject_origin(
+                subject,
+                self.policy.header.subject_namespace,
+                self.own_issuer,
+            ),
             aud,
             scope,
             iat: now,
@@ -726,6 +750,7 @@ mod tests {
                 subject_issuers: vec![IssuerId::upstream(0)],
                 subject_token_types: None,
                 actor_token_types: None,
+                subject_namespace: None,
             },
             base: Arc::new(rule),
             by_issuer: HashMap::new(),

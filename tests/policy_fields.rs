@@ -323,6 +323,7 @@ fn base() -> Value {
         "orders-api": {
             "delegate": true,
             "subject_issuers": ["self", "corp"],
+            "subject_namespace": "issuer_claim",
             "actor_issuers": ["corp"],
             "audiences": ["payments-api"],
             "default_audience": "payments-api",
@@ -1380,7 +1381,10 @@ async fn by_issuer() {
     let bff_actor_partner = w.partner.actor_token("bff");
     let client_rule = "#clients.bff";
     let partner_rule = "#clients.bff.by_issuer.partner";
-    let accepts_partner = bff(json!({ "subject_issuers": ["corp", "partner"] }));
+    let accepts_partner = bff(json!({
+        "subject_issuers": ["corp", "partner"],
+        "subject_namespace": "issuer_claim",
+    }));
     let not_met = |rule| refused_by(400, "invalid_request", "policy/condition_not_met", rule);
 
     let cases = vec![
@@ -1563,7 +1567,10 @@ fn accepted(name: &'static str, patch: Value) -> Bad {
 #[tokio::test]
 async fn bad_policy_files_are_refused_at_start_up() {
     let w = World::new().await;
-    let partner = bff(json!({ "subject_issuers": ["corp", "partner"] }));
+    let partner = bff(json!({
+        "subject_issuers": ["corp", "partner"],
+        "subject_namespace": "issuer_claim",
+    }));
     let with_partner = |fields: Value| merged(&partner, &bff_partner(fields));
     let cond = |c: Value| bff(json!({ "conditions": [c] }));
     let tenant_acme = json!({ "token": "subject", "claim": "tenant", "equals": "acme" });
@@ -1619,6 +1626,57 @@ async fn bad_policy_files_are_refused_at_start_up() {
             json!({ "defaults": { "claims": ["iss"] } }),
             "defaults.claims",
             "\"iss\"",
+        ),
+        bad(
+            "reserved_claim_sub_iss",
+            bff(json!({ "claims": ["sub_iss"] })),
+            "clients.bff.claims",
+            "\"sub_iss\" is set by gleipnir",
+        ),
+        // Identity is (iss, sub): two subject issuers need a namespace.
+        bad(
+            "two_subject_issuers_without_namespace",
+            bff(json!({ "subject_issuers": ["corp", "partner"] })),
+            "clients.bff.subject_issuers",
+            "names 2 issuers (\"corp\", \"partner\")…set subject_namespace = \"issuer_claim\"",
+        ),
+        bad(
+            "self_counts_as_a_subject_issuer",
+            orders(json!({ "subject_namespace": null })),
+            "clients.orders-api.subject_issuers",
+            "names 2 issuers (\"self\", \"corp\")",
+        ),
+        bad(
+            "two_subject_issuers_in_defaults",
+            json!({ "defaults": { "subject_issuers": ["corp", "partner"] } }),
+            "defaults.subject_issuers",
+            "names 2 issuers",
+        ),
+        accepted(
+            "ok_one_issuer_listed_twice",
+            bff(json!({ "subject_issuers": ["corp", "corp"] })),
+        ),
+        accepted(
+            "ok_namespace_in_defaults",
+            merged(
+                &json!({ "defaults": { "subject_namespace": "issuer_claim" } }),
+                &merged(
+                    &bff(json!({ "subject_issuers": ["corp", "partner"] })),
+                    &orders(json!({ "subject_namespace": null })),
+                ),
+            ),
+        ),
+        bad(
+            "subject_namespace_unknown",
+            bff(json!({ "subject_namespace": "prefix" })),
+            "clients.bff.subject_namespace",
+            "\"prefix\" is not \"issuer_claim\"",
+        ),
+        bad(
+            "subject_namespace_in_by_issuer",
+            with_partner(json!({ "subject_namespace": "issuer_claim" })),
+            "clients.bff.by_issuer.partner.subject_namespace",
+            "set per client",
         ),
         accepted("ok_by_issuer_of_a_subject_issuer", with_partner(json!({}))),
         bad(

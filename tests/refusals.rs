@@ -2549,6 +2549,7 @@ scopes = ["orders:read"]
 impersonate = true
 delegate = true
 subject_issuers = ["corp", "partner", "self"]
+subject_namespace = "issuer_claim"
 actor_issuers = ["partner"]
 audiences = ["orders-api"]
 default_audience = "orders-api"
@@ -2653,7 +2654,7 @@ async fn section7_unavailable_upstream_keys_are_503() {
     let down_jwks = format!("{down_iss}/jwks.json");
     let policy = DEFAULT_POLICY.replacen(
         "subject_issuers = [\"corp\"]\nactor_issuers = [\"corp\"]",
-        "subject_issuers = [\"corp\", \"down\"]\nactor_issuers = [\"corp\", \"down\"]",
+        "subject_issuers = [\"corp\", \"down\"]\nsubject_namespace = \"issuer_claim\"\nactor_issuers = [\"corp\", \"down\"]",
         1,
     );
     assert!(policy.contains("\"down\""));
@@ -3032,6 +3033,7 @@ async fn section5_self_issued_tokens_never_act() {
 impersonate = true
 delegate = true
 subject_issuers = ["corp", "self"]
+subject_namespace = "issuer_claim"
 audiences = ["orders-api"]
 default_audience = "orders-api"
 scopes = ["orders:read"]
@@ -3091,6 +3093,117 @@ scopes = ["orders:read"]
         .refused(400, "invalid_request", self_issued),
     ];
     run("§5 self-issued actor tokens", &sts, rows).await;
+}
+
+/// Identity is (`iss`, `sub`) end to end. A client accepting subjects of several issuers
+/// must set `subject_namespace` (refused at load otherwise: tests/policy_fields.rs); with
+/// `issuer_claim` the issued token names the subject's issuer in `sub_iss`, so `alice`
+/// of corp and `alice` of partner stay two subjects, hop after hop. Only our own tokens'
+/// `sub_iss` is read: an upstream cannot claim another issuer's subject.
+#[tokio::test]
+async fn section5_subjects_of_two_issuers_stay_apart() {
+    support::audit::capture();
+    let corp = TestIssuer::start().await;
+    let partner = TestIssuer::start().await;
+    let policy = r#"
+[clients.mallory]
+impersonate = true
+subject_issuers = ["corp", "partner", "self"]
+subject_namespace = "issuer_claim"
+audiences = ["orders-api", "mallory"]
+default_audience = "mallory"
+scopes = ["orders:read"]
+
+[clients.bff]
+impersonate = true
+subject_issuers = ["corp"]
+audiences = ["mallory"]
+default_audience = "mallory"
+scopes = ["orders:read"]
+
+[clients.orders-api]
+impersonate = true
+subject_issuers = ["self"]
+audiences = ["payments-api"]
+default_audience = "payments-api"
+scopes = ["orders:read"]
+"#;
+    let sts = Sts::builder()
+        .issuer("corp", &corp, "")
+        .issuer("partner", &partner, "")
+        .policy(policy)
+        .start()
+        .await;
+    let issued = |client: Client, subject: String, audience: &'static str| {
+        let sts = &sts;
+        async move {
+            let form = impersonation(&subject);
+            let mut form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, *v)).collect();
+            form.push(("audience", audience));
+            let answer = sts.exchange(client, &form).await;
+            assert_eq!(answer.status, 200, "first hop: {}", answer.body);
+            answer.token().to_owned()
+        }
+    };
+    let corp_alice = corp.user_token("alice", "mallory", "orders:read");
+    let partner_alice = partner.user_token("alice", "mallory", "orders:read");
+    // partner's alice, issued to mallory (sub_iss = partner), then to mallory for orders-api.
+    let ours_partner = issued(MALLORY, partner_alice.clone(), "mallory").await;
+    let ours_partner_for_orders = issued(MALLORY, partner_alice.clone(), "orders-api").await;
+    // corp's alice, issued to the BFF's single-issuer rule: no sub_iss recorded.
+    let ours_unrecorded = issued(
+        BFF,
+        corp.user_token("alice", "bff", "orders:read"),
+        "mallory",
+    )
+    .await;
+    let forged = corp.sign(patch(
+        &corp.user_claims("alice", "mallory", "orders:read"),
+        json!({ "sub_iss": partner.iss }),
+    ));
+    let odd_type = corp.sign(patch(
+        &corp.user_claims("alice", "mallory", "orders:read"),
+        json!({ "sub_iss": { "not": "a string" } }),
+    ));
+    let rows = vec![
+        row("ok_corp_subject_names_corp", MALLORY, imp(&corp_alice))
+            .granted(json!({ "sub": "alice", "sub_iss": corp.iss })),
+        row(
+            "ok_partner_subject_names_partner",
+            MALLORY,
+            imp(&partner_alice),
+        )
+        .granted(json!({ "sub": "alice", "sub_iss": partner.iss })),
+        row(
+            "ok_reexchange_carries_the_recorded_issuer",
+            MALLORY,
+            imp(&ours_partner),
+        )
+        .granted(json!({ "sub": "alice", "sub_iss": partner.iss })),
+        row(
+            "ok_single_issuer_rule_carries_it_too",
+            ORDERS,
+            imp(&ours_partner_for_orders),
+        )
+        .granted(json!({ "sub": "alice", "sub_iss": partner.iss, "client_id": "orders-api" })),
+        row(
+            "ok_single_issuer_rule_records_nothing",
+            BFF,
+            imp(&corp.user_token("alice", "bff", "orders:read")),
+        )
+        .granted(json!({ "sub": "alice", "sub_iss": null })),
+        row(
+            "ok_unrecorded_own_token_names_this_sts",
+            MALLORY,
+            imp(&ours_unrecorded),
+        )
+        .granted(json!({ "sub": "alice", "sub_iss": sts.base })),
+        row("ok_upstream_sub_iss_is_not_read", MALLORY, imp(&forged))
+            .granted(json!({ "sub": "alice", "sub_iss": corp.iss })),
+        row("ok_upstream_sub_iss_of_any_type", MALLORY, imp(&odd_type))
+            .granted(json!({ "sub": "alice", "sub_iss": corp.iss })),
+    ];
+    run("§5 identity is (iss, sub)", &sts, rows).await;
 }
 
 /// EXCHANGE-RULES §3: without credentials the answer is 401 `invalid_client`, whatever is

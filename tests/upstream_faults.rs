@@ -125,7 +125,7 @@ async fn hung_or_trickling_issuer_is_bounded_and_never_blocks_another() {
         let healthy = TestIssuer::start().await;
         let policy = DEFAULT_POLICY.replacen(
             "subject_issuers = [\"corp\"]\nactor_issuers = [\"corp\"]",
-            "subject_issuers = [\"corp\", \"partner\"]\nactor_issuers = [\"corp\"]",
+            "subject_issuers = [\"corp\", \"partner\"]\nsubject_namespace = \"issuer_claim\"\nactor_issuers = [\"corp\"]",
             1,
         );
         let sts = Sts::builder()

@@ -32,6 +32,8 @@ pub struct Decision {
     pub rule: String,
     /// `sub`.
     pub sub: String,
+    /// `sub_iss`, the subject's issuer, when the token would name it.
+    pub sub_iss: Option<String>,
     /// `aud`.
     pub aud: Vec<String>,
     /// The granted scopes.
@@ -51,6 +53,7 @@ impl Decision {
         Self {
             rule: grant.rule().to_owned(),
             sub: grant.sub().to_owned(),
+            sub_iss: grant.sub_iss().map(str::to_owned),
             aud: grant.aud().to_vec(),
             scope: grant.scope().to_vec(),
             act: grant.act().iter().map(|a| a.sub.clone()).collect(),
@@ -94,6 +97,9 @@ impl Explanation {
                 lines.push("decision: granted".into());
                 lines.push(format!("rule: {}", d.rule));
                 lines.push(format!("sub: {}", d.sub));
+                if let Some(sub_iss) = &d.sub_iss {
+                    lines.push(format!("sub_iss: {sub_iss}"));
+                }
                 lines.push(format!("aud: {}", d.aud.join(" ")));
                 lines.push(format!("scope: {}", d.scope.join(" ")));
                 lines.push(format!("act (current actor first): {}", d.act.join(" <- ")));

@@ -54,6 +54,8 @@ pub(super) struct TokenFacts<'a> {
     pub(super) act: &'a [ActorId],
     /// `may_act`.
     pub(super) may_act: Option<&'a ActorId>,
+    /// `sub_iss`, in a token gleipnir issued (`None` in upstream tokens).
+    pub(super) sub_iss: Option<&'a str>,
     /// `exp`.
     pub(super) exp: u64,
     /// `scope`, split on spaces.
@@ -76,6 +78,7 @@ impl<'a> TokenFacts<'a> {
             azp: token.azp(),
             act: token.act(),
             may_act: token.may_act(),
+            sub_iss: token.sub_iss(),
             exp: token.exp(),
             scope: token.scope(),
             token_type: token.token_type(),
@@ -140,6 +143,7 @@ pub(super) mod testing {
             azp: None,
             act: &[],
             may_act: None,
+            sub_iss: None,
             exp: 2000,
             scope: &[],
             token_type: TokenType::AccessToken,

@@ -207,6 +207,7 @@ mod tests {
             subject_issuers: vec![IssuerId::upstream(0)],
             subject_token_types: Some(vec![TokenType::AccessToken]),
             actor_token_types: None,
+            subject_namespace: None,
         }
     }
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    ClientHeader, ClientPolicy, Condition, ConditionTest, Rule, Scalar, TargetSet, TokenRole,
+    ClientHeader, ClientPolicy, Condition, ConditionTest, Rule, SUBJECT_ISSUER_CLAIM, Scalar,
+    SubjectNamespace, TargetSet, TokenRole,
 };
 use crate::config::{Config, ConfigError, IssuerId, PolicySource, SELF_ISSUER_NAME};
 use crate::oauth::TokenType;
@@ -26,9 +27,10 @@ pub const DEFAULT_TTL_SECONDS: u64 = 300;
 
 /// Claims the STS sets itself or that describe the presented token rather than its
 /// subject: never copied from a subject token (EXCHANGE-RULES §5, §6).
-pub const RESERVED_CLAIMS: [&str; 19] = [
+pub const RESERVED_CLAIMS: [&str; 20] = [
     "iss",
     "sub",
+    SUBJECT_ISSUER_CLAIM,
     "aud",
     "exp",
     "nbf",
@@ -60,6 +62,7 @@ struct RawRule {
     actor_issuers: Option<Vec<String>>,
     subject_token_types: Option<Vec<String>>,
     actor_token_types: Option<Vec<String>>,
+    subject_namespace: Option<String>,
     audiences: Option<Vec<String>>,
     resources: Option<Vec<String>>,
     default_audience: Option<String>,
@@ -105,13 +108,14 @@ struct RawPolicyFile {
 }
 
 /// Fields that only make sense for a whole client, refused in `by_issuer` tables.
-const CLIENT_ONLY: [&str; 6] = [
+const CLIENT_ONLY: [&str; 7] = [
     "enabled",
     "impersonate",
     "delegate",
     "subject_issuers",
     "subject_token_types",
     "actor_token_types",
+    "subject_namespace",
 ];
 
 impl RawRule {
@@ -131,6 +135,7 @@ impl RawRule {
             actor_issuers,
             subject_token_types,
             actor_token_types,
+            subject_namespace,
             audiences,
             resources,
             default_audience,
@@ -155,6 +160,7 @@ impl RawRule {
             self.subject_issuers.is_some(),
             self.subject_token_types.is_some(),
             self.actor_token_types.is_some(),
+            self.subject_namespace.is_some(),
         ];
         CLIENT_ONLY
             .iter()
@@ -297,6 +303,7 @@ fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldEr
             "at most one issuer with introspection: opaque tokens carry no issuer",
         ));
     }
+    let subject_namespace = subject_namespace(config, raw, &subject_issuers)?;
     Ok(ClientHeader {
         enabled: raw.enabled.unwrap_or(true),
         impersonate: raw.impersonate.unwrap_or(false),
@@ -306,7 +313,59 @@ fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldEr
             .map_err(|r| field_err("subject_token_types", r))?,
         actor_token_types: token_types(raw.actor_token_types.as_deref())
             .map_err(|r| field_err("actor_token_types", r))?,
+        subject_namespace,
     })
+}
+
+/// `subject_namespace`, required when `subject_issuers` names two or more issuers
+/// (`self` counts as one). Identity is (`iss`, `sub`), and the issued token's `iss` is
+/// ours: without a namespace, `alice` at one issuer and `alice` at another would be one
+/// `sub` in the tokens this client is issued, to every service that reads them.
+fn subject_namespace(
+    config: &Config,
+    raw: &RawRule,
+    subject_issuers: &[IssuerId],
+) -> Result<Option<SubjectNamespace>, FieldError> {
+    let namespace = match raw.subject_namespace.as_deref() {
+        None => None,
+        Some("issuer_claim") => Some(SubjectNamespace::IssuerClaim),
+        Some(other) => {
+            return Err(field_err(
+                "subject_namespace",
+                format!(
+                    "{other:?} is not \"issuer_claim\" (the issued token names the subject's issuer in {SUBJECT_ISSUER_CLAIM})"
+                ),
+            ));
+        }
+    };
+    let mut distinct: Vec<IssuerId> = Vec::new();
+    for id in subject_issuers {
+        if !distinct.contains(id) {
+            distinct.push(*id);
+        }
+    }
+    if namespace.is_none() && distinct.len() > 1 {
+        let names: Vec<String> = distinct
+            .iter()
+            .map(|id| format!("{:?}", issuer_name(config, *id)))
+            .collect();
+        return Err(field_err(
+            "subject_issuers",
+            format!(
+                "names {} issuers ({}): the same sub at two of them would be one subject in the issued tokens; set subject_namespace = \"issuer_claim\" (the issued token then names the subject's issuer in {SUBJECT_ISSUER_CLAIM}), or accept one issuer",
+                distinct.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(namespace)
+}
+
+/// The policy name of an issuer (`self` or its `[[issuers]]` name).
+fn issuer_name(config: &Config, id: IssuerId) -> &str {
+    config
+        .upstream(id)
+        .map_or(SELF_ISSUER_NAME, |i| i.name.as_str())
 }
 
 /// Compiles one client's table (`raw`, merged over `defaults`) and its `by_issuer`

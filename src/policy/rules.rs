@@ -8,10 +8,40 @@
 use std::collections::HashSet;
 
 use super::facts::{ClientFacts, TokenFacts};
-use super::{PolicyError, Refusal, Rule, Targets};
+use super::{PolicyError, Refusal, Rule, SubjectNamespace, Targets};
 use crate::config::IssuerId;
 use crate::oauth::TokenType;
 use crate::token::ActorId;
+
+/// Identity is (`iss`, `sub`) end to end: the issuer the issued token names for its
+/// subject (claim `sub_iss`; our `iss` is ours, not the subject's), or `None`.
+///
+/// - A token gleipnir issued carries over the `sub_iss` it recorded, unchanged, whatever
+///   the rule: a later hop never drops or rewrites which issuer vouched for the subject.
+/// - Otherwise, where the client's policy sets `subject_namespace = "issuer_claim"`, the
+///   subject token's issuer: its `iss`, or ours for a token of ours that recorded none
+///   (we vouched for that subject; keeping it apart from any upstream's can only tell
+///   more parties apart, never merge two).
+/// - Otherwise nothing: the client has one subject issuer (the policy refuses several
+///   without a namespace at load), and its `sub` values cannot collide with another's.
+pub(super) fn subject_origin(
+    subject: &TokenFacts<'_>,
+    namespace: Option<SubjectNamespace>,
+    own_issuer: &str,
+) -> Option<String> {
+    if subject.issuer == IssuerId::SELF
+        && let Some(recorded) = subject.sub_iss
+    {
+        return Some(recorded.to_owned());
+    }
+    namespace.map(|SubjectNamespace::IssuerClaim| {
+        if subject.issuer == IssuerId::SELF {
+            own_issuer.to_owned()
+        } else {
+            subject.iss.to_owned()
+        }
+    })
+}
 
 /// Rule 1: an actor token gleipnir issued is refused. Such a token names a subject and, in
 /// `client_id`, the client that asked for it: it never proves who acts. Accepting one would
@@ -377,6 +407,48 @@ mod tests {
     use crate::policy::TargetSet;
     use crate::policy::facts::testing::{client, party, refused, rule, strings, token};
     use PolicyError::*;
+
+    #[test]
+    fn identity_the_subject_issuer_is_recorded_and_carried() {
+        let ns = Some(SubjectNamespace::IssuerClaim);
+        let sts = "https://sts.example";
+        let upstream = token("alice");
+        assert_eq!(subject_origin(&upstream, None, sts), None);
+        assert_eq!(
+            subject_origin(&upstream, ns, sts).as_deref(),
+            Some("https://idp.example")
+        );
+        // An upstream's own sub_iss claim is not read (the token facts never hold it, and
+        // the issuer is its iss).
+        let claims_other = TokenFacts {
+            sub_iss: Some("https://other.example"),
+            ..upstream
+        };
+        assert_eq!(
+            subject_origin(&claims_other, ns, sts).as_deref(),
+            Some("https://idp.example")
+        );
+        // Our own token: what it recorded, unchanged, namespace or not.
+        let ours_recorded = TokenFacts {
+            issuer: IssuerId::SELF,
+            iss: sts,
+            sub_iss: Some("https://partners.example"),
+            ..upstream
+        };
+        for namespace in [None, ns] {
+            assert_eq!(
+                subject_origin(&ours_recorded, namespace, sts).as_deref(),
+                Some("https://partners.example")
+            );
+        }
+        // Our own token that recorded none: ours, under a namespace; else nothing.
+        let ours = TokenFacts {
+            sub_iss: None,
+            ..ours_recorded
+        };
+        assert_eq!(subject_origin(&ours, ns, sts).as_deref(), Some(sts));
+        assert_eq!(subject_origin(&ours, None, sts), None);
+    }
 
     #[test]
     fn rule1_self_issued_actor_tokens_are_refused() {

@@ -159,6 +159,8 @@ struct RawClaims<'a> {
     cnf: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "raw")]
     token_type: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    sub_iss: Option<&'a RawValue>,
 }
 
 /// Keeps a member's raw JSON, `null` included: `Option`'s own deserializer would turn a
@@ -194,6 +196,10 @@ pub(super) struct Claims {
     pub sender_constrained: bool,
     /// RFC 7662 §2.2 `token_type` of an introspection answer.
     pub token_type: Option<String>,
+    /// `sub_iss`: in a token gleipnir issued, the issuer of its subject (see
+    /// `policy::rules::subject_origin`); meaningless in anyone else's, so its type is
+    /// checked (`Err`) only where it is read, in our own tokens.
+    pub sub_iss: Option<Result<String, TokenError>>,
     /// The claims set as received (JSON text): policy conditions and passthrough claims
     /// read members the typed fields do not keep.
     pub raw: std::sync::Arc<str>,
@@ -250,6 +256,7 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
         id_token_markers: raw.at_hash.is_some() || raw.c_hash.is_some() || raw.nonce.is_some(),
         sender_constrained: raw.cnf.is_some(),
         token_type: claim(raw.token_type, "token_type")?,
+        sub_iss: claim(raw.sub_iss, "sub_iss").transpose(),
         may_act: may_act.map(|JsonObject(m)| ActorId {
             sub: m.sub,
             iss: m.iss,

@@ -74,6 +74,7 @@ pub struct Checked<R: Role> {
     jti: Option<String>,
     act: Vec<ActorId>,
     may_act: Option<ActorId>,
+    sub_iss: Option<String>,
     token_type: TokenType,
     raw: Arc<str>,
     role: PhantomData<R>,
@@ -126,6 +127,13 @@ impl<R: Role> Checked<R> {
             .sub
             .filter(|s| !s.is_empty())
             .ok_or(TokenError::MissingClaim("sub"))?;
+        // Only our own tokens say whose subject they carry; an upstream's `sub_iss` is
+        // just a claim of its own (its subject's issuer is its `iss`), neither read nor
+        // type-checked.
+        let sub_iss = match claims.sub_iss {
+            Some(recorded) if issuer == IssuerId::SELF => Some(recorded?),
+            _ => None,
+        };
         Ok(Checked {
             issuer,
             iss: claims.iss,
@@ -138,6 +146,7 @@ impl<R: Role> Checked<R> {
             jti: claims.jti,
             act: claims.act,
             may_act: claims.may_act,
+            sub_iss,
             token_type: declared,
             raw: claims.raw,
             role: PhantomData,
@@ -175,6 +184,11 @@ impl<R: Role> Checked<R> {
     /// `azp` (OpenID Connect Core §2).
     pub fn azp(&self) -> Option<&str> {
         self.azp.as_deref()
+    }
+    /// For a token gleipnir issued, its `sub_iss`: the issuer of its subject, when the
+    /// token recorded it. `None` for upstream tokens, whose subject's issuer is `iss`.
+    pub fn sub_iss(&self) -> Option<&str> {
+        self.sub_iss.as_deref()
     }
     /// `jti`.
     pub fn jti(&self) -> Option<&str> {

@@ -542,6 +542,7 @@ ttl_seconds = 300
 [clients.orders-api]
 delegate = true
 subject_issuers = ["self", "corp"]
+subject_namespace = "issuer_claim"
 actor_issuers = ["corp"]
 audiences = ["payments-api"]
 default_audience = "payments-api"
@@ -551,6 +552,7 @@ scopes = ["orders:read"]
 impersonate = true
 delegate = true
 subject_issuers = ["corp", "self"]
+subject_namespace = "issuer_claim"
 actor_issuers = ["corp"]
 audiences = ["orders-api", "payments-api"]
 default_audience = "orders-api"
