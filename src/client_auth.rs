@@ -105,6 +105,7 @@ pub struct RegisteredClient {
     id: String,
     audiences: Vec<String>,
     actor_sub: String,
+    actor_iss: Option<String>,
 }
 
 impl RegisteredClient {
@@ -119,6 +120,11 @@ impl RegisteredClient {
     /// The `sub` of this client's own actor tokens.
     pub fn actor_sub(&self) -> &str {
         &self.actor_sub
+    }
+    /// The issuer of the client's identity (`actor_iss`), when configured: its actor
+    /// tokens come from it, and it names the client when the client acts without one.
+    pub fn actor_iss(&self) -> Option<&str> {
+        self.actor_iss.as_deref()
     }
 }
 
@@ -248,6 +254,7 @@ mod tests {
             secret: SecretSource::Value(Zeroizing::new("s3cr:et+".into())),
             audiences: vec!["bff".into()],
             actor_sub: "bff".into(),
+            actor_iss: None,
         }];
         ClientAuthenticator::new(&clients, "test").unwrap()
     }

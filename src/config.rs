@@ -283,6 +283,10 @@ impl Config {
         };
         let issuers = issuers::validate(raw.issuers, issuer.as_deref(), &mut cx);
         let clients = clients::validate(raw.clients, &mut cx);
+        if let (Some(own), Some(upstream), Some(clients)) = (&issuer, &issuers, &clients) {
+            let isses: Vec<String> = upstream.iter().map(|i| i.issuer.clone()).collect();
+            clients::check_actor_iss(clients, own, &isses, &mut cx);
+        }
         let config = match (
             issuer, server, signing, tokens, policy, tls, issuers, clients,
         ) {
@@ -682,6 +686,26 @@ secret = { env = "BFF_SECRET" }
             "profile = \"okta\"\njwks_uri = \"https",
         );
         assert_eq!(parse(&unknown).unwrap_err().field, "issuers[corp].profile");
+    }
+
+    #[test]
+    fn actor_iss_names_an_upstream_issuer() {
+        assert_eq!(parse(MINIMAL).unwrap().clients[0].actor_iss, None);
+        let with = |iss: &str| {
+            MINIMAL.replace(
+                "secret = { env = \"BFF_SECRET\" }",
+                &format!("secret = {{ env = \"BFF_SECRET\" }}\nactor_iss = {iss:?}"),
+            )
+        };
+        let c = parse(&with("https://idp.example.com/realms/corp")).unwrap();
+        assert_eq!(
+            c.clients[0].actor_iss.as_deref(),
+            Some("https://idp.example.com/realms/corp")
+        );
+        for bad in ["https://sts.example.com", "https://elsewhere.example", ""] {
+            let e = parse(&with(bad)).unwrap_err();
+            assert_eq!(e.field, "clients[bff].actor_iss", "{bad}: {e}");
+        }
     }
 
     #[test]

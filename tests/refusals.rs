@@ -3206,6 +3206,128 @@ scopes = ["orders:read"]
     run("§5 identity is (iss, sub)", &sts, rows).await;
 }
 
+/// Rule 3 with a client acting without an actor token: where the client's identity names
+/// its issuer (`[[clients]] actor_iss`), the acting party is (`actor_iss`, `actor_sub`), so
+/// a `may_act` naming the client with that issuer matches; without it the client acts as
+/// a party of ours (our `iss`), as before. Rule 1 binds actor tokens by that issuer too.
+#[tokio::test]
+async fn section5_client_identity_names_its_issuer() {
+    support::audit::capture();
+    let corp = TestIssuer::start().await;
+    let partner = TestIssuer::start().await;
+    let policy = r#"
+[clients.impersonator]
+impersonate = true
+subject_issuers = ["corp"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+scopes = ["orders:read"]
+
+[clients.mallory]
+impersonate = true
+subject_issuers = ["corp"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+scopes = ["orders:read"]
+
+[clients.bff]
+delegate = true
+subject_issuers = ["corp"]
+actor_issuers = ["corp", "partner"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+scopes = ["orders:read"]
+"#;
+    let actor_iss = format!("actor_iss = {:?}", corp.iss);
+    let sts = Sts::builder()
+        .issuer("corp", &corp, "")
+        .issuer("partner", &partner, "")
+        .client("impersonator", &actor_iss)
+        .client("bff", &actor_iss)
+        .policy(policy)
+        .start()
+        .await;
+    let for_client = |client: &str, may_act: Value| {
+        corp.sign(patch(
+            &corp.user_claims("alice", client, "orders:read"),
+            json!({ "may_act": may_act }),
+        ))
+    };
+    let mismatch = "policy/may_act_mismatch";
+    let alice_bff = corp.user_token("alice", "bff", "orders:read");
+    let rows = vec![
+        row(
+            "ok_may_act_names_the_client_as_its_idp_knows_it",
+            IMPERSONATOR,
+            imp(&for_client(
+                "impersonator",
+                json!({ "sub": "impersonator", "iss": corp.iss }),
+            )),
+        )
+        .granted(json!({ "sub": "alice", "act": null })),
+        row(
+            "ok_may_act_without_iss",
+            IMPERSONATOR,
+            imp(&for_client(
+                "impersonator",
+                json!({ "sub": "impersonator" }),
+            )),
+        )
+        .granted(json!({ "sub": "alice", "act": null })),
+        row(
+            "may_act_names_the_client_at_another_issuer",
+            IMPERSONATOR,
+            imp(&for_client(
+                "impersonator",
+                json!({ "sub": "impersonator", "iss": partner.iss }),
+            )),
+        )
+        .refused(400, "invalid_request", mismatch),
+        row(
+            "may_act_names_the_sts_for_a_client_with_actor_iss",
+            IMPERSONATOR,
+            imp(&for_client(
+                "impersonator",
+                json!({ "sub": "impersonator", "iss": sts.base }),
+            )),
+        )
+        .refused(400, "invalid_request", mismatch),
+        // Without actor_iss: as before, the client is a party of ours.
+        row(
+            "may_act_with_the_idp_iss_for_a_client_without_actor_iss",
+            MALLORY,
+            imp(&for_client(
+                "mallory",
+                json!({ "sub": "mallory", "iss": corp.iss }),
+            )),
+        )
+        .refused(400, "invalid_request", mismatch),
+        row(
+            "ok_may_act_with_our_iss_for_a_client_without_actor_iss",
+            MALLORY,
+            imp(&for_client(
+                "mallory",
+                json!({ "sub": "mallory", "iss": sts.base }),
+            )),
+        )
+        .granted(json!({ "sub": "alice", "act": null })),
+        // Rule 1: the client's actor tokens come from its actor_iss.
+        row(
+            "ok_actor_token_of_the_clients_issuer",
+            BFF,
+            del(&alice_bff, &corp.actor_token("bff")),
+        )
+        .granted(json!({ "act": { "sub": "bff" } })),
+        row(
+            "actor_token_of_the_clients_sub_at_another_issuer",
+            BFF,
+            del(&alice_bff, &partner.actor_token("bff")),
+        )
+        .refused(400, "invalid_request", "policy/actor_not_bound_to_client"),
+    ];
+    run("§5 client identity (actor_iss)", &sts, rows).await;
+}
+
 /// EXCHANGE-RULES §3: without credentials the answer is 401 `invalid_client`, whatever is
 /// wrong with the rest of the request; the parameters are read only for an authenticated
 /// client.

@@ -38,6 +38,7 @@ impl ClientRegistry {
                 id: c.id.clone(),
                 audiences: c.audiences.clone(),
                 actor_sub: c.actor_sub.clone(),
+                actor_iss: c.actor_iss.clone(),
             });
             let credential = Credential::Secret(SecretDigest::of(secret.expose()));
             map.insert(c.id.clone(), Registered { client, credential });

@@ -19,6 +19,11 @@ pub struct ClientConfig {
     pub audiences: Vec<String>,
     /// The `sub` of this client's own actor tokens.
     pub actor_sub: String,
+    /// The issuer of the client's identity, when configured (an `[[issuers]]` issuer):
+    /// its identity is then (`actor_iss`, `actor_sub`), for its actor tokens and when it
+    /// acts without one. `None`: its actor tokens may come from any of its policy's actor
+    /// issuers, and it acts without one as a party of ours (our `iss`).
+    pub actor_iss: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +33,31 @@ pub(super) struct RawClient {
     secret: RawSecret,
     audiences: Option<Vec<String>>,
     actor_sub: Option<String>,
+    actor_iss: Option<String>,
+}
+
+/// `clients[*].actor_iss`: an upstream issuer's exact `iss`. Not our own: a client is
+/// never vouched for by a token of ours, and leaving the field out already names us.
+pub(super) fn check_actor_iss(
+    clients: &[ClientConfig],
+    own_issuer: &str,
+    upstream: &[String],
+    cx: &mut Checker,
+) {
+    for client in clients {
+        let Some(iss) = &client.actor_iss else {
+            continue;
+        };
+        let at = format!("clients[{}].actor_iss", client.id);
+        if iss == own_issuer {
+            cx.error(
+                &at,
+                "is our own issuer: leave actor_iss out for that (an actor token is never ours)",
+            );
+        } else if !upstream.contains(iss) {
+            cx.error(&at, "must be the issuer of one of the [[issuers]]");
+        }
+    }
 }
 
 /// Every `[[clients]]` entry, ids unique.
@@ -84,6 +114,7 @@ impl RawClient {
             secret: secret?,
             audiences: audiences?,
             actor_sub: actor_sub?,
+            actor_iss: self.actor_iss,
         })
     }
 }

@@ -104,6 +104,8 @@ pub(super) struct ClientFacts<'a> {
     pub(super) audiences: &'a [String],
     /// The `sub` of this client's own actor tokens.
     pub(super) actor_sub: &'a str,
+    /// The issuer of the client's identity, when configured.
+    pub(super) actor_iss: Option<&'a str>,
 }
 
 impl<'a> ClientFacts<'a> {
@@ -113,6 +115,7 @@ impl<'a> ClientFacts<'a> {
             id: client.id(),
             audiences: client.audiences(),
             actor_sub: client.actor_sub(),
+            actor_iss: client.actor_iss(),
         }
     }
 }
@@ -157,6 +160,7 @@ pub(super) mod testing {
             id: "bff",
             audiences,
             actor_sub: "bff-sa",
+            actor_iss: None,
         }
     }
 

@@ -85,8 +85,9 @@ pub(super) fn actor_audience_is_sts(
 }
 
 /// Rule 1: the actor token represents the authenticated client itself: its `sub` is the
-/// client's configured identity (`actor_sub`), and its `client_id` and `azp`, when
-/// present, name the client. `azp`/`client_id` alone say only to whom the token was
+/// client's configured identity (`actor_sub`, and its `iss` is `actor_iss` where the
+/// client's identity names its issuer), and its `client_id` and `azp`, when present, name
+/// the client. `azp`/`client_id` alone say only to whom the token was
 /// issued: an IdP such as Keycloak puts the client there on its users' tokens too, so
 /// binding by them would let a client present one user's token as "acting" for another
 /// (RFC 8693 §4.1: the actor is the party the actor token's subject identifies). They are
@@ -98,16 +99,28 @@ pub(super) fn actor_bound_to_client(
 ) -> Result<(), Refusal> {
     let id = client.id;
     let names_client = |claim: Option<&str>| claim.is_none_or(|c| c == id);
-    let bound =
-        actor.sub == client.actor_sub && names_client(actor.client_id) && names_client(actor.azp);
+    let bound = actor.sub == client.actor_sub
+        && client.actor_iss.is_none_or(|iss| actor.iss == iss)
+        && names_client(actor.client_id)
+        && names_client(actor.azp);
     if !bound {
         return Err(Refusal::new(
             PolicyError::ActorNotBoundToClient,
-            "actor_token.sub/client_id/azp",
+            if client.actor_iss.is_some() {
+                "actor_token.iss/sub/client_id/azp"
+            } else {
+                "actor_token.sub/client_id/azp"
+            },
             format!(
-                "sub {:?} (the client's actor identity is {:?}), client_id {}, azp {} (when present, must be {id:?})",
+                "sub {:?}{} (the client's actor identity is {:?}{}), client_id {}, azp {} (when present, must be {id:?})",
                 actor.sub,
+                client
+                    .actor_iss
+                    .map_or_else(String::new, |_| format!(" of {:?}", actor.iss)),
                 client.actor_sub,
+                client
+                    .actor_iss
+                    .map_or_else(String::new, |iss| format!(" of {iss:?}")),
                 quoted_or_none(actor.client_id),
                 quoted_or_none(actor.azp),
             ),
@@ -130,7 +143,9 @@ pub(super) fn actor_not_delegated(actor: &TokenFacts<'_>) -> Result<(), Refusal>
 }
 
 /// Rules 1-3 compare with the actor of this exchange: the actor token's subject, or else
-/// the client itself, whose identity the STS (`own_issuer`) vouches for.
+/// the client itself: (`actor_iss`, `actor_sub`) where its identity names its issuer (so
+/// a `may_act` naming the client as its IdP knows it matches), otherwise `actor_sub` as
+/// the STS (`own_issuer`) vouches for it.
 pub(super) fn acting_party(
     actor: Option<&TokenFacts<'_>>,
     client: &ClientFacts<'_>,
@@ -140,7 +155,7 @@ pub(super) fn acting_party(
         Some(actor) => actor.identity(),
         None => ActorId {
             sub: client.actor_sub.to_owned(),
-            iss: Some(own_issuer.to_owned()),
+            iss: Some(client.actor_iss.unwrap_or(own_issuer).to_owned()),
         },
     }
 }
@@ -595,6 +610,75 @@ mod tests {
         assert_eq!(
             acting_party(None, &client, "https://sts.example"),
             party("bff-sa", Some("https://sts.example"))
+        );
+        // A client whose identity names its issuer acts as (actor_iss, actor_sub); with
+        // an actor token, the token's identity is the actor whatever actor_iss says.
+        let named = ClientFacts {
+            actor_iss: Some("https://idp.example"),
+            ..client
+        };
+        assert_eq!(
+            acting_party(None, &named, "https://sts.example"),
+            party("bff-sa", Some("https://idp.example"))
+        );
+        let other_idp = TokenFacts {
+            iss: "https://other.example",
+            ..actor
+        };
+        assert_eq!(
+            acting_party(Some(&other_idp), &named, "https://sts.example"),
+            party("bff-sa", Some("https://other.example"))
+        );
+    }
+
+    #[test]
+    fn rule3_may_act_with_iss_matches_the_client_by_its_actor_iss() {
+        let may_act = party("bff-sa", Some("https://idp.example"));
+        let subject = TokenFacts {
+            may_act: Some(&may_act),
+            ..token("alice")
+        };
+        let plain = client(&[]);
+        let named = ClientFacts {
+            actor_iss: Some("https://idp.example"),
+            ..plain
+        };
+        let sts = "https://sts.example";
+        // Without actor_iss the client acts as the STS's party: its IdP's name misses.
+        refused(
+            may_act_restricts(&subject, &acting_party(None, &plain, sts)),
+            MayActMismatch,
+            "subject_token.may_act",
+        );
+        assert_eq!(
+            may_act_restricts(&subject, &acting_party(None, &named, sts)).ok(),
+            Some(true)
+        );
+        // Rule 5 is untouched: act holds only the identity, iss only when configured.
+        let acting = acting_party(None, &named, sts);
+        assert_eq!(act_entry(acting.clone(), false), party("bff-sa", None));
+        assert_eq!(act_entry(acting, true), may_act);
+    }
+
+    #[test]
+    fn rule1_actor_iss_binds_the_actor_token_issuer_too() {
+        let named = ClientFacts {
+            actor_iss: Some("https://idp.example"),
+            ..client(&[])
+        };
+        assert!(actor_bound_to_client(&token("bff-sa"), &named).is_ok());
+        let other_idp = TokenFacts {
+            iss: "https://other.example",
+            ..token("bff-sa")
+        };
+        let detail = refused(
+            actor_bound_to_client(&other_idp, &named),
+            ActorNotBoundToClient,
+            "actor_token.iss/sub/client_id/azp",
+        );
+        assert_eq!(
+            detail,
+            r#"sub "bff-sa" of "https://other.example" (the client's actor identity is "bff-sa" of "https://idp.example"), client_id none, azp none (when present, must be "bff")"#
         );
     }
 
