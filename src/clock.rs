@@ -1,4 +1,4 @@
-//! The only reader of wall time (DESIGN.md habit 5).
+//! The only reader of wall time (time is a parameter: tests fix it).
 //!
 //! Every check that compares against "now" (`exp`, `nbf`, `iat`, the issued token's
 //! lifetime) takes a [`Clock`]. Production uses [`Clock::System`]; tests drive a

@@ -1,5 +1,5 @@
 //! Configuration: one TOML file, parsed into raw serde structs (`deny_unknown_fields`),
-//! then validated completely into an immutable [`Config`] (DESIGN.md habit 7).
+//! then validated completely into an immutable [`Config`].
 //!
 //! [`Config::from_toml`] is pure; [`Config::load`] reads the file. Everything that needs
 //! the outside world (secrets from env or files, the key file, the policy directory) is

@@ -1,5 +1,5 @@
 //! The one mapping from internal errors to wire errors (RFC 6749 §5.2, RFC 8693 §2.2.2,
-//! RFC 8707, EXCHANGE-RULES §7). Exhaustive, without a catch-all arm: a new error variant
+//! RFC 8707, rules §7). Exhaustive, without a catch-all arm: a new error variant
 //! does not compile until someone decides what the client sees.
 //!
 //! The client gets the OAuth code and a short fixed description; the detail (which

@@ -24,7 +24,7 @@ pub struct Peer(pub std::net::SocketAddr);
 /// Response header carrying the request id also written to the logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The public listener: `/token` and the `/.well-known` documents (EXCHANGE-RULES §1).
+/// The public listener: `/token` and the `/.well-known` documents (rules §1).
 pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
     let request_id = new_request_id();
     let mut response = match (request.method(), request.uri().path()) {
@@ -120,7 +120,7 @@ fn refused_at_edge(
     Err(error)
 }
 
-/// The admin listener: liveness, readiness and metrics (EXCHANGE-RULES §1).
+/// The admin listener: liveness, readiness and metrics (rules §1).
 pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/livez") => {

@@ -11,9 +11,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use thiserror::Error;
 
-/// Largest JWKS document accepted (EXCHANGE-RULES §4).
+/// Largest JWKS document accepted (rules §4).
 pub const MAX_JWKS_BYTES: usize = 128 * 1024;
-/// Most keys accepted in one JWKS (EXCHANGE-RULES §4).
+/// Most keys accepted in one JWKS (rules §4).
 pub const MAX_JWKS_KEYS: usize = 64;
 /// Shortest RSA modulus kept, in bits (RFC 8725 §3.5; RFC 7518 §3.3 asks 2048 or more).
 pub const MIN_RSA_BITS: usize = 2048;
@@ -99,7 +99,7 @@ impl JwsAlgorithm {
         JwsAlgorithm::EdDsa,
     ];
 
-    /// The per-issuer allow-list when none is configured (EXCHANGE-RULES §4).
+    /// The per-issuer allow-list when none is configured (rules §4).
     pub const DEFAULT_ALLOWED: [JwsAlgorithm; 4] = [
         JwsAlgorithm::Rs256,
         JwsAlgorithm::Ps256,

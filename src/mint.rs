@@ -1,4 +1,4 @@
-//! Stage 5: minting the issued token (EXCHANGE-RULES §6, RFC 9068 profile).
+//! Stage 5: minting the issued token (rules §6, RFC 9068 profile).
 //!
 //! [`Minter::mint`] takes only a [`Grant`], so nothing unverified can be signed. The JOSE
 //! header is fixed per key and token type and base64url-encoded when the key is loaded;
@@ -164,7 +164,7 @@ impl Serialize for Audience<'_> {
 
 /// Nested `act` (RFC 8693 §4.1): identity only (`sub`, and `iss` where the grant's chain
 /// has one: the policy decides it for the new actor, prior actors keep theirs), the
-/// current actor outermost (EXCHANGE-RULES §5 rules 4 and 5).
+/// current actor outermost (rules 4 and 5).
 struct Act<'a> {
     chain: &'a [ActorId],
 }

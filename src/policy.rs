@@ -1,11 +1,11 @@
-//! Stage 4: the delegation decision (EXCHANGE-RULES §5).
+//! Stage 4: the delegation decision (rules §5).
 //!
 //! In two steps: [`PolicyEngine::admit`] checks, before any token is validated, that the
 //! authenticated client may exchange in this mode and with these token types, and returns
 //! an [`Admission`]; then [`Admission::decide`] takes the verified tokens and returns a
 //! [`Grant`] (only this module builds one) or a [`Refusal`] that names the refused check,
 //! the claim it looked at and the rule in force. The rules marked "always enforced" in
-//! EXCHANGE-RULES §5 are code here and no policy file can switch them off; the policy
+//! rules §5 are code here and no policy file can switch them off; the policy
 //! files (`policies/*.toml`, compiled by `file.rs` into one `Rule` per client and subject
 //! issuer) decide modes, issuers, token types, targets, scope ceilings, TTL, depth, which
 //! actors may act, the members of `act`, passthrough claims and conditions within them.

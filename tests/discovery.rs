@@ -1,4 +1,4 @@
-//! `jwks_uri` discovered from the issuer's own metadata (EXCHANGE-RULES §4): OpenID Connect
+//! `jwks_uri` discovered from the issuer's own metadata (rules §4): OpenID Connect
 //! Discovery §4 first, RFC 8414 §3 second; the metadata's `issuer` must be exactly ours.
 #![allow(
     clippy::unwrap_used,

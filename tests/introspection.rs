@@ -1,4 +1,4 @@
-//! RFC 7662 introspection of opaque upstream tokens (EXCHANGE-RULES §4), over HTTP
+//! RFC 7662 introspection of opaque upstream tokens (rules §4), over HTTP
 //! against the real server and a real introspection endpoint on loopback.
 #![allow(
     clippy::unwrap_used,

@@ -1,4 +1,4 @@
-//! DESIGN habit 6 / EXCHANGE-RULES §7: no token and no secret ever reaches a log line.
+//! Rules §7 and §8: no token and no secret ever reaches a log line.
 //! Captures every event at TRACE level (gleipnir's and its dependencies') while granted
 //! and refused exchanges run, then searches the output for the tokens and secrets used.
 #![allow(

@@ -1,4 +1,4 @@
-//! Every refusal of EXCHANGE-RULES, over HTTP against the real server.
+//! Every refusal of the exchange rules (README, "Exchange rules"), over HTTP against the real server.
 //!
 //! Table-driven: one row per refusal, grouped by section (§2 request parsing, §3 client
 //! authentication, §4 subject and actor token validation, §5 delegation rules and policy
@@ -3017,7 +3017,7 @@ async fn section4_typ_claim_keeps_token_kinds_apart() {
     run("§4 typ claim", &sts, rows).await;
 }
 
-/// EXCHANGE-RULES §5 rules 1-3 against gleipnir's own tokens. A token gleipnir issued names
+/// Rules 1-3 against gleipnir's own tokens. A token gleipnir issued names
 /// its subject and, in `client_id`, the client that asked for it; if it were accepted as an
 /// actor token, a client could launder any token it was handed into "that party acts":
 /// first impersonate (bob's token, sent to mallory, comes back with client_id = mallory),
@@ -3328,7 +3328,7 @@ scopes = ["orders:read"]
     run("§5 client identity (actor_iss)", &sts, rows).await;
 }
 
-/// EXCHANGE-RULES §3: without credentials the answer is 401 `invalid_client`, whatever is
+/// Rules §3: without credentials the answer is 401 `invalid_client`, whatever is
 /// wrong with the rest of the request; the parameters are read only for an authenticated
 /// client.
 #[tokio::test]
@@ -3379,7 +3379,7 @@ async fn section3_authentication_comes_before_parameters() {
     }
 }
 
-/// EXCHANGE-RULES §4: the optional per-issuer maximum token age. With it, `iat` is
+/// Rules §4: the optional per-issuer maximum token age. With it, `iat` is
 /// required and a token older than the bound (plus leeway) is refused whatever its `exp`.
 #[tokio::test]
 async fn section4_max_token_age() {
@@ -3523,7 +3523,7 @@ async fn section4_max_token_lifetime() {
     run("§4 max token lifetime (a year)", &lenient, rows).await;
 }
 
-/// EXCHANGE-RULES §4/§5: `aud` in every shape a confused issuer might send. Only a string
+/// Rules §4/§5: `aud` in every shape a confused issuer might send. Only a string
 /// or an array of strings is a valid `aud`; `"*"` is a value like any other, never a
 /// wildcard; an absent or empty `aud` binds nothing (the token must then name the client
 /// by `client_id`/`azp` or `may_act`).

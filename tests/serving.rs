@@ -1,4 +1,4 @@
-//! Serving limits (EXCHANGE-RULES §1 admin listener, the operations issue): connections
+//! Serving limits (rules §1 admin listener, the operations issue): connections
 //! that stay silent are closed, the number of connections is capped, a request that
 //! outlives the request timeout gets 503, and shutdown lets requests in flight finish.
 //! Over raw TCP against the real server.

@@ -1,4 +1,4 @@
-//! Upstream issuers that fail (EXCHANGE-RULES §4): down at cold start, down while warm,
+//! Upstream issuers that fail (rules §4): down at cold start, down while warm,
 //! hung or trickling, oversized, rotating keys, flooded with unknown `kid`s, redirecting,
 //! failing TLS. Over real HTTP against the real server; time is the test's manual clock,
 //! so hours of staleness take no time.

@@ -22,11 +22,11 @@ use super::{
 use crate::config::{Config, ConfigError, IssuerId, PolicySource, SELF_ISSUER_NAME};
 use crate::oauth::TokenType;
 
-/// Default issued-token lifetime (EXCHANGE-RULES §5 rule 8).
+/// Default issued-token lifetime (rule 8).
 pub const DEFAULT_TTL_SECONDS: u64 = 300;
 
 /// Claims the STS sets itself or that describe the presented token rather than its
-/// subject: never copied from a subject token (EXCHANGE-RULES §5, §6).
+/// subject: never copied from a subject token (rules §5, §6).
 pub const RESERVED_CLAIMS: [&str; 20] = [
     "iss",
     "sub",

@@ -13,7 +13,7 @@ use super::TokenError;
 use crate::config::MAX_CHAIN_DEPTH;
 use crate::jose::JsonObject;
 
-/// Deepest JSON nesting accepted in a header or claims set (EXCHANGE-RULES §4).
+/// Deepest JSON nesting accepted in a header or claims set (rules §4).
 pub(super) const MAX_JSON_DEPTH: usize = 32;
 
 /// Whether `json` nests arrays/objects at most `max` deep. A linear scan that skips
@@ -48,7 +48,7 @@ fn nesting_within(json: &[u8], max: usize) -> bool {
 /// Largest NumericDate accepted: 9999-12-31T23:59:59Z. Bigger values (`1e19`) are refused.
 const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
-/// A party in a delegation chain: identity only (EXCHANGE-RULES §5 rule 5).
+/// A party in a delegation chain: identity only (rule 5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActorId {
     /// The actor's subject identifier.
@@ -97,7 +97,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     IgnoredAny::deserialize(d).map(|_| true)
 }
 
-/// Decodes the protected header. RFC 8725 §3.1 and EXCHANGE-RULES §4: `crit` is refused
+/// Decodes the protected header. RFC 8725 §3.1 and rules §4: `crit` is refused
 /// (we understand no extensions); key-carrying headers are refused, never followed.
 pub(super) fn parse_header(json: &[u8]) -> Result<Header, TokenError> {
     if !nesting_within(json, MAX_JSON_DEPTH) {

@@ -1,4 +1,4 @@
-//! RFC 7662 introspection of opaque upstream tokens (EXCHANGE-RULES §4).
+//! RFC 7662 introspection of opaque upstream tokens (rules §4).
 //!
 //! - gleipnir authenticates to the issuer's endpoint with its own credentials
 //!   (`client_secret_basic`, RFC 6749 §2.3.1; the header is built once and marked

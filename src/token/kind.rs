@@ -16,7 +16,7 @@ pub(super) struct TokenKind<'a> {
 
 impl TokenKind<'_> {
     /// Whether the token may be accepted as `declared` from an issuer with `profile`
-    /// (EXCHANGE-RULES §4 "what the request declares must match what the token is").
+    /// (rules §4 "what the request declares must match what the token is").
     ///
     /// Whatever the profile: refresh, offline and logout tokens are never accepted, and an
     /// ID token (by claim or by its hashes) is only ever an `id_token`. Then by type:

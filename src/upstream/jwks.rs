@@ -1,4 +1,4 @@
-//! The keys of one upstream issuer, fetched from its `jwks_uri` and cached (EXCHANGE-RULES §4).
+//! The keys of one upstream issuer, fetched from its `jwks_uri` and cached (rules §4).
 //!
 //! - Fetches are bounded in time (connect 2 s, total 5 s, set on the shared client) and
 //!   size (128 KiB, 64 keys), follow no redirects, and parse keys one by one (an unusable
