@@ -2,9 +2,12 @@
 //!
 //! In two steps: [`PolicyEngine::admit`] checks, before any token is validated, that the
 //! authenticated client may exchange in this mode and with these token types, and returns
-//! an [`Admission`]; then [`Admission::decide`] takes the verified tokens and returns a
-//! [`Grant`] (only this module builds one) or a [`Refusal`] that names the refused check,
-//! the claim it looked at and the rule in force. The rules marked "always enforced" in
+//! an [`Admission`]; then [`Admission::decide`] takes the tokens and returns a
+//! [`Decided`] (only this module builds one) or a [`Refusal`] that names the refused
+//! check, the claim it looked at and the rule in force. Both are generic over the
+//! [`Proofs`] the caller holds, and the decision code is the same for all: on an
+//! exchange's verified proofs the decision is a [`Grant`], the only thing the minter
+//! signs; on a dry run's it is a `Decided<Unverified>`. The always-enforced rules of
 //! rules §5 are code here and no policy file can switch them off; the policy
 //! files (`policies/*.toml`, compiled by `file.rs` into one `Rule` per client and subject
 //! issuer) decide modes, issuers, token types, targets, scope ceilings, TTL, depth, which
