@@ -1347,6 +1347,22 @@ async fn section4_subject_token_validation() {
             tamper_signature(&with_header(json!({ "typ": "JWT" }))),
             "subject_token/bad_signature",
         ),
+        // A claim of the wrong type is judged only once the token is genuine.
+        bad(
+            "exp_a_string_and_forged",
+            tamper_signature(&with_claims(json!({ "exp": "soon" }))),
+            "subject_token/bad_signature",
+        ),
+        bad(
+            "may_act_an_array_and_forged",
+            tamper_signature(&with_claims(json!({ "may_act": ["bff"] }))),
+            "subject_token/bad_signature",
+        ),
+        bad(
+            "exp_a_string",
+            with_claims(json!({ "exp": "soon" })),
+            "subject_token/invalid_claim",
+        ),
         bad(
             "not_yet_valid_and_forged",
             tamper_signature(&with_claims(json!({ "nbf": NOW + 31 }))),

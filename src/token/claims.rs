@@ -214,6 +214,20 @@ fn claim<T: DeserializeOwned>(
         .transpose()
 }
 
+/// The issuer of a JWS's claims set, read before its signature is verified because it
+/// selects the keys: the structural checks of [`parse_claims`] (a JSON object, nesting,
+/// no repeated member among those read) and `iss`, and no other claim, so that the claims
+/// of a token nobody signed are never judged (RFC 8725 §3.8, and the pattern of
+/// CVE-2024-51744: a forged token must be reported as forged).
+pub(super) fn parse_iss(json: &[u8]) -> Result<String, TokenError> {
+    if !nesting_within(json, MAX_JSON_DEPTH) {
+        return Err(TokenError::MalformedClaims);
+    }
+    let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawClaims<'_>>>(json)
+        .map_err(|_| TokenError::MalformedClaims)?;
+    claim(raw.iss, "iss")?.ok_or(TokenError::MissingClaim("iss"))
+}
+
 /// Decodes the claims set. Checks types here; values are checked by the validator.
 pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
     if !nesting_within(json, MAX_JSON_DEPTH) {

@@ -18,6 +18,9 @@ pub(super) struct Jws<'t> {
     /// The two first segments exactly as received: the signed input (RFC 7515 §5.2).
     signing_input: &'t str,
     signature: Vec<u8>,
+    /// The claims set, decoded from base64url; its claims are judged only by
+    /// [`Jws::claims`], once the signature verified (or in an offline dry run).
+    payload: Vec<u8>,
 }
 
 /// The signature of a [`Jws`] verified with a key of its issuer. The private field makes
@@ -33,8 +36,9 @@ pub(super) fn looks_like_jose(token: &str, dots: usize) -> bool {
 }
 
 /// Splits and decodes a compact JWS with exactly two dots: strict header (no `crit`, no
-/// key-carrying members), a known algorithm, strict claims.
-pub(super) fn parse(token: &str) -> Result<(Jws<'_>, Claims), TokenError> {
+/// key-carrying members), a known algorithm, and of the claims set only its structure and
+/// `iss`, which selects the keys. Returns the JWS and its `iss`.
+pub(super) fn parse(token: &str) -> Result<(Jws<'_>, String), TokenError> {
     let mut parts = token.split('.');
     let (Some(h64), Some(p64), Some(s64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -46,7 +50,7 @@ pub(super) fn parse(token: &str) -> Result<(Jws<'_>, Claims), TokenError> {
     let alg = JwsAlgorithm::from_name(&header.alg).ok_or(TokenError::UnsupportedAlgorithm)?;
     let payload = b64_decode(p64).ok_or(TokenError::NotCompactJws)?;
     let signature = b64_decode(s64).ok_or(TokenError::NotCompactJws)?;
-    let claims = claims::parse_claims(&payload)?;
+    let iss = claims::parse_iss(&payload)?;
     let signing_input = token
         .get(..h64.len() + 1 + p64.len())
         .ok_or(TokenError::NotCompactJws)?;
@@ -55,11 +59,18 @@ pub(super) fn parse(token: &str) -> Result<(Jws<'_>, Claims), TokenError> {
         alg,
         signing_input,
         signature,
+        payload,
     };
-    Ok((jws, claims))
+    Ok((jws, iss))
 }
 
 impl Jws<'_> {
+    /// Every claim, typed and strict: read only once the token is known genuine (or in
+    /// an offline dry run).
+    pub(super) fn claims(&self) -> Result<Claims, TokenError> {
+        claims::parse_claims(&self.payload)
+    }
+
     /// Verifies the signature with `issuer`'s keys in force at `now`: our own ring, or
     /// the upstream JWKS (an unknown `kid` may force one refetch, under the cache's
     /// cooldown; still unknown in keys fetched after the token came: `UnknownKid`, else
