@@ -50,15 +50,8 @@ fn form_inputs_parse_or_are_refused() {
 
 #[test]
 fn jwks_inputs_parse_or_are_refused() {
-    let all = [
-        JwsAlgorithm::Rs256,
-        JwsAlgorithm::Ps256,
-        JwsAlgorithm::Es256,
-        JwsAlgorithm::Es384,
-        JwsAlgorithm::EdDsa,
-    ];
     for (path, data) in inputs("jwks") {
-        let _ = KeySet::from_jwks(&data, &all);
+        let _ = KeySet::from_jwks(&data, &JwsAlgorithm::ALL);
         eprintln!("ok: {}", path.display());
     }
 }

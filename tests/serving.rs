@@ -17,10 +17,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn addr(base: &str) -> String {
-    base.trim_start_matches("http://").to_owned()
-}
-
 /// Reads until the peer closes (or `limit` passes); returns what was read and whether the
 /// peer closed.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {

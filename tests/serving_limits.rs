@@ -20,10 +20,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn addr(base: &str) -> String {
-    base.trim_start_matches("http://").to_owned()
-}
-
 /// A cleartext HTTP/2 connection (prior knowledge), driven on its own task; the second
 /// value follows the server's SETTINGS_MAX_CONCURRENT_STREAMS as the client sees it.
 async fn h2_connect(base: &str) -> (h2::client::SendRequest<Bytes>, Arc<AtomicUsize>) {

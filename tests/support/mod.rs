@@ -964,6 +964,11 @@ pub fn delegation<'a>(subject: &'a str, actor: &'a str) -> Vec<(&'a str, &'a str
     ]
 }
 
+/// The `host:port` of a plain-HTTP base URL, for raw TCP connections.
+pub fn addr(base: &str) -> String {
+    base.trim_start_matches("http://").to_owned()
+}
+
 /// The form of an impersonation: a subject token only.
 pub fn impersonation(subject: &str) -> Vec<(&str, &str)> {
     vec![
