@@ -13,10 +13,8 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -24,7 +22,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -272,6 +269,9 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 16;
 /// defaults (1 MiB each) let every idle connection park a megabyte in our memory.
 const H2_STREAM_WINDOW: u32 = 32 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
+/// How often an HTTP/2 connection is pinged at most (more often when the idle timeout is
+/// short, so a dead peer is found within it).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The HTTP/1.1 and HTTP/2 settings every connection is served with.
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -292,8 +292,14 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2) and enforced: h2
         // answers a larger header block 431 and resets the stream.
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout.
-        .keep_alive_interval(Duration::from_secs(30))
+        // Pings find dead HTTP/2 peers; idle ones are closed by the idle timeout, which
+        // counts time without a request, so a peer that answers every ping is closed too.
+        // Pinging within the idle timeout finds a dead peer before then.
+        .keep_alive_interval(
+            H2_PING_INTERVAL
+                .min(limits.idle_timeout / 2)
+                .max(Duration::from_secs(1)),
+        )
         .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
@@ -322,11 +328,16 @@ async fn serve_connection<H, F>(
     let activity = Arc::new(Activity::new());
     let seen = Arc::clone(&activity);
     let service = service_fn(move |mut req: Request<Incoming>| {
-        seen.request_began();
+        let in_flight = seen.request_began();
         // Who is asking, for the audit record (the connection's address; behind a proxy,
         // the proxy's).
         req.extensions_mut().insert(crate::http::Peer(peer));
-        service.call(req)
+        let answer = service.call(req);
+        async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        }
     });
     let idle_timeout = limits.idle_timeout;
     let stream = match tls {
@@ -340,10 +351,7 @@ async fn serve_connection<H, F>(
             _ = stop.changed() => return,
         },
     };
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    });
+    let io = TokioIo::new(stream);
     let connection = builder.serve_connection(io, service).into_owned();
     tokio::pin!(connection);
     let (mut closing, mut awaiting_first) = (false, true);
@@ -443,87 +451,57 @@ fn unavailable(description: &'static str) -> Response<Body> {
     response
 }
 
-/// When a connection last received bytes, and whether it has sent a request head.
+/// Whether a connection has sent a request head, how many of its requests are in
+/// flight, and when the last one ended: the idle timeout's clock. It counts time without
+/// a request, not time without bytes: an HTTP/2 peer that answers our keep-alive pings
+/// sends bytes forever without asking anything, and must not hold its slot forever.
 struct Activity {
     started: Instant,
-    last_read_ms: AtomicU64,
     requested: AtomicBool,
+    in_flight: AtomicUsize,
+    last_end_ms: AtomicU64,
+}
+
+/// One request of a connection in flight; its end (or cancellation) restarts the idle
+/// clock.
+struct RequestInFlight(Arc<Activity>);
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let ms = u64::try_from(activity.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_end_ms.store(ms, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Activity {
     fn new() -> Self {
         Self {
             started: Instant::now(),
-            last_read_ms: AtomicU64::new(0),
             requested: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
         }
     }
 
-    fn request_began(&self) {
+    fn request_began(self: &Arc<Self>) -> RequestInFlight {
         self.requested.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestInFlight(Arc::clone(self))
     }
 
     fn has_requested(&self) -> bool {
         self.requested.load(Ordering::Relaxed)
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_read_ms.store(ms, Ordering::Relaxed);
-    }
-
+    /// How long the connection has had no request in flight (zero while one is).
     fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
-}
-
-/// A stream that notes when bytes arrive (the idle timeout's clock; over TLS, when
-/// decrypted bytes arrive).
-struct Tracked {
-    inner: tls::MaybeTls,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
         }
-        polled
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let last = Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 }
 

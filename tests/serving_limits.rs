@@ -336,3 +336,40 @@ async fn shutdown_fails_readiness_and_keeps_serving_for_the_drain_time() {
     assert!(TcpStream::connect(addr(&base)).await.is_err());
     assert!(TcpStream::connect(addr(&admin)).await.is_err());
 }
+
+/// The idle timeout counts time without a request, not time without bytes: the server
+/// pings an HTTP/2 connection within the idle timeout, the client answers every ping,
+/// and the connection is still closed once it has asked nothing for that long (else one
+/// cheap request per connection would hold a connection slot forever).
+#[tokio::test]
+async fn an_http2_connection_that_answers_pings_is_closed_when_idle() {
+    let issuer = TestIssuer::start().await;
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .server("idle_timeout_seconds = 2")
+        .start()
+        .await;
+    let tcp = TcpStream::connect(addr(&sts.base)).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    // Driving the connection answers the server's pings (RFC 9113 §6.7).
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("{}/.well-known/jwks.json", sts.base))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let answered = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(8), driver).await;
+    assert!(
+        closed.is_ok(),
+        "the idle HTTP/2 connection was still open after 8 s"
+    );
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "closed after {after:?}"
+    );
+    // Held until here: a client that dropped its handle would close the connection itself.
+    drop(client);
+}
