@@ -96,6 +96,10 @@ impl RefusalLog {
                 table.open.insert(key, opened());
                 true
             }
+            // A full table is what a flood from many addresses makes; the refusals of an
+            // authenticated client are not hidden in its anonymous overflow bucket, but
+            // written in full (their clients are a configured, bounded set).
+            None if key.client_id.is_some() => true,
             None => {
                 let w = table.overflow.get_or_insert(Window {
                     opened: now,
@@ -222,6 +226,25 @@ mod tests {
         log.flush(t0 + Duration::from_secs(20), false);
         assert!(log.table().open.is_empty() && log.table().overflow.is_none());
         assert!(log.admit(key("c"), "r6", t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn an_authenticated_clients_refusal_is_never_hidden_in_the_overflow() {
+        let log = RefusalLog::new(Duration::from_secs(5), 1);
+        let t0 = Instant::now();
+        assert!(log.admit(key("flood"), "r1", t0));
+        assert!(!log.admit(key("other"), "r2", t0), "anonymous: overflow");
+        let client = RefusalKey {
+            stage: "policy",
+            client_id: Some("bff".into()),
+            ..key("actor_not_bound_to_client")
+        };
+        assert!(log.admit(client.clone(), "r3", t0), "written in full");
+        assert!(
+            log.admit(client, "r4", t0),
+            "and again: the table stays full"
+        );
+        assert_eq!(log.table().open.len(), 1);
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! Secret by swapping a symlink, which leaves the files' own times alone.
 //!
 //! The handshake itself runs on the connection's task, bounded by
-//! `tls.handshake_timeout_seconds` (and never longer than the idle timeout), so a client
-//! that connects and never completes it holds a connection slot for that long at most.
+//! `tls.handshake_timeout_seconds` (and never longer than the header timeout, counted from
+//! accept), so a client that connects and never completes it holds a connection slot for
+//! that long at most.
 //! Start-up reads and checks the same way before any port is bound, and a problem stops
 //! the service with a [`ConfigError`] naming `tls.cert_file` or `tls.key_file`.
 
