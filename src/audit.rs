@@ -88,6 +88,7 @@ impl AuditRecord {
             subject_jti = self.subject_jti.as_deref(),
             subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
             subject_sub = grant.sub(),
+            sub_iss = grant.sub_iss(),
             actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
             actor_chain = %json(&chain),
             aud = %json(grant.aud()),
