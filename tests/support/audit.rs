@@ -55,14 +55,21 @@ pub fn capture() {
     });
 }
 
-/// The fields of the audit record of request `request_id`, if one was written.
-pub fn record(request_id: &str) -> Option<Value> {
+/// Every event captured so far, as JSON.
+fn events() -> Vec<Value> {
     let lines = LINES
         .get()
         .expect("support::audit::capture() must run before the STS starts");
     let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
     text.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect()
+}
+
+/// The fields of the audit record of request `request_id`, if one was written.
+pub fn record(request_id: &str) -> Option<Value> {
+    events()
+        .into_iter()
         .map(|event| event["fields"].clone())
         .find(|fields| fields["request_id"] == request_id)
 }
@@ -83,12 +90,8 @@ pub fn refusal(request_id: &str) -> Option<String> {
 /// The fields of every captured `gleipnir::upstream` warning with a field whose value
 /// contains `needle` (a URL, say, to tell one test's issuer from another's).
 pub fn warnings(needle: &str) -> Vec<Value> {
-    let lines = LINES
-        .get()
-        .expect("support::audit::capture() must run before the STS starts");
-    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    events()
+        .into_iter()
         .filter(|event| event["level"] == "WARN")
         .map(|event| event["fields"].clone())
         .filter(|fields| {
