@@ -79,7 +79,13 @@ pub struct App {
     /// Set once shutdown has begun: readiness fails from then on.
     draining: std::sync::atomic::AtomicBool,
     metadata: serde_json::Map<String, serde_json::Value>,
+    /// `max-age` of our JWKS and metadata documents (see [`App::documents_max_age`]).
+    documents_max_age: u64,
 }
+
+/// How long others may cache our JWKS and metadata, at most: they change only with a key
+/// reload or a restart, and resource servers refetch on an unknown `kid`.
+const DOCUMENTS_MAX_AGE: u64 = 300;
 
 impl App {
     /// Builds every part. Reads the key file, client secrets and policy files.
@@ -100,6 +106,7 @@ impl App {
             &config.origin,
         )?);
         let metadata = metadata(config);
+        let documents_max_age = documents_max_age(&config.signing.key);
 
         let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
         let http = crate::upstream::client().map_err(|e| {
@@ -144,6 +151,7 @@ impl App {
             body_budget: tokio::sync::Semaphore::new(config.server.max_buffered_body_bytes),
             draining: std::sync::atomic::AtomicBool::new(false),
             metadata,
+            documents_max_age,
         };
         Ok(Built {
             app,
@@ -179,6 +187,13 @@ impl App {
     pub fn jwks_document(&self) -> Bytes {
         let ring = self.keys.current();
         Bytes::from(jwks_document(&ring.published(self.clock.now())).to_string())
+    }
+
+    /// The `Cache-Control: max-age` of our JWKS and metadata: 5 minutes, and with a key
+    /// directory at most half of `publish_ahead_seconds`, so that a key published ahead
+    /// is in every cached copy before it signs.
+    pub fn documents_max_age(&self) -> u64 {
+        self.documents_max_age
     }
 
     /// `GET /.well-known/oauth-authorization-server` (the signing algorithms of the keys in
@@ -253,6 +268,16 @@ fn limits(config: &Config) -> Limits {
     }
 }
 
+fn documents_max_age(key: &crate::config::KeySource) -> u64 {
+    match key {
+        crate::config::KeySource::Dir {
+            publish_ahead_seconds,
+            ..
+        } => DOCUMENTS_MAX_AGE.min(publish_ahead_seconds / 2),
+        _ => DOCUMENTS_MAX_AGE,
+    }
+}
+
 /// RFC 8414 §2 authorization server metadata.
 /// `token_signing_alg_values_supported` is added per request: a key reload may change it.
 fn metadata(config: &Config) -> serde_json::Map<String, serde_json::Value> {
@@ -276,4 +301,25 @@ fn metadata(config: &Config) -> serde_json::Map<String, serde_json::Value> {
     .as_object()
     .cloned()
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::KeySource;
+
+    #[test]
+    fn documents_are_cached_for_less_than_half_the_publication_lead() {
+        assert_eq!(documents_max_age(&KeySource::File(PathBuf::new())), 300);
+        let dir = |ahead| KeySource::Dir {
+            path: PathBuf::new(),
+            publish_ahead_seconds: ahead,
+            watch_seconds: 2,
+        };
+        assert_eq!(documents_max_age(&dir(3600)), 300);
+        assert_eq!(documents_max_age(&dir(120)), 60);
+        assert_eq!(documents_max_age(&dir(0)), 0);
+    }
 }

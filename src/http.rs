@@ -31,10 +31,10 @@ pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/token") => token(app, &request_id, request).await,
         (_, "/token") => response::method_not_allowed("POST"),
         (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
-            response::json(StatusCode::OK, app.jwks_document())
+            response::document(app.jwks_document(), app.documents_max_age())
         }
         (&Method::GET | &Method::HEAD, "/.well-known/oauth-authorization-server") => {
-            response::json(StatusCode::OK, app.metadata_document())
+            response::document(app.metadata_document(), app.documents_max_age())
         }
         (_, "/.well-known/jwks.json" | "/.well-known/oauth-authorization-server") => {
             response::method_not_allowed("GET, HEAD")

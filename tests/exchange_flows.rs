@@ -304,6 +304,19 @@ async fn well_known_documents() {
 
     let (status, jwks) = sts.get_json("/.well-known/jwks.json").await;
     assert_eq!(status, 200);
+    // Both documents may be cached for 5 minutes (a single key file never changes them
+    // without a restart); tokens never are.
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let answer = sts.get(path).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert_eq!(
+            answer.headers["cache-control"], "public, max-age=300",
+            "{path}"
+        );
+    }
     let key = &jwks["keys"][0];
     assert_eq!(
         (

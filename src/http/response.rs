@@ -29,6 +29,18 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     build(status, body)
 }
 
+/// A public JSON document (our JWKS, our metadata) that caches may keep `max_age` seconds
+/// (RFC 9111 §5.2.2.1); `no-cache` (revalidate every time) when it is 0.
+pub fn document(body: impl Into<Bytes>, max_age: u64) -> Response<Body> {
+    let mut response = build(StatusCode::OK, body);
+    let value = match max_age {
+        0 => NO_CACHE,
+        age => HeaderValue::from_str(&format!("public, max-age={age}")).unwrap_or(NO_CACHE),
+    };
+    response.headers_mut().insert(CACHE_CONTROL, value);
+    response
+}
+
 /// RFC 8693 §2.2.1 success response, not cacheable (RFC 6749 §5.1).
 pub fn token(issued: &IssuedToken) -> Response<Body> {
     #[derive(serde::Serialize)]

@@ -907,6 +907,25 @@ impl Sts {
         }
     }
 
+    /// GETs a path of the public listener: status, headers and body (JSON when it parses).
+    pub async fn get(&self, path: &str) -> Answer {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// GETs a path of the public listener as JSON.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let r = self
