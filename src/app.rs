@@ -225,9 +225,8 @@ impl App {
             signing_key: signer.map_or((String::new(), "none"), |k| {
                 (k.key().kid().to_owned(), k.key().alg().as_str())
             }),
-            signing_key_loaded_seconds: now.saturating_sub(
-                signer.map_or(self.started_at, |k| k.not_before().max(self.started_at)),
-            ),
+            signing_key_loaded_at: signer
+                .map_or(self.started_at, |k| k.not_before().max(self.started_at)),
             signing_keys_published: ring.published(now).len(),
             jwks: validator.jwks_stats(),
             introspection: validator.introspection_stats(),

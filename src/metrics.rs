@@ -26,8 +26,8 @@ pub struct JwksStats {
     pub failures: u64,
     /// Keys (key, algorithm bindings) currently held.
     pub keys: usize,
-    /// Age of the keys held, in seconds; `None` when there are none.
-    pub age_seconds: Option<u64>,
+    /// When the keys held were fetched (Unix seconds); `None` when there are none.
+    pub fetched_at: Option<u64>,
 }
 
 /// Introspection counters, for metrics.
@@ -268,8 +268,8 @@ pub struct Snapshot {
     pub ready: bool,
     /// The signing key's `kid` and algorithm.
     pub signing_key: (String, &'static str),
-    /// Seconds since the signing key was loaded or, in a key ring, started signing.
-    pub signing_key_loaded_seconds: u64,
+    /// When the signing key was loaded or, in a key ring, started signing (Unix seconds).
+    pub signing_key_loaded_at: u64,
     /// Keys in our JWKS now.
     pub signing_keys_published: usize,
     /// Per issuer name.
@@ -300,9 +300,9 @@ impl Snapshot {
         )?;
         gauge(
             encoder,
-            "signing_key_loaded_seconds",
-            "Seconds since the signing key in use was loaded or, with a key directory, started signing",
-            i64::try_from(self.signing_key_loaded_seconds).unwrap_or(i64::MAX),
+            "signing_key_loaded_timestamp_seconds",
+            "When the signing key in use was loaded or, with a key directory, started signing (Unix seconds)",
+            i64::try_from(self.signing_key_loaded_at).unwrap_or(i64::MAX),
         )?;
         gauge(
             encoder,
@@ -310,18 +310,22 @@ impl Snapshot {
             "Keys in the published JWKS (upcoming, signing, and retired ones whose tokens may still be valid)",
             i64::try_from(self.signing_keys_published).unwrap_or(i64::MAX),
         )?;
-        let info = ConstGauge::new(1i64);
-        let mut metric = encoder.encode_descriptor(
-            "signing_key",
-            "The signing key in use",
-            None,
-            MetricType::Gauge,
-        )?;
         let labels = [
             ("kid", self.signing_key.0.as_str()),
             ("alg", self.signing_key.1),
         ];
-        info.encode(metric.encode_family(&labels)?)
+        info(
+            encoder,
+            "signing_key_info",
+            "The signing key in use",
+            &labels,
+        )?;
+        info(
+            encoder,
+            "build_info",
+            "The running build of gleipnir",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+        )
     }
 
     /// Per issuer: the JWKS fetches and the keys they yielded.
@@ -353,11 +357,11 @@ impl Snapshot {
         )?;
         per_issuer(
             encoder,
-            "jwks_age_seconds",
-            "Age of the keys held",
+            "jwks_fetched_timestamp_seconds",
+            "When the keys held were fetched (Unix seconds)",
             MetricType::Gauge,
             jwks,
-            |s| s.age_seconds,
+            |s| s.fetched_at,
         )
     }
 
@@ -403,6 +407,18 @@ impl Snapshot {
             |s| Some(s.cache_hits),
         )
     }
+}
+
+/// An info metric: a gauge of value 1 whose labels carry the information (the Prometheus
+/// `_info` convention).
+fn info(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)
 }
 
 /// One unlabelled gauge.

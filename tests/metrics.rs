@@ -136,7 +136,20 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
         text.contains("gleipnir_exchange_grants_total{rule=\""),
         "{text}"
     );
-    assert!(text.contains("gleipnir_signing_key{kid=\""), "{text}");
+    assert!(text.contains("gleipnir_signing_key_info{kid=\""), "{text}");
+    let version = format!(
+        "gleipnir_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&text, &version), Some(1.0), "{text}");
+    // Times are timestamps (Unix seconds, by the server's clock: the harness's fixed
+    // NOW), not ages.
+    for series in [
+        "gleipnir_signing_key_loaded_timestamp_seconds",
+        "gleipnir_jwks_fetched_timestamp_seconds{issuer=\"corp\"}",
+    ] {
+        assert_eq!(value(&text, series), Some(NOW as f64), "{series}\n{text}");
+    }
     // Nothing a caller chose: no token, no subject.
     for needle in [
         subject.split('.').nth(1).unwrap(),
