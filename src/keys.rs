@@ -36,9 +36,55 @@ pub enum KeyError {
     /// The file is not a PEM private key of the configured algorithm.
     #[error("not a PKCS#8 'PRIVATE KEY' (or SEC1 'EC PRIVATE KEY') PEM for {0}")]
     BadKey(&'static str),
+    /// The file holds a private key, of another algorithm than the configured one.
+    #[error("holds {found} key, but the configured algorithm is {configured}{hint}")]
+    WrongAlgorithm {
+        /// The configured algorithm.
+        configured: &'static str,
+        /// What the key is, with its article ("an EdDSA (Ed25519)", "an RSA").
+        found: &'static str,
+        /// What to do about it, when we can say.
+        hint: &'static str,
+    },
     /// The crypto library failed (random source, signing).
     #[error("cryptographic operation failed")]
     Crypto,
+}
+
+const HINT_ES256: &str = ": set signing.algorithm = \"ES256\", or create an EdDSA key with `gleipnir keygen --alg EdDSA`";
+const HINT_EDDSA: &str =
+    ": set signing.algorithm = \"EdDSA\", or create an ES256 key with `gleipnir keygen`";
+const HINT_RSA: &str =
+    " (gleipnir signs with ES256 or EdDSA only): create a key with `gleipnir keygen`";
+const HINT_OTHER_EC: &str =
+    " (gleipnir signs with ES256, on P-256, or EdDSA only): create a key with `gleipnir keygen`";
+
+/// What a PKCS#8 key that is not one of `configured` is, when it is a key we can name.
+fn wrong_algorithm(configured: JwsAlgorithm, der: &[u8]) -> Option<KeyError> {
+    let is_ec = |alg| EcdsaKeyPair::from_pkcs8(alg, der).is_ok();
+    let (found, hint) = if Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok() {
+        ("an EdDSA (Ed25519)", HINT_EDDSA)
+    } else if is_ec(&signature::ECDSA_P256_SHA256_FIXED_SIGNING) {
+        ("an ES256 (P-256)", HINT_ES256)
+    } else if is_ec(&signature::ECDSA_P384_SHA384_FIXED_SIGNING) {
+        ("a P-384 EC", HINT_OTHER_EC)
+    } else if is_ec(&signature::ECDSA_P521_SHA512_FIXED_SIGNING) {
+        ("a P-521 EC", HINT_OTHER_EC)
+    } else if aws_lc_rs::rsa::KeyPair::from_pkcs8(der).is_ok() {
+        ("an RSA", HINT_RSA)
+    } else {
+        return None;
+    };
+    // The configured algorithm's own key that failed to parse is not "wrong": say so as before.
+    let same = matches!(
+        (configured, found),
+        (JwsAlgorithm::EdDsa, "an EdDSA (Ed25519)") | (JwsAlgorithm::Es256, "an ES256 (P-256)")
+    );
+    (!same).then_some(KeyError::WrongAlgorithm {
+        configured: configured.as_str(),
+        found,
+        hint,
+    })
 }
 
 enum Pair {
@@ -116,7 +162,18 @@ impl SigningKey {
         check_signing_alg(alg)?;
         let bad = || KeyError::BadKey(alg.as_str());
         match PrivateKeyDer::from_pem_slice(pem).map_err(|_| bad())? {
-            PrivateKeyDer::Pkcs8(der) => Self::from_pkcs8(alg, der.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs8(der) => Self::from_pkcs8(alg, der.secret_pkcs8_der())
+                .map_err(|e| wrong_algorithm(alg, der.secret_pkcs8_der()).unwrap_or(e)),
+            PrivateKeyDer::Sec1(_) if alg == JwsAlgorithm::EdDsa => Err(KeyError::WrongAlgorithm {
+                configured: alg.as_str(),
+                found: "an EC (SEC1)",
+                hint: HINT_ES256,
+            }),
+            PrivateKeyDer::Pkcs1(_) => Err(KeyError::WrongAlgorithm {
+                configured: alg.as_str(),
+                found: "an RSA (PKCS#1)",
+                hint: HINT_RSA,
+            }),
             PrivateKeyDer::Sec1(der) if alg == JwsAlgorithm::Es256 => {
                 let pair = EcdsaKeyPair::from_private_key_der(
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -245,9 +302,55 @@ mod tests {
 
     #[test]
     fn wrong_algorithm_for_key_file_is_refused() {
-        let pem = pkcs8_to_pem(&generate_pkcs8(JwsAlgorithm::EdDsa).unwrap());
+        // The error says what the key is, and what to do.
+        let refusal = |alg, der: &[u8]| {
+            SigningKey::from_pem(alg, pkcs8_to_pem(der).as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        let ed25519 = generate_pkcs8(JwsAlgorithm::EdDsa).unwrap();
+        let p256 = generate_pkcs8(JwsAlgorithm::Es256).unwrap();
+        let p384 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        let rsa = {
+            use aws_lc_rs::encoding::AsDer as _;
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+            pair.as_der().unwrap().as_ref().to_vec()
+        };
+        for (alg, der, want) in [
+            (
+                JwsAlgorithm::Es256,
+                ed25519.as_ref(),
+                "holds an EdDSA (Ed25519) key, but the configured algorithm is ES256: set signing.algorithm = \"EdDSA\"",
+            ),
+            (
+                JwsAlgorithm::EdDsa,
+                p256.as_ref(),
+                "holds an ES256 (P-256) key, but the configured algorithm is EdDSA: set signing.algorithm = \"ES256\"",
+            ),
+            (
+                JwsAlgorithm::Es256,
+                p384.as_ref(),
+                "holds a P-384 EC key, but the configured algorithm is ES256 (gleipnir signs with ES256, on P-256, or EdDSA only)",
+            ),
+            (
+                JwsAlgorithm::EdDsa,
+                rsa.as_slice(),
+                "holds an RSA key, but the configured algorithm is EdDSA (gleipnir signs with ES256 or EdDSA only)",
+            ),
+        ] {
+            let got = refusal(alg, der);
+            assert!(got.starts_with(want), "{alg:?}: {got}");
+        }
+        // A PKCS#8 document that is no key at all is still "not a key for ES256".
         assert!(matches!(
-            SigningKey::from_pem(JwsAlgorithm::Es256, pem.as_bytes()),
+            SigningKey::from_pem(
+                JwsAlgorithm::Es256,
+                pkcs8_to_pem(b"\x30\x03\x02\x01\x00").as_bytes()
+            ),
             Err(KeyError::BadKey("ES256"))
         ));
         assert!(matches!(
