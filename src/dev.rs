@@ -202,8 +202,28 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr} ({flag}): {e}"))
 }
 
+/// Dev mode serves its published demo secrets and its sign-anything demo issuer on
+/// loopback only: an address elsewhere is refused, naming the flag that set it.
+fn check_loopback(addrs: &DevAddresses) -> Result<(), String> {
+    for (addr, flag) in [
+        (addrs.listen, "--listen"),
+        (addrs.admin_listen, "--admin-listen"),
+        (addrs.demo_issuer_listen, "--demo-issuer-listen"),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "{flag} {addr}: dev mode listens on loopback only (127.0.0.1 or [::1]): its \
+                 client secrets are published and its demo issuer signs tokens for anyone; \
+                 use `gleipnir serve` with a configuration to serve elsewhere"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs dev mode until `shutdown` completes.
 pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    check_loopback(&addrs)?;
     let issuer_listener = bind(addrs.demo_issuer_listen, "--demo-issuer-listen").await?;
     let public = bind(addrs.listen, "--listen").await?;
     let admin = bind(addrs.admin_listen, "--admin-listen").await?;

@@ -480,6 +480,34 @@ fn url_after(line: &str, marker: &str) -> String {
         .to_owned()
 }
 
+#[test]
+fn dev_mode_refuses_an_address_beyond_loopback_naming_the_flag() {
+    for flag in ["--listen", "--admin-listen", "--demo-issuer-listen"] {
+        let mut args = vec![
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--demo-issuer-listen",
+            "127.0.0.1:0",
+        ];
+        let at = args.iter().position(|a| *a == flag).unwrap();
+        args[at + 1] = "0.0.0.0:0";
+        let out = gleipnir().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{flag} 0.0.0.0:0: dev mode listens on loopback only"
+            )),
+            "{flag}: {stderr}"
+        );
+        // Not blamed on a setting the user never wrote.
+        assert!(!stderr.contains("issuer:"), "{flag}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn dev_mode_runs_the_example_it_prints() {
     let mut child = gleipnir()
