@@ -22,6 +22,26 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// What went wrong in an upstream call, with every cause under it ("error sending
+/// request: client error (Connect): tcp connect error: Connection refused (os error
+/// 111)"): reqwest's own message alone ("error sending request") names no cause. The URL
+/// is left out; callers log it beside.
+pub fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // hyper and reqwest repeat their inner error in their own message sometimes.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Longest wait between two attempts after failures, in seconds.
 pub const MAX_BACKOFF: u64 = 8;
 
@@ -47,7 +67,7 @@ pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Rea
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| ReadError::Transport(e.without_url().to_string()))?
+        .map_err(|e| ReadError::Transport(describe(e)))?
     {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
             return Err(ReadError::TooLarge);

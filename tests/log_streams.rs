@@ -40,6 +40,11 @@ struct Served {
 
 /// Starts `gleipnir serve` trusting `issuer`, with `server_extra` added to `[server]`.
 fn serve(issuer: &TestIssuer, server_extra: &str) -> Served {
+    serve_with_jwks(issuer, &issuer.jwks_uri(), server_extra)
+}
+
+/// [`serve`], with the issuer's keys fetched from `jwks`.
+fn serve_with_jwks(issuer: &TestIssuer, jwks: &str, server_extra: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("signing.pem");
     let out = Command::new(env!("CARGO_BIN_EXE_gleipnir"))
@@ -74,7 +79,6 @@ id = "bff"
 secret = {{ value = "bff-secret" }}
 "#,
         iss = issuer.iss,
-        jwks = issuer.jwks_uri(),
     );
     let config_path = dir.path().join("gleipnir.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -328,4 +332,30 @@ async fn a_flood_of_identical_refusals_is_aggregated_per_window() {
     assert_eq!(summary["window_seconds"], 5);
     assert_eq!(summary["peer"], "127.0.0.1");
     assert!(summary["first_request_id"].is_string(), "{summary}");
+}
+
+/// A failed upstream fetch is logged with the URL it was for and the cause under
+/// reqwest's own message, which alone ("error sending request") says nothing.
+#[tokio::test]
+async fn a_failed_jwks_fetch_is_logged_with_its_url_and_cause() {
+    let issuer = TestIssuer::start().await;
+    // A port nothing listens on: connection refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let jwks = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+    drop(closed);
+    let served = serve_with_jwks(&issuer, &jwks, "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = served.stderr.lock().unwrap().clone();
+        if let Some(line) = text.lines().find(|l| l.contains("JWKS fetch failed")) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no fetch failure logged:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(line.contains(&format!("url=\"{jwks}\"")), "{line}");
+    assert!(line.contains("Connection refused"), "{line}");
 }

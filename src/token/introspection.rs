@@ -164,7 +164,7 @@ impl Introspector {
         self.backoff().ended(self.clock.now(), result.is_ok());
         if let Err(reason) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(issuer = %self.name, reason = %reason, "introspection failed");
+            tracing::warn!(issuer = %self.name, url = %self.endpoint, reason = %reason, "introspection failed");
         }
         result
     }
@@ -185,7 +185,7 @@ impl Introspector {
             ))
             .send()
             .await
-            .map_err(|e| e.without_url().to_string())?;
+            .map_err(crate::upstream::describe)?;
         let status = response.status();
         let json = read_capped(response).await.map_err(|e| format!("{e:?}"))?;
         let now = self.clock.now();

@@ -468,7 +468,7 @@ impl JwksCache {
             .header(http::header::ACCEPT, accept)
             .send()
             .await
-            .map_err(|e| FetchError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| FetchError::Transport(crate::upstream::describe(e)))?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
