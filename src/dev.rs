@@ -66,21 +66,22 @@ scopes = ["orders:read"]
 ttl_seconds = 120
 "#;
 
-fn dev_config(addrs: &DevAddresses, issuer_url: &str, jwks_uri: &str) -> Result<Config, String> {
+/// The configuration text of dev mode; `files` holds the `[signing]` and `[policy]`
+/// settings of a written configuration (embedded ones are set on the parsed value).
+fn dev_config_text(addrs: &DevAddresses, issuer_url: &str, jwks_uri: &str, files: &str) -> String {
     let clients: String = DEMO_CLIENTS
         .iter()
         .map(|(id, secret)| {
             format!("[[clients]]\nid = \"{id}\"\nsecret = {{ value = \"{secret}\" }}\n")
         })
         .collect();
-    let text = format!(
+    format!(
         r#"
 issuer = "http://{listen}"
 [server]
 listen = "{listen}"
 admin_listen = "{admin}"
-[signing]
-key_file = "(ephemeral)"
+{files}
 [[issuers]]
 name = "demo"
 issuer = "{issuer_url}"
@@ -90,10 +91,70 @@ algorithms = ["ES256"]
 {clients}"#,
         listen = addrs.listen,
         admin = addrs.admin_listen,
+    )
+}
+
+/// Dev mode's configuration: an ephemeral key and the embedded policy, or, with
+/// `write_to`, the same configuration written there first (key and policy as files) and
+/// read back, so that what runs is exactly what was written.
+fn dev_config(
+    addrs: &DevAddresses,
+    issuer_url: &str,
+    jwks_uri: &str,
+    write_to: Option<&Path>,
+) -> Result<Config, String> {
+    let Some(dir) = write_to else {
+        let files = "[signing]\nkey_file = \"(ephemeral)\"";
+        let text = dev_config_text(addrs, issuer_url, jwks_uri, files);
+        let mut config = Config::from_toml(&text, Path::new("<dev>")).map_err(|e| e.to_string())?;
+        config.signing.key = KeySource::Ephemeral;
+        config.policy = PolicySource::Embedded(vec![("<dev policy>".into(), DEMO_POLICY.into())]);
+        return Ok(config);
+    };
+    let files = "[signing]\nkey_file = \"signing.pem\"\n[policy]\ndir = \"policies\"";
+    let text = format!(
+        "{WRITTEN_HEADER}{}",
+        dev_config_text(addrs, issuer_url, jwks_uri, files)
     );
-    let mut config = Config::from_toml(&text, Path::new("<dev>")).map_err(|e| e.to_string())?;
-    config.signing.key = KeySource::Ephemeral;
-    config.policy = PolicySource::Embedded(vec![("<dev policy>".into(), DEMO_POLICY.into())]);
+    let path = write_config(dir, &text)?;
+    Config::load(&path).map_err(|e| e.to_string())
+}
+
+/// The head of a configuration written by `gleipnir dev --write-config`.
+const WRITTEN_HEADER: &str = "\
+# Written by `gleipnir dev --write-config`: the embedded default as files (this
+# configuration, signing.pem, policies/demo.toml). DEV ONLY: the client secrets below
+# are published in gleipnir's README, and the issuer \"demo\" is dev mode's demo issuer,
+# which signs tokens for anyone and runs only while `gleipnir dev` does.
+#   gleipnir serve --config <this file>        (stop `gleipnir dev` first: same ports)
+#   gleipnir policy explain --config <this file> --client bff --subject-token ...
+";
+
+/// Writes the configuration, a new signing key and the demo policy under `dir` (created
+/// if absent), refusing to overwrite any of them. Returns the configuration's path.
+fn write_config(dir: &Path, text: &str) -> Result<std::path::PathBuf, String> {
+    let at = |name: &str| dir.join(name);
+    let failed =
+        |what: &Path, e: std::io::Error| format!("--write-config: {}: {e}", what.display());
+    for name in ["gleipnir.toml", "signing.pem", "policies"] {
+        if at(name).exists() {
+            return Err(format!(
+                "--write-config: {} exists; gleipnir never overwrites it: choose an empty directory",
+                at(name).display()
+            ));
+        }
+    }
+    let policies = at("policies");
+    std::fs::create_dir_all(&policies).map_err(|e| failed(&policies, e))?;
+    let key = crate::keys::generate_pkcs8(JwsAlgorithm::Es256).map_err(|e| e.to_string())?;
+    let pem = crate::keys::pkcs8_to_pem(&key);
+    crate::keys::write_private(&at("signing.pem"), pem.as_bytes())
+        .map_err(|e| failed(&at("signing.pem"), e))?;
+    let policy = policies.join("demo.toml");
+    let policy_text = format!("# The demo policy of `gleipnir dev`.{DEMO_POLICY}");
+    std::fs::write(&policy, policy_text).map_err(|e| failed(&policy, e))?;
+    let config = at("gleipnir.toml");
+    std::fs::write(&config, text).map_err(|e| failed(&config, e))?;
     Ok(config)
 }
 
@@ -221,8 +282,13 @@ fn check_loopback(addrs: &DevAddresses) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs dev mode until `shutdown` completes.
-pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+/// Runs dev mode until `shutdown` completes; with `write_config`, from its configuration
+/// written as files into that directory first.
+pub async fn run(
+    addrs: DevAddresses,
+    write_config: Option<&Path>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     check_loopback(&addrs)?;
     let issuer_listener = bind(addrs.demo_issuer_listen, "--demo-issuer-listen").await?;
     let public = bind(addrs.listen, "--listen").await?;
@@ -234,7 +300,14 @@ pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Res
         demo_issuer_listen: issuer_listener.local_addr().map_err(|e| e.to_string())?,
     };
     let issuer_url = format!("http://{}", bound.demo_issuer_listen);
-    let config = dev_config(&bound, &issuer_url, &format!("{issuer_url}/jwks.json"))?;
+    let jwks_uri = format!("{issuer_url}/jwks.json");
+    let config = dev_config(&bound, &issuer_url, &jwks_uri, write_config)?;
+    if let Some(dir) = write_config {
+        eprintln!(
+            "wrote {} (with signing.pem and policies/demo.toml), and serving from it",
+            dir.join("gleipnir.toml").display()
+        );
+    }
     let built = App::build(&config, Clock::System).map_err(|e| e.to_string())?;
     let demo = Arc::new(DemoIssuer::new(issuer_url)?);
 
@@ -262,7 +335,7 @@ pub async fn run(addrs: DevAddresses, shutdown: impl Future<Output = ()>) -> Res
 fn banner() -> &'static str {
     "\
 ################################################################################
-#  gleipnir DEV MODE: ephemeral signing key, demo clients with published        #
+#  gleipnir DEV MODE: a throwaway signing key, demo clients with published      #
 #  secrets, and a demo issuer that signs tokens for anyone who asks.            #
 #  Never expose it beyond loopback; never use it in production.                 #
 ################################################################################"

@@ -87,6 +87,22 @@ fn wrong_algorithm(configured: JwsAlgorithm, der: &[u8]) -> Option<KeyError> {
     })
 }
 
+/// Writes a private key file: created new (never overwriting), mode 0600 on Unix, synced;
+/// removed again if the write fails, so no truncated key is left behind.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
 enum Pair {
     Es256(EcdsaKeyPair),
     EdDsa(Ed25519KeyPair),

@@ -75,6 +75,10 @@ enum Command {
         /// The demo issuer's address (its JWKS and its demo-token endpoint).
         #[arg(long, default_value = "127.0.0.1:8081")]
         demo_issuer_listen: SocketAddr,
+        /// Also write the configuration as files into this directory (gleipnir.toml,
+        /// signing.pem, policies/demo.toml), and serve from them; never overwrites.
+        #[arg(long, value_name = "DIR")]
+        write_config: Option<std::path::PathBuf>,
     },
 }
 
@@ -165,13 +169,15 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
             demo_issuer_listen,
+            write_config,
         } => runtime.block_on(async {
             let addrs = gleipnir::dev::DevAddresses {
                 listen,
                 admin_listen,
                 demo_issuer_listen,
             };
-            match gleipnir::dev::run(addrs, gleipnir::server::shutdown_signal()).await {
+            let shutdown = gleipnir::server::shutdown_signal();
+            match gleipnir::dev::run(addrs, write_config.as_deref(), shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
@@ -401,7 +407,7 @@ fn keygen(alg: &str, out: &std::path::Path) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let pem = gleipnir::keys::pkcs8_to_pem(&key);
-    if let Err(e) = write_private(out, pem.as_bytes()) {
+    if let Err(e) = gleipnir::keys::write_private(out, pem.as_bytes()) {
         return fail(&format!("cannot write {}: {e}", out.display()));
     }
     println!(
@@ -410,19 +416,4 @@ fn keygen(alg: &str, out: &std::path::Path) -> ExitCode {
         out.display()
     );
     ExitCode::SUCCESS
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    if written.is_err() {
-        // Never leave a truncated key behind.
-        let _ = std::fs::remove_file(path);
-    }
-    written
 }

@@ -508,8 +508,16 @@ fn dev_mode_refuses_an_address_beyond_loopback_naming_the_flag() {
     }
 }
 
-#[tokio::test]
-async fn dev_mode_runs_the_example_it_prints() {
+/// A running `gleipnir dev` on free loopback ports, with the example it printed.
+struct RunningDev {
+    child: KillOnDrop,
+    example: String,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts `gleipnir dev` on port 0 everywhere, with `extra` arguments, and waits (at most
+/// 20 s) for the whole printed example.
+fn start_dev(extra: &[&str]) -> RunningDev {
     let mut child = gleipnir()
         .args([
             "dev",
@@ -520,6 +528,7 @@ async fn dev_mode_runs_the_example_it_prints() {
             "--demo-issuer-listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -540,7 +549,7 @@ async fn dev_mode_runs_the_example_it_prints() {
             }
         }
     });
-    let stderr_reader = std::thread::spawn(move || {
+    let stderr = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
         text
@@ -560,6 +569,20 @@ async fn dev_mode_runs_the_example_it_prints() {
             break;
         }
     }
+    RunningDev {
+        child,
+        example,
+        stderr,
+    }
+}
+
+#[tokio::test]
+async fn dev_mode_runs_the_example_it_prints() {
+    let RunningDev {
+        child,
+        example,
+        stderr: stderr_reader,
+    } = start_dev(&[]);
     let first = example
         .lines()
         .find(|l| l.starts_with("gleipnir dev is serving "))
@@ -640,6 +663,94 @@ async fn dev_mode_runs_the_example_it_prints() {
     drop(child);
     let stderr = stderr_reader.join().unwrap();
     assert!(stderr.contains("DEV MODE"), "{stderr}");
+}
+
+/// `dev --write-config DIR` writes the embedded default as files and serves from them:
+/// `check` passes on the written file, `policy explain` decides from it as the running
+/// server does, and a second run refuses to overwrite it.
+#[tokio::test]
+async fn dev_mode_writes_the_configuration_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dev");
+    let out_arg = out.to_str().unwrap();
+    let dev = start_dev(&["--write-config", out_arg]);
+    let config = out.join("gleipnir.toml");
+    for file in ["gleipnir.toml", "signing.pem", "policies/demo.toml"] {
+        assert!(out.join(file).is_file(), "{file} written");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(out.join("signing.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is private");
+    }
+    let check = gleipnir()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+
+    let first = dev
+        .example
+        .lines()
+        .find(|l| l.starts_with("gleipnir dev is serving "))
+        .unwrap();
+    let iss = url_after(first, "demo issuer at ");
+    let http = reqwest::Client::new();
+    let demo_token = |form: &'static [(&'static str, &'static str)]| {
+        let request = http
+            .post(format!("{iss}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode_form(form));
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let subject = demo_token(&[("sub", "alice"), ("aud", "bff"), ("scope", "orders:read")]).await;
+    let actor = demo_token(&[("sub", "bff"), ("client_id", "bff")]).await;
+    let explain = |actor: String| {
+        gleipnir()
+            .args(["policy", "explain", "--config"])
+            .arg(&config)
+            .args(["--client", "bff", "--subject-token", &subject])
+            .args(["--actor-token", &actor, "--audience", "orders-api"])
+            .output()
+            .unwrap()
+    };
+    let granted = explain(actor);
+    let text = String::from_utf8_lossy(&granted.stdout);
+    assert!(granted.status.success(), "{text}{granted:?}");
+    // The same file refuses what the running server refuses: an actor token of another.
+    let foreign = demo_token(&[("sub", "orders-api"), ("client_id", "orders-api")]).await;
+    let refused = explain(foreign);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+
+    drop(dev.child);
+    let again = gleipnir()
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--demo-issuer-listen",
+            "127.0.0.1:0",
+            "--write-config",
+            out_arg,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exists; gleipnir never overwrites it"),
+        "{stderr}"
+    );
 }
 
 // ---- the shipped deploy config ---------------------------------------------------------
