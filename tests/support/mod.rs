@@ -1006,7 +1006,6 @@ pub fn interop_dir() -> std::path::PathBuf {
 /// the test says SKIPPED where `cargo test` shows it and should return, unless
 /// `GLEIPNIR_REQUIRE_INTEROP=1` (set by `.ci/run`), which makes it a failure.
 pub fn node_package_available(test: &str, package: &str) -> bool {
-    use std::io::Write as _;
     let node = std::process::Command::new("node").arg("--version").output();
     let missing = match node {
         Ok(out) if out.status.success() => {
@@ -1023,13 +1022,36 @@ pub fn node_package_available(test: &str, package: &str) -> bool {
         Ok(out) => format!("`node --version` failed: {}", out.status),
         Err(e) => format!("`node` cannot be run: {e}"),
     };
-    let how = "run `npm ci --prefix tests/interop` (needs Node 20+)";
+    skip(
+        test,
+        &missing,
+        "run `npm ci --prefix tests/interop` (needs Node 20+)",
+    );
+    false
+}
+
+/// A test that cannot run because `missing` (an external component) is absent: a
+/// failure under `GLEIPNIR_REQUIRE_INTEROP=1` (set by `.ci/run`); otherwise a SKIPPED
+/// line on stderr, and a line in the file `GLEIPNIR_SKIP_LOG` names when set, from which
+/// `scripts/test` prints the list of skipped tests at its end. The caller returns.
+pub fn skip(test: &str, missing: &str, how: &str) {
+    use std::io::Write as _;
     if std::env::var("GLEIPNIR_REQUIRE_INTEROP").as_deref() == Ok("1") {
         panic!("{test}: GLEIPNIR_REQUIRE_INTEROP=1 but {missing}; {how}");
     }
     // Straight to the process's stderr: libtest captures eprintln! of passing tests.
     let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {missing}; {how}");
-    false
+    if let Some(path) = std::env::var_os("GLEIPNIR_SKIP_LOG") {
+        // One write per line, appending: tests of several binaries and threads share it.
+        let line = format!("{test}: {missing}; {how}\n");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut file) = file {
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// The first line of the admin listener's `/metrics` (at `admin`, e.g. `Sts::admin`)
