@@ -628,21 +628,15 @@ secret = { env = "BFF_SECRET" }
     }
 
     #[test]
-    fn keycloak_profile_derives_the_realm_jwks_uri() {
+    fn keycloak_profile_discovers_the_realm_jwks_uri() {
         let kc = MINIMAL
             .replace("issuer = \"https://idp.example.com/realms/corp\"", "issuer = \"https://kc.example.com/realms/corp\"\nprofile = \"keycloak\"")
             .replace("jwks_uri = \"https://idp.example.com/realms/corp/protocol/openid-connect/certs\"\n", "");
         let c = parse(&kc).unwrap();
         assert_eq!(c.issuers[0].profile, IssuerProfile::Keycloak);
-        assert_eq!(
-            c.issuers[0].jwks,
-            JwksLocation::Uri(
-                reqwest::Url::parse(
-                    "https://kc.example.com/realms/corp/protocol/openid-connect/certs"
-                )
-                .unwrap()
-            )
-        );
+        // From the realm's metadata, which lists its JWKS (and that metadata's `issuer`
+        // must be the realm URL exactly).
+        assert_eq!(c.issuers[0].jwks, JwksLocation::Discover);
         for bad in [
             "https://kc.example.com/auth",
             "https://kc.example.com/realms/",

@@ -101,12 +101,19 @@ impl Realm<'_> {
     }
 }
 
-async fn keycloak_sts(realm_iss: &str) -> Sts {
+/// An STS trusting the realm, which (as Keycloak does) names its JWKS in its metadata.
+async fn keycloak_sts(realm: &Realm<'_>) -> Sts {
+    let realm_iss = realm.iss.as_str();
+    realm.issuer.serve_document(
+        "/realms/corp/.well-known/openid-configuration",
+        json!({ "issuer": realm_iss,
+                "jwks_uri": format!("{realm_iss}/protocol/openid-connect/certs") }),
+    );
     Sts::builder()
         .issuer_at(
             "corp",
             realm_iss,
-            "", // the profile derives <issuer>/protocol/openid-connect/certs
+            "", // discovered from <issuer>/.well-known/openid-configuration
             "profile = \"keycloak\"\ntoken_types = [\"access_token\", \"id_token\"]",
         )
         // The BFF's actor tokens are its service account's (sub: that user's id).
@@ -122,14 +129,14 @@ async fn keycloak_access_tokens_are_exchanged() {
         issuer: &issuer,
         iss: format!("{}/realms/corp", issuer.iss),
     };
-    let sts = keycloak_sts(&realm.iss).await;
+    let sts = keycloak_sts(&realm).await;
     sts.wait_ready().await;
     assert!(
         issuer
             .urls_requested()
             .iter()
             .any(|u| u == "/realms/corp/protocol/openid-connect/certs"),
-        "keys fetched from the realm's certs endpoint: {:?}",
+        "keys fetched from the certs endpoint the realm's metadata names: {:?}",
         issuer.urls_requested()
     );
 
@@ -182,7 +189,7 @@ async fn keycloak_token_kinds_are_not_confused() {
         issuer: &issuer,
         iss: format!("{}/realms/corp", issuer.iss),
     };
-    let sts = keycloak_sts(&realm.iss).await;
+    let sts = keycloak_sts(&realm).await;
     let declared = |token: &str, urn: &'static str| -> Vec<(&'static str, String)> {
         vec![
             ("grant_type", GRANT.to_owned()),
@@ -291,7 +298,7 @@ async fn an_id_token_binds_only_to_the_client_in_its_aud() {
         issuer: &issuer,
         iss: format!("{}/realms/corp", issuer.iss),
     };
-    let sts = keycloak_sts(&realm.iss).await;
+    let sts = keycloak_sts(&realm).await;
     let mut claims = realm.id_token();
     claims["aud"] = json!("other-app");
     let id_token = realm.sign(&claims);

@@ -25,14 +25,16 @@ pub enum IssuerProfile {
     Rfc9068,
     /// Keycloak (and Red Hat build of Keycloak): every token has header `typ` `JWT`; the
     /// claim `typ` says `Bearer` (access), `ID`, `Refresh` or `Logout`. Realm issuer URLs
-    /// (`…/realms/<realm>`); JWKS at `<issuer>/protocol/openid-connect/certs`.
+    /// (`…/realms/<realm>`), whose metadata names the JWKS
+    /// (`<issuer>/protocol/openid-connect/certs`); introspection at
+    /// `<issuer>/protocol/openid-connect/token/introspect`.
     Keycloak,
 }
 
 /// Where an issuer's JWKS is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksLocation {
-    /// At this URL (configured, or derived from a Keycloak realm URL).
+    /// At this URL (configured).
     Uri(reqwest::Url),
     /// At the `jwks_uri` of the issuer's own metadata (OpenID Connect Discovery §4, or
     /// RFC 8414 §3), whose `issuer` must equal the configured one.
@@ -92,6 +94,10 @@ pub struct IntrospectionConfig {
     pub secret: SecretSource,
     /// Longest time an `active` answer is reused (never past the token's `exp`).
     pub cache_seconds: u64,
+    /// Whether the issuer's JWT access tokens are introspected too, once their signature
+    /// verified: refused unless active (a logged-out session), judged by the answer's
+    /// claims (a Keycloak lightweight access token carries its claims only there).
+    pub check_jwts: bool,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +127,8 @@ struct RawIntrospection {
     client_id: String,
     secret: RawSecret,
     cache_seconds: Option<u64>,
+    #[serde(default)]
+    check_jwts: bool,
 }
 
 fn default_true() -> bool {
@@ -239,8 +247,7 @@ impl RawIssuer {
         })
     }
 
-    /// Where the JWKS is: `jwks_uri`, the Keycloak realm's certs, or discovered from the
-    /// issuer's metadata (OpenID Connect Discovery §4, RFC 8414 §3). `Ok(None)`: cannot be
+    /// Where the JWKS is: `jwks_uri`, or discovered from the issuer's metadata (OpenID Connect Discovery §4, RFC 8414 §3). `Ok(None)`: cannot be
     /// told, the profile or the issuer being wrong (and already said so).
     fn jwks(
         &self,
@@ -251,17 +258,18 @@ impl RawIssuer {
             (Some(uri), _) => uri.clone(),
             (None, None) => return Ok(None),
             (None, Some(_)) if !issuer_ok => return Ok(None),
-            (None, Some(IssuerProfile::Keycloak)) => {
+            (None, Some(profile)) => {
+                // A Keycloak issuer is a realm URL: the introspection endpoint is derived
+                // from it.
                 let realm = self.issuer.rsplit_once("/realms/").map(|(_, r)| r);
-                if !realm.is_some_and(|r| !r.is_empty() && !r.contains('/')) {
+                if profile == IssuerProfile::Keycloak
+                    && !realm.is_some_and(|r| !r.is_empty() && !r.contains('/'))
+                {
                     return Err((
                         "issuer",
-                        "a Keycloak issuer is a realm URL, https://<host>/realms/<realm> (or set jwks_uri)".into(),
+                        "a Keycloak issuer is a realm URL, https://<host>/realms/<realm>".into(),
                     ));
                 }
-                format!("{}/protocol/openid-connect/certs", self.issuer)
-            }
-            (None, Some(IssuerProfile::Rfc9068)) => {
                 // Discovery fetches the issuer's own metadata: the issuer is then a URL
                 // we must be allowed to fetch.
                 let issuer_url = reqwest::Url::parse(&self.issuer).map_err(|_| {
@@ -418,6 +426,7 @@ impl RawIntrospection {
             client_id: client_id?,
             secret: secret?,
             cache_seconds: cache_seconds?,
+            check_jwts: self.check_jwts,
         })
     }
 }
