@@ -131,7 +131,8 @@ impl TokenValidator {
                 .await
             {
                 Ok(verified) => self
-                    .check_claims(inspected, declared)
+                    .check_signed(token, inspected, declared)
+                    .await
                     .map(|checked| VerifiedToken::signed(checked, verified)),
                 Err(e) => Err(e),
             },
@@ -214,6 +215,28 @@ impl TokenValidator {
             return Err(TokenError::AlgorithmNotAllowed);
         }
         Ok(Some(Inspected { issuer, jws }))
+    }
+
+    /// What a JWT whose signature verified says: from its claims, or, when its issuer
+    /// introspects its JWTs (`check_jwts`), from the issuer's answer (an ID token, which
+    /// introspection does not describe, always from its claims).
+    async fn check_signed<R: Role>(
+        &self,
+        token: &str,
+        inspected: Inspected<'_, '_>,
+        declared: TokenType,
+    ) -> Result<Checked<R>, TokenError> {
+        let introspects = inspected
+            .issuer
+            .introspector
+            .as_ref()
+            .is_some_and(introspection::Introspector::checks_jwts);
+        if introspects && declared != TokenType::IdToken {
+            self.check_introspected_jwt(token, inspected, declared)
+                .await
+        } else {
+            self.check_claims(inspected, declared)
+        }
     }
 
     /// What the token says, checked once it is known genuine (or, in a dry run, once it

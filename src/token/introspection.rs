@@ -1,4 +1,5 @@
-//! RFC 7662 introspection of opaque upstream tokens (rules §4).
+//! RFC 7662 introspection of upstream tokens (rules §4): opaque ones, and the JWTs of an
+//! issuer configured with `check_jwts`.
 //!
 //! - gleipnir authenticates to the issuer's endpoint with its own credentials
 //!   (`client_secret_basic`, RFC 6749 §2.3.1; the header is built once and marked
@@ -56,6 +57,7 @@ pub struct Introspector {
     endpoint: reqwest::Url,
     authorization: http::HeaderValue,
     cache_seconds: u64,
+    check_jwts: bool,
     http: reqwest::Client,
     clock: Clock,
     cache: moka::future::Cache<[u8; 32], Arc<Answer>>,
@@ -102,6 +104,7 @@ impl Introspector {
             endpoint: config.endpoint.clone(),
             authorization,
             cache_seconds: config.cache_seconds,
+            check_jwts: config.check_jwts,
             http: http.clone(),
             clock,
             cache: moka::future::Cache::builder()
@@ -116,6 +119,11 @@ impl Introspector {
             failures: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
         }))
+    }
+
+    /// Whether the issuer's JWTs are introspected too, once their signature verified.
+    pub fn checks_jwts(&self) -> bool {
+        self.check_jwts
     }
 
     /// Counters for metrics.
