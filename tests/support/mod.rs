@@ -762,6 +762,45 @@ impl<'a> StsBuilder<'a> {
     }
 }
 
+impl Sts {
+    /// The real server on a configuration file of one's own, as `serve` loads it from
+    /// `dir/gleipnir.toml` (relative paths in it are relative to `dir`), with a manual
+    /// clock set to `now`: `text_for` gets the public listener's base URL (for
+    /// `issuer`) and returns the file's text. No `[tls]`.
+    pub async fn start_from_file(
+        dir: tempfile::TempDir,
+        now: u64,
+        text_for: impl FnOnce(&str) -> String,
+    ) -> Sts {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", public.local_addr().unwrap());
+        let path = dir.path().join("gleipnir.toml");
+        let text = text_for(&base);
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::from_toml(&text, &path)
+            .map_err(gleipnir::config::ConfigErrors::into_first)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let clock = ManualClock::new(now);
+        let app = App::build(&config, Clock::from(clock.clone())).unwrap();
+        let admin_base = format!("http://{}", admin.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(gleipnir::server::run(app, public, admin, shutdown));
+        Sts {
+            base,
+            admin: admin_base,
+            clock,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+}
+
 /// What [`StsBuilder::try_build`] makes: the App, its clock, the temp dir holding its
 /// files, and the public listener's TLS when `[tls]` was given.
 type Built = (
