@@ -451,3 +451,91 @@ async fn calls_in_flight_are_capped() {
     );
     assert!(shed >= 8, "{statuses:?}");
 }
+
+/// With `check_jwts`, a JWT whose signature verified is introspected too: it counts only
+/// while its issuer says it is active, and the answer's claims are the ones judged; the
+/// answer must name the JWT's `sub`. An expired JWT is refused without a call, a forged
+/// one before any.
+#[tokio::test]
+async fn with_check_jwts_a_signed_token_must_also_be_active() {
+    audit::capture();
+    let issuer = TestIssuer::start().await;
+    let settings = format!(
+        "{}check_jwts = true\n",
+        introspection_settings(&issuer, "/introspect")
+    );
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, &settings)
+        .start()
+        .await;
+    let jwt = issuer.user_token("alice", "bff", "orders:read");
+    let refused = |answer: &Answer, reason: &str| {
+        assert_eq!(
+            (answer.status, answer.error()),
+            (400, "invalid_request"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            audit::refusal(answer.request_id().unwrap()).as_deref(),
+            Some(reason)
+        );
+    };
+
+    // Not known to the endpoint: inactive, although well signed.
+    refused(
+        &sts.exchange(BFF, &impersonation(&jwt)).await,
+        "subject_token/inactive",
+    );
+    assert_eq!(issuer.introspection.calls(), 1);
+
+    // Active: the answer's claims decide (here a wider scope than the JWT's own).
+    let jwt = issuer.sign(patched(
+        issuer.user_claims("alice", "bff", "orders:read"),
+        json!({ "jti": "jwt-2" }),
+    ));
+    issuer.introspection.answer(
+        &jwt,
+        patched(
+            active(&issuer),
+            json!({ "scope": "orders:read orders:write" }),
+        ),
+    );
+    let mut form = impersonation(&jwt);
+    form.push(("scope", "orders:write"));
+    let answer = sts.exchange(BFF, &form).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.claims()["scope"], "orders:write");
+
+    // An answer about another subject than the JWT's.
+    let jwt = issuer.sign(patched(
+        issuer.user_claims("alice", "bff", "orders:read"),
+        json!({ "jti": "jwt-3" }),
+    ));
+    issuer
+        .introspection
+        .answer(&jwt, patched(active(&issuer), json!({ "sub": "mallory" })));
+    refused(
+        &sts.exchange(BFF, &impersonation(&jwt)).await,
+        "subject_token/invalid_claim",
+    );
+
+    // Expired: refused by its own exp, the endpoint not asked.
+    let calls = issuer.introspection.calls();
+    let expired = issuer.sign(patched(
+        issuer.user_claims("alice", "bff", "orders:read"),
+        json!({ "exp": NOW - 100, "jti": "jwt-4" }),
+    ));
+    refused(
+        &sts.exchange(BFF, &impersonation(&expired)).await,
+        "subject_token/expired",
+    );
+    // Forged: refused by its signature, the endpoint not asked.
+    let mut forged = issuer.user_token("alice", "bff", "orders:read");
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    refused(
+        &sts.exchange(BFF, &impersonation(&forged)).await,
+        "subject_token/bad_signature",
+    );
+    assert_eq!(issuer.introspection.calls(), calls);
+}
