@@ -302,6 +302,11 @@ async fn post_form(url: &str, client: Option<(&str, &str)>, form: &[(&str, &str)
 /// signing key deploy/README.md has the operator create. The clock is the wall clock's
 /// now (Keycloak's tokens live in real time), and moves only when a test moves it.
 async fn gleipnir(kc: &Keycloak) -> Sts {
+    gleipnir_with(kc, |text| text).await
+}
+
+/// [`gleipnir`] with the documented configuration changed by `edit` (after the addresses).
+async fn gleipnir_with(kc: &Keycloak, edit: impl FnOnce(String) -> String) -> Sts {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(
         &example_dir().join("policies"),
@@ -318,9 +323,11 @@ async fn gleipnir(kc: &Keycloak) -> Sts {
     let documented = std::fs::read_to_string(example_dir().join("gleipnir.toml")).unwrap();
     assert!(documented.contains(DOC_KEYCLOAK) && documented.contains(DOC_GLEIPNIR));
     let sts = Sts::start_from_file(dir, Clock::System.now(), |base| {
-        documented
-            .replace(DOC_KEYCLOAK, &kc.base)
-            .replace(DOC_GLEIPNIR, base)
+        edit(
+            documented
+                .replace(DOC_KEYCLOAK, &kc.base)
+                .replace(DOC_GLEIPNIR, base),
+        )
     })
     .await;
     sts.wait_ready().await;
@@ -596,29 +603,11 @@ async fn lightweight_access_tokens_are_read_by_introspection() {
 
     // Without introspection of its JWTs the same issuer has only the JWT's claims, which
     // name no subject.
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &example_dir().join("policies"),
-        &dir.path().join("policies"),
-    );
-    std::fs::create_dir(dir.path().join("secrets")).unwrap();
-    for (name, secret) in SECRETS {
-        std::fs::write(dir.path().join("secrets").join(name), secret).unwrap();
-    }
-    let pem = gleipnir::keys::pkcs8_to_pem(
-        &gleipnir::keys::generate_pkcs8(gleipnir::jose::JwsAlgorithm::Es256).unwrap(),
-    );
-    std::fs::write(dir.path().join("signing.pem"), pem.as_bytes()).unwrap();
-    let documented = std::fs::read_to_string(example_dir().join("gleipnir.toml")).unwrap();
-    assert!(documented.contains("check_jwts = true"));
-    let signature_only = Sts::start_from_file(dir, Clock::System.now(), |base| {
-        documented
-            .replace(DOC_KEYCLOAK, &kc.base)
-            .replace(DOC_GLEIPNIR, base)
-            .replace("check_jwts = true", "check_jwts = false")
+    let signature_only = gleipnir_with(&kc, |text| {
+        assert!(text.contains("check_jwts = true"));
+        text.replace("check_jwts = true", "check_jwts = false")
     })
     .await;
-    signature_only.wait_ready().await;
     let answer = signature_only
         .exchange(PORTAL_AT_STS, &impersonation(token))
         .await;
