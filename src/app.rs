@@ -68,6 +68,8 @@ impl Background {
 /// The running service's parts.
 pub struct App {
     exchanger: Exchanger,
+    /// The forward-auth endpoint, when `[forward_auth]` configures one.
+    forward_auth: Option<crate::egress::forward_auth::ForwardAuth>,
     policy: Arc<PolicyStore>,
     keys: Arc<KeyStore>,
     metrics: Arc<Metrics>,
@@ -139,9 +141,21 @@ impl App {
             clock.clone(),
             Arc::clone(&metrics),
             refusals,
-        );
+        )
+        .with_reissue_cache(crate::egress::cache::ReissueCache::new(
+            &config.reissue_cache,
+        ));
+        let forward_auth = match &config.forward_auth {
+            Some(section) => Some(
+                crate::egress::forward_auth::ForwardAuth::new(section).ok_or_else(|| {
+                    ConfigError::new(&config.origin, "forward_auth", "invalid header name")
+                })?,
+            ),
+            None => None,
+        };
         let app = App {
             exchanger,
+            forward_auth,
             policy,
             keys,
             metrics,
@@ -163,6 +177,11 @@ impl App {
     /// The exchange pipeline.
     pub fn exchanger(&self) -> &Exchanger {
         &self.exchanger
+    }
+
+    /// The forward-auth endpoint, when configured.
+    pub fn forward_auth(&self) -> Option<&crate::egress::forward_auth::ForwardAuth> {
+        self.forward_auth.as_ref()
     }
 
     /// Reloads the policy and the signing key directory now (SIGHUP); what fails to load
@@ -231,6 +250,7 @@ impl App {
             jwks: validator.jwks_stats(),
             introspection: validator.introspection_stats(),
             log_dropped: crate::telemetry::dropped(),
+            reissue_cache: self.exchanger.reissue_cache().map(|c| c.stats()),
         })
     }
 

@@ -64,38 +64,62 @@ impl AuditRecord {
         }
     }
 
-    /// Emits the record of a granted exchange, first waiting for room in the audit stream
-    /// (`telemetry::audit_slot`): this record is never dropped. The request timeout bounds
-    /// the wait; a request it ends is answered 503 and its token never leaves.
-    pub async fn granted(&self, request_id: &str, grant: &Grant, issued: &IssuedToken) {
-        let slot = crate::telemetry::audit_slot().await;
-        slot.write(|| self.emit_granted(request_id, grant, issued));
-    }
-
-    fn emit_granted(&self, request_id: &str, grant: &Grant, issued: &IssuedToken) {
+    /// What the record of a granted exchange says, from this record and the decision.
+    pub fn grant_record(&self, grant: &Grant, issued: &IssuedToken) -> GrantRecord {
         let chain: Vec<&str> = grant.act().iter().map(|a| a.sub.as_str()).collect();
         let claims: Vec<&str> = grant.claims().keys().map(String::as_str).collect();
+        GrantRecord {
+            rule: std::sync::Arc::clone(grant.rule_id()),
+            client_id: grant.client_id().to_owned(),
+            auth_method: self.auth_method,
+            subject_token_type: self.token_types.map(|t| t.0),
+            actor_token_type: self.token_types.and_then(|t| t.1),
+            subject_jti: self.subject_jti.clone(),
+            subject_iss: self.subject.as_ref().map(|s| s.0.clone()),
+            subject_sub: grant.sub().to_owned(),
+            sub_iss: grant.sub_iss().map(str::to_owned),
+            actor_iss: self.actor.as_ref().map(|s| s.0.clone()),
+            actor_chain: json(&chain),
+            aud: json(grant.aud()),
+            scope: issued.scope.clone(),
+            passthrough_claims: json(&claims),
+            exp: grant.exp(),
+            jti: issued.jti.clone(),
+        }
+    }
+
+    /// Emits the record of a granted exchange (`cached`: answered from the re-issue
+    /// cache), first waiting for room in the audit stream (`telemetry::audit_slot`): this
+    /// record is never dropped. The request timeout bounds the wait; a request it ends is
+    /// answered 503 and its token never leaves.
+    pub async fn granted(&self, request_id: &str, record: &GrantRecord, cached: bool) {
+        let slot = crate::telemetry::audit_slot().await;
+        slot.write(|| self.emit_granted(request_id, record, cached));
+    }
+
+    fn emit_granted(&self, request_id: &str, record: &GrantRecord, cached: bool) {
         tracing::info!(
             target: "audit",
             request_id,
             decision = "granted",
+            cached,
             peer = self.peer.map(|p| p.to_string()),
-            rule = grant.rule(),
-            client_id = grant.client_id(),
-            auth_method = self.auth_method,
-            subject_token_type = self.token_types.map(|t| t.0),
-            actor_token_type = self.token_types.and_then(|t| t.1),
-            subject_jti = self.subject_jti.as_deref(),
-            subject_iss = self.subject.as_ref().map(|s| s.0.as_str()),
-            subject_sub = grant.sub(),
-            sub_iss = grant.sub_iss(),
-            actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
-            actor_chain = %json(&chain),
-            aud = %json(grant.aud()),
-            scope = issued.scope.as_str(),
-            passthrough_claims = %json(&claims),
-            exp = grant.exp(),
-            jti = issued.jti.as_str(),
+            rule = &*record.rule,
+            client_id = record.client_id.as_str(),
+            auth_method = record.auth_method,
+            subject_token_type = record.subject_token_type,
+            actor_token_type = record.actor_token_type,
+            subject_jti = record.subject_jti.as_deref(),
+            subject_iss = record.subject_iss.as_deref(),
+            subject_sub = record.subject_sub.as_str(),
+            sub_iss = record.sub_iss.as_deref(),
+            actor_iss = record.actor_iss.as_deref(),
+            actor_chain = record.actor_chain.as_str(),
+            aud = record.aud.as_str(),
+            scope = record.scope.as_str(),
+            passthrough_claims = record.passthrough_claims.as_str(),
+            exp = record.exp,
+            jti = record.jti.as_str(),
         );
     }
 
@@ -136,6 +160,65 @@ impl AuditRecord {
             actor_iss = self.actor.as_ref().map(|s| s.0.as_str()),
             actor_sub = self.actor.as_ref().map(|s| s.1.as_str()),
         );
+    }
+}
+
+/// The facts of a granted exchange's audit record, kept so that the re-issue cache can
+/// write the same record again for each request it answers (with `cached: true`). Names
+/// and identifiers only, never a token.
+#[derive(Debug, Clone)]
+pub struct GrantRecord {
+    /// The policy rule that allowed it.
+    pub rule: std::sync::Arc<str>,
+    /// The requesting client.
+    pub client_id: String,
+    /// How it authenticated.
+    pub auth_method: Option<&'static str>,
+    /// The declared subject token type.
+    pub subject_token_type: Option<&'static str>,
+    /// The declared actor token type.
+    pub actor_token_type: Option<&'static str>,
+    /// The subject token's `jti`.
+    pub subject_jti: Option<String>,
+    /// The subject token's `iss`.
+    pub subject_iss: Option<String>,
+    /// The issued token's `sub`.
+    pub subject_sub: String,
+    /// The issued token's `sub_iss`.
+    pub sub_iss: Option<String>,
+    /// The actor token's `iss`.
+    pub actor_iss: Option<String>,
+    /// The issued `act` chain's subjects, current actor first, as a JSON array.
+    pub actor_chain: String,
+    /// The issued `aud`, as a JSON array.
+    pub aud: String,
+    /// The granted scopes, space-separated.
+    pub scope: String,
+    /// The names of the passthrough claims, as a JSON array.
+    pub passthrough_claims: String,
+    /// The issued token's `exp`.
+    pub exp: u64,
+    /// The issued token's `jti`.
+    pub jti: String,
+}
+
+impl GrantRecord {
+    /// Bytes it holds (the re-issue cache's weigher).
+    pub fn size(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Self>()
+            + self.rule.len()
+            + self.client_id.len()
+            + opt(&self.subject_jti)
+            + opt(&self.subject_iss)
+            + self.subject_sub.len()
+            + opt(&self.sub_iss)
+            + opt(&self.actor_iss)
+            + self.actor_chain.len()
+            + self.aud.len()
+            + self.scope.len()
+            + self.passthrough_claims.len()
+            + self.jti.len()
     }
 }
 

@@ -14,6 +14,7 @@
 //! together.
 
 mod clients;
+mod egress;
 mod issuers;
 mod policy;
 mod secret;
@@ -28,6 +29,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use clients::ClientConfig;
+pub use egress::{
+    DEFAULT_FORWARD_AUTH_PATH, DEFAULT_REISSUE_CACHE_BYTES, ForwardAuthConfig, ForwardRoute,
+    ReissueCacheConfig,
+};
 pub use issuers::{
     DEFAULT_MAX_TOKEN_LIFETIME, IntrospectionConfig, IssuerConfig, IssuerProfile, JwksLocation,
     url_allowed,
@@ -40,6 +45,7 @@ pub use tls::TlsConfig;
 pub use tokens::TokenConfig;
 
 use clients::RawClient;
+use egress::{RawForwardAuth, RawReissueCache};
 use issuers::RawIssuer;
 use policy::RawPolicy;
 use server::RawServer;
@@ -186,6 +192,10 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// TLS on the public listener (`[tls]`); `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// The re-issue cache (`[reissue_cache]`).
+    pub reissue_cache: ReissueCacheConfig,
+    /// The forward-auth endpoint (`[forward_auth]`); `None`: not served.
+    pub forward_auth: Option<ForwardAuthConfig>,
 }
 
 /// Top-level keys and the sections of the file, as written.
@@ -205,6 +215,9 @@ struct RawConfig {
     #[serde(default)]
     clients: Vec<RawClient>,
     tls: Option<RawTls>,
+    #[serde(default)]
+    reissue_cache: RawReissueCache,
+    forward_auth: Option<RawForwardAuth>,
 }
 
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
@@ -283,6 +296,11 @@ impl Config {
         };
         let issuers = issuers::validate(raw.issuers, issuer.as_deref(), &mut cx);
         let clients = clients::validate(raw.clients, &mut cx);
+        let reissue_cache = raw.reissue_cache.validate(&mut cx);
+        let forward_auth = match raw.forward_auth {
+            None => Some(None),
+            Some(section) => section.validate(&mut cx).map(Some),
+        };
         if let (Some(own), Some(upstream), Some(clients)) = (&issuer, &issuers, &clients) {
             let isses: Vec<String> = upstream.iter().map(|i| i.issuer.clone()).collect();
             clients::check_actor_iss(clients, own, &isses, &mut cx);
@@ -310,6 +328,17 @@ impl Config {
                 issuers,
                 clients,
                 tls,
+                reissue_cache: ReissueCacheConfig::default(),
+                forward_auth: None,
+            }),
+            _ => None,
+        };
+        // The egress sections (added after the match above, which they leave alone).
+        let config = match (config, reissue_cache, forward_auth) {
+            (Some(config), Some(reissue_cache), Some(forward_auth)) => Some(Config {
+                reissue_cache,
+                forward_auth,
+                ..config
             }),
             _ => None,
         };

@@ -9,6 +9,7 @@ use http::StatusCode;
 use thiserror::Error;
 
 use crate::client_auth::ClientAuthError;
+use crate::egress::forward_auth::ForwardAuthError;
 use crate::mint::MintError;
 use crate::oauth::ErrorCode;
 use crate::oauth::form::BodyError;
@@ -40,6 +41,10 @@ pub enum ExchangeError {
     /// Minting (a bug or a crypto failure).
     #[error("mint: {0}")]
     Mint(#[from] MintError),
+    /// A gateway's forward-auth request (its subject token header, original host, path
+    /// and route).
+    #[error("forward auth: {0}")]
+    ForwardAuth(#[from] ForwardAuthError),
 }
 
 impl ExchangeError {
@@ -53,6 +58,7 @@ impl ExchangeError {
             ExchangeError::Actor(_) => "actor_token",
             ExchangeError::Policy(_) => "policy",
             ExchangeError::Mint(_) => "mint",
+            ExchangeError::ForwardAuth(_) => "forward_auth",
         }
     }
 
@@ -65,6 +71,7 @@ impl ExchangeError {
             ExchangeError::Subject(e) | ExchangeError::Actor(e) => e.as_str(),
             ExchangeError::Policy(e) => e.as_str(),
             ExchangeError::Mint(e) => e.as_str(),
+            ExchangeError::ForwardAuth(e) => e.as_str(),
         }
     }
 }
@@ -319,6 +326,68 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 "internal error",
             ),
         },
+        ExchangeError::ForwardAuth(e) => match e {
+            ForwardAuthError::MissingSubjectToken => wire(
+                BAD,
+                InvalidRequest,
+                "no subject token in the original request",
+            ),
+            ForwardAuthError::MalformedSubjectHeader => {
+                wire(BAD, InvalidRequest, "malformed subject token header")
+            }
+            ForwardAuthError::RepeatedSubjectHeader => wire(
+                BAD,
+                InvalidRequest,
+                "subject token header sent more than once",
+            ),
+            ForwardAuthError::RepeatedTargetHeader => wire(
+                BAD,
+                InvalidRequest,
+                "original host or path sent more than once",
+            ),
+            ForwardAuthError::MissingHost => wire(BAD, InvalidRequest, "no original host"),
+            ForwardAuthError::AmbiguousPath => {
+                wire(BAD, InvalidRequest, "original path is ambiguous")
+            }
+            ForwardAuthError::NoRoute => wire(
+                BAD,
+                InvalidTarget,
+                "no route for the original host and path",
+            ),
+        },
+    }
+}
+
+/// What a gateway is told at the forward-auth endpoint: the OAuth code and description
+/// of [`to_wire`], with the status a proxy acts on (rules §1). A proxy passes a 401 or
+/// 403 on to its own client and treats anything else but 2xx as its own failure, so:
+/// 401 for a missing or bad subject token (the end user's to fix), 403 for every other
+/// refusal, including a wrong proxy credential (a 401 would reach the end user as a
+/// challenge for credentials that are not theirs, which is also why no `Basic`
+/// challenge is ever sent here), and 5xx as they are.
+pub fn to_forward_auth(error: &ExchangeError) -> WireError {
+    let wire = to_wire(error, false);
+    let about_subject = match error {
+        ExchangeError::Subject(_) => true,
+        ExchangeError::ForwardAuth(e) => e.is_about_subject(),
+        ExchangeError::Body(_)
+        | ExchangeError::Request(_)
+        | ExchangeError::Client(_)
+        | ExchangeError::Actor(_)
+        | ExchangeError::Policy(_)
+        | ExchangeError::Mint(_) => false,
+    };
+    let status = if wire.status.is_server_error() {
+        wire.status
+    } else if about_subject {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    WireError {
+        status,
+        www_authenticate: false,
+        ..wire
     }
 }
 

@@ -1,21 +1,28 @@
 //! The one place where the stages meet, in order: client authentication → request
 //! parameters → policy admission → subject (and actor) token validation → policy decision
 //! → minting. Each step's output type proves the step before it.
+//!
+//! Between admission and token validation, a real exchange asks the re-issue cache
+//! ([`crate::egress::cache`]) for an earlier grant of the same inputs under the same policy
+//! and signing key; a hit skips validation, decision and minting, nothing before them.
+//! The request comes from `POST /token`'s form, or from a gateway's forward-auth request
+//! ([`crate::egress::forward_auth`]); either way the same steps decide it.
 
 pub mod dry_run;
 
 use std::borrow::Borrow;
 use std::sync::Arc;
 
-use crate::audit::{AuditRecord, RefusalLog};
+use crate::audit::{AuditRecord, GrantRecord, RefusalLog};
 use crate::client_auth::{AuthenticatedClient, ClientAuthenticator};
 use crate::clock::Clock;
 use crate::config::IssuerId;
+use crate::egress::cache::{CacheKey, Entry, Inputs, ReissueCache};
 use crate::error::ExchangeError;
 use crate::metrics::Metrics;
 use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
-use crate::policy::{Decided, PolicyStore, Proofs, Targets, Verified};
+use crate::policy::{Admission, Decided, PolicyEngine, PolicyStore, Proofs, Targets, Verified};
 use crate::request::{PresentedToken, TokenExchangeRequest};
 use crate::token::{Actor, Role, Subject, TokenError, TokenValidator, VerifiedToken};
 
@@ -28,6 +35,7 @@ pub struct Exchanger {
     minter: Minter,
     clock: Clock,
     refusals: Arc<RefusalLog>,
+    reissue: Option<ReissueCache>,
 }
 
 impl Exchanger {
@@ -49,6 +57,7 @@ impl Exchanger {
             minter,
             clock,
             refusals,
+            reissue: None,
         }
     }
 
@@ -62,7 +71,18 @@ impl Exchanger {
         &self.validator
     }
 
-    /// Runs one exchange and writes its audit record.
+    /// Puts the re-issue cache in the pipeline (`None`: switched off).
+    pub fn with_reissue_cache(mut self, cache: Option<ReissueCache>) -> Self {
+        self.reissue = cache;
+        self
+    }
+
+    /// The re-issue cache, when it is on (metrics).
+    pub fn reissue_cache(&self) -> Option<&ReissueCache> {
+        self.reissue.as_ref()
+    }
+
+    /// Runs one exchange of `POST /token` and writes its audit record.
     pub async fn exchange(
         &self,
         request_id: &str,
@@ -70,52 +90,154 @@ impl Exchanger {
         authorization: Option<&[u8]>,
         form: &FormBody,
     ) -> Result<IssuedToken, ExchangeError> {
+        let read = |form: &FormBody| Ok(TokenExchangeRequest::from_form(form)?);
+        self.serve(request_id, peer, authorization, form, read)
+            .await
+    }
+
+    /// Runs the exchange a gateway asks for at the forward-auth endpoint
+    /// (`egress::forward_auth`) and writes its audit record: the proxy authenticates with
+    /// `credentials` (a value of the syntax of `Authorization`) through the same dispatch
+    /// as at `/token`, and only then is `request` read from the original request.
+    pub async fn exchange_for_proxy(
+        &self,
+        request_id: &str,
+        peer: Option<std::net::IpAddr>,
+        credentials: Option<&[u8]>,
+        request: impl FnOnce() -> Result<TokenExchangeRequest, ExchangeError>,
+    ) -> Result<IssuedToken, ExchangeError> {
+        let read = |_: &FormBody| request();
+        self.serve(request_id, peer, credentials, &FormBody::default(), read)
+            .await
+    }
+
+    /// One exchange, granted from the pipeline or the re-issue cache or refused, with its
+    /// audit record and metrics.
+    async fn serve(
+        &self,
+        request_id: &str,
+        peer: Option<std::net::IpAddr>,
+        authorization: Option<&[u8]>,
+        form: &FormBody,
+        read: impl FnOnce(&FormBody) -> Result<TokenExchangeRequest, ExchangeError>,
+    ) -> Result<IssuedToken, ExchangeError> {
         let mut audit = AuditRecord {
             peer,
             ..AuditRecord::default()
         };
         let mode = Exchange { authorization };
-        let result = match self.run(&mode, form, &mut audit).await {
-            Ok(grant) => match self.minter.mint(&grant) {
-                Ok(issued) => Ok((grant, issued)),
-                Err(e) => Err(ExchangeError::Mint(e)),
-            },
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok((grant, issued)) => {
-                audit.granted(request_id, grant, issued).await;
-                self.metrics.grant(grant.rule_id());
+        match self.grant(&mode, form, read, &mut audit).await {
+            Ok(Granted::Cached(entry)) => {
+                audit.granted(request_id, entry.record(), true).await;
+                self.metrics.grant(&entry.record().rule);
+                Ok(entry.issued(self.clock.now()))
+            }
+            Ok(Granted::Minted {
+                issued,
+                record,
+                reuse,
+            }) => {
+                audit.granted(request_id, &record, false).await;
+                self.metrics.grant(&record.rule);
+                // Kept once its record is written: a grant whose record never was (the
+                // request timed out waiting for the audit stream) is not answered later.
+                if let Some((key, iat, proven_until)) = reuse
+                    && let Some(cache) = &self.reissue
+                {
+                    cache.insert(key, &issued, iat, proven_until, record).await;
+                }
+                Ok(issued)
             }
             Err(error) => {
                 self.metrics.refusal(error.stage(), error.reason());
-                audit.refused(request_id, error, &self.refusals);
+                audit.refused(request_id, &error, &self.refusals);
+                Err(error)
             }
         }
-        result.map(|(_, issued)| issued)
     }
 
-    /// The pipeline up to the decision, written once for every [`Mode`]: the mode
-    /// obtains the client's and the tokens' proofs, and the decision's type follows from
-    /// them (only a real exchange's is a [`Grant`](crate::policy::Grant)).
+    /// A real exchange: the client authenticated, the request read, the policy's
+    /// admission, then an earlier grant for the same inputs (the re-issue cache), or the
+    /// tokens validated, the decision and a new token.
+    async fn grant(
+        &self,
+        mode: &Exchange<'_>,
+        form: &FormBody,
+        read: impl FnOnce(&FormBody) -> Result<TokenExchangeRequest, ExchangeError>,
+        audit: &mut AuditRecord,
+    ) -> Result<Granted, ExchangeError> {
+        let client = mode.client(&self.clients, form, audit)?;
+        let request = read(form)?;
+        let policy = self.policy.current();
+        let admission = admit::<Verified>(&policy, &client, &request, audit)?;
+        let cache_key = match &self.reissue {
+            Some(cache) if admission.reissue_cache() => {
+                let now = self.clock.now();
+                let ring = self.minter.keys().current();
+                match ring.signer(now) {
+                    Some(signer) => {
+                        let key = cache.key(&Inputs {
+                            client: &client,
+                            request: &request,
+                            policy_generation: policy.generation(),
+                            signing_kid: signer.key().kid(),
+                        });
+                        // A hit also needs the keys that vouched for its tokens to be
+                        // usable still: past an issuer's staleness bound its tokens
+                        // fail closed, reused or not.
+                        if let Some(entry) = cache.get(&key, now).await
+                            && entry
+                                .keys()
+                                .iter()
+                                .flatten()
+                                .all(|i| self.validator.keys_usable(*i))
+                        {
+                            return Ok(Granted::Cached(entry));
+                        }
+                        Some(key)
+                    }
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let (grant, proven) = self.decide(mode, &admission, &request, audit).await?;
+        let issued = self.minter.mint(&grant)?;
+        let record = audit.grant_record(&grant, &issued);
+        Ok(Granted::Minted {
+            reuse: cache_key.map(|key| (key, grant.iat(), proven)),
+            issued,
+            record,
+        })
+    }
+
+    /// The pipeline up to the decision (for an operator's dry run): the client, the
+    /// request, admission, the tokens, the decision.
     async fn run<M: Mode>(
         &self,
         mode: &M,
         form: &FormBody,
         audit: &mut AuditRecord,
     ) -> Result<Decided<M::Proofs>, ExchangeError> {
-        // Who is asking comes first: an unauthenticated caller learns nothing about the
-        // request beyond 401 and costs no more than a form decode.
         let client = mode.client(&self.clients, form, audit)?;
         let request = TokenExchangeRequest::from_form(form)?;
-        audit.targets = Some((request.audiences.clone(), request.resources.clone()));
-        // The policy in force when the request arrived decides it to the end, whatever a
-        // reload does meanwhile.
         let policy = self.policy.current();
-        let actor_type = request.actor.as_ref().map(|a| a.token_type);
-        let admission = policy
-            .admit::<M::Proofs>(&client, request.subject.token_type, actor_type)
-            .map_err(|r| audit.refused_by(r))?;
+        let admission = admit::<M::Proofs>(&policy, &client, &request, audit)?;
+        let (decided, _) = self.decide(mode, &admission, &request, audit).await?;
+        Ok(decided)
+    }
+
+    /// From an admitted request to the decision, written once for every [`Mode`]: the
+    /// mode obtains the tokens' proofs, and the decision's type follows from them (only a
+    /// real exchange's is a [`Grant`](crate::policy::Grant)). Also returns until when the
+    /// tokens' checks hold ([`Checked::proven_until`](crate::token::Checked::proven_until)).
+    async fn decide<M: Mode>(
+        &self,
+        mode: &M,
+        admission: &Admission<'_, M::Proofs>,
+        request: &TokenExchangeRequest,
+        audit: &mut AuditRecord,
+    ) -> Result<(Decided<M::Proofs>, Proven), ExchangeError> {
         let subject = mode
             .token::<Subject>(
                 &self.validator,
@@ -125,6 +247,10 @@ impl Exchanger {
             .await
             .map_err(ExchangeError::Subject)?;
         audit.subject_token(subject.borrow());
+        let mut proven = Proven {
+            until: subject.borrow().proven_until(),
+            by_keys: [subject.borrow().keys_of(), None],
+        };
         let actor = match &request.actor {
             Some(presented) => {
                 let accepted = admission.actor_issuers(subject.borrow().issuer());
@@ -133,6 +259,8 @@ impl Exchanger {
                     .await
                     .map_err(ExchangeError::Actor)?;
                 audit.actor_token(actor.borrow());
+                proven.until = proven.until.min(actor.borrow().proven_until());
+                proven.by_keys[1] = actor.borrow().keys_of();
                 Some(actor)
             }
             None => None,
@@ -143,10 +271,52 @@ impl Exchanger {
             scope: request.scope.as_deref(),
             requested_token_type: request.requested_token_type,
         };
-        admission
+        let decided = admission
             .decide(&subject, actor.as_ref(), targets, self.clock.now())
-            .map_err(|r| audit.refused_by(r))
+            .map_err(|r| audit.refused_by(r))?;
+        Ok((decided, proven))
     }
+}
+
+/// What a decision's tokens prove beyond it, for reusing it: until when their checks
+/// hold, and which issuers' keys vouched for them (subject, actor).
+#[derive(Debug, Clone, Copy)]
+pub struct Proven {
+    /// The earliest [`Checked::proven_until`](crate::token::Checked::proven_until).
+    pub until: u64,
+    /// The issuers whose keys vouched for the subject and actor tokens (`None`: no actor
+    /// token, or one vouched for by introspection).
+    pub by_keys: [Option<crate::config::IssuerId>; 2],
+}
+
+/// What a real exchange granted. Made once per request and moved once: the size of the
+/// larger variant costs less than boxing it would.
+#[allow(clippy::large_enum_variant)]
+enum Granted {
+    /// An earlier grant for the same inputs, from the re-issue cache.
+    Cached(Arc<Entry>),
+    /// A new token, with its audit record's facts, and what the cache needs to keep it
+    /// (its key, the grant's `iat`, until when its inputs' checks hold) when it may.
+    Minted {
+        issued: IssuedToken,
+        record: GrantRecord,
+        reuse: Option<(CacheKey, u64, Proven)>,
+    },
+}
+
+/// The checks that need no token, under the policy in force when the request arrived
+/// (which decides it to the end, whatever a reload does meanwhile).
+fn admit<'p, P: Proofs>(
+    policy: &'p PolicyEngine,
+    client: &'p P::Client,
+    request: &TokenExchangeRequest,
+    audit: &mut AuditRecord,
+) -> Result<Admission<'p, P>, ExchangeError> {
+    audit.targets = Some((request.audiences.clone(), request.resources.clone()));
+    let actor_type = request.actor.as_ref().map(|a| a.token_type);
+    policy
+        .admit::<P>(client, request.subject.token_type, actor_type)
+        .map_err(|r| audit.refused_by(r))
 }
 
 /// How the pipeline obtains its proofs. [`Exchange`] authenticates the client and

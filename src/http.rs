@@ -29,6 +29,9 @@ pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
     let request_id = new_request_id();
     let mut response = match (request.method(), request.uri().path()) {
         (&Method::POST, "/token") => token(app, &request_id, request).await,
+        (_, path) if app.forward_auth().is_some_and(|f| f.serves(path)) => {
+            forward_auth(app, &request_id, request).await
+        }
         (_, "/token") => response::method_not_allowed("POST"),
         (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
             response::document(app.jwks_document(), app.documents_max_age())
@@ -100,6 +103,58 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
             }
             response::error(&wire)
         }
+    }
+}
+
+/// The forward-auth endpoint (`egress::forward_auth`): any method (proxies send the
+/// original one), the original request's headers, no body read.
+async fn forward_auth(app: &App, request_id: &str, request: Request<Incoming>) -> Response<Body> {
+    let Some(endpoint) = app.forward_auth() else {
+        return response::not_found();
+    };
+    let (parts, _body) = request.into_parts();
+    let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
+    let result = match endpoint.credentials(&parts.headers) {
+        Err(e) => refused_at_edge(app, request_id, peer, ExchangeError::Client(e)),
+        Ok(credentials) => {
+            let read = || Ok(endpoint.request(&parts)?);
+            app.exchanger()
+                .exchange_for_proxy(request_id, peer, credentials, read)
+                .await
+        }
+    };
+    match result {
+        Ok(issued) => {
+            app.metrics().forward_auth("granted");
+            response::forward_granted(endpoint.response_header(), &issued)
+        }
+        Err(error) => {
+            let wire = crate::error::to_forward_auth(&error);
+            app.metrics().forward_auth(wire.code.as_str());
+            if wire.status.is_server_error() {
+                tracing::error!(
+                    request_id,
+                    stage = error.stage(),
+                    reason = error.reason(),
+                    "forward auth failed"
+                );
+            }
+            response::forward_refused(endpoint.error_header(), &wire, bearer_challenge(&error))
+        }
+    }
+}
+
+/// The `WWW-Authenticate` challenge of a 401 at the forward-auth endpoint (RFC 6750
+/// §3.1): without an error code when the request carried no token, `invalid_request`
+/// for a malformed header, `invalid_token` for a token that failed its checks.
+fn bearer_challenge(error: &ExchangeError) -> &'static str {
+    use crate::egress::forward_auth::ForwardAuthError as F;
+    match error {
+        ExchangeError::ForwardAuth(F::MissingSubjectToken) => r#"Bearer realm="gleipnir""#,
+        ExchangeError::ForwardAuth(F::MalformedSubjectHeader | F::RepeatedSubjectHeader) => {
+            r#"Bearer realm="gleipnir", error="invalid_request""#
+        }
+        _ => r#"Bearer realm="gleipnir", error="invalid_token""#,
     }
 }
 

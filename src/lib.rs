@@ -39,7 +39,8 @@
 //!
 //! Stages, in request order: [`http`] and [`server`] (the edge: the only modules that
 //! know hyper), [`client_auth`], [`request`], [`token`], [`policy`], [`mint`]; they
-//! meet in [`exchange`]. [`error`] maps every stage's error to the wire, exhaustively;
+//! meet in [`exchange`]; [`egress`] adds the re-issue cache the exchange consults and
+//! the forward-auth endpoint for gateways, which feeds it requests. [`error`] maps every stage's error to the wire, exhaustively;
 //! [`audit`] records each exchange. Supporting modules, which never import a stage:
 //! [`config`], [`clock`] (the only reader of wall time), [`jose`], [`keys`], [`oauth`]
 //! (wire vocabulary and form decoding), [`upstream`] (the HTTP client with its limits, the
@@ -76,6 +77,7 @@ pub mod client_auth;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod egress;
 pub mod error;
 pub mod exchange;
 pub mod http;

@@ -85,6 +85,7 @@ pub struct Metrics {
     tls_reloads: Family<ReloadLabel, Counter>,
     tls_certificate_expiry: CertificateExpiry,
     signing_key_reloads: Family<ReloadLabel, Counter>,
+    forward_auth: Family<ResultLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,7 +163,14 @@ impl Metrics {
             "Reloads of the signing key directory (SIGHUP or a change of its files), by outcome: applied or failed (the previous keys stay in force)",
             signing_key_reloads.clone(),
         );
+        let forward_auth = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "forward_auth_requests",
+            "Requests answered at the forward-auth endpoint, by result: granted, or the OAuth error code",
+            forward_auth.clone(),
+        );
         Self {
+            forward_auth,
             signing_key_reloads,
             registry,
             exchanges,
@@ -181,6 +189,13 @@ impl Metrics {
     pub fn exchange(&self, result: &'static str, seconds: f64) {
         self.exchanges.get_or_create(&ResultLabel { result }).inc();
         self.duration.observe(seconds);
+    }
+
+    /// A forward-auth request answered: `result` is `granted` or the OAuth error code.
+    pub fn forward_auth(&self, result: &'static str) {
+        self.forward_auth
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// A refusal, by stage and reason (`ExchangeError::stage`/`reason`).
@@ -278,6 +293,8 @@ pub struct Snapshot {
     pub introspection: Vec<(String, IntrospectionStats)>,
     /// Log lines dropped per stream (`audit`, `service`) because its reader stalled.
     pub log_dropped: [(&'static str, u64); 2],
+    /// The re-issue cache's counters and sizes; `None` when it is off.
+    pub reissue_cache: Option<crate::egress::cache::CacheStats>,
 }
 
 impl Collector for Snapshot {
@@ -285,7 +302,8 @@ impl Collector for Snapshot {
         self.encode_signing(&mut encoder)?;
         self.encode_jwks(&mut encoder)?;
         self.encode_introspection(&mut encoder)?;
-        self.encode_log_dropped(&mut encoder)
+        self.encode_log_dropped(&mut encoder)?;
+        self.encode_reissue_cache(&mut encoder)
     }
 }
 
@@ -362,6 +380,34 @@ impl Snapshot {
             MetricType::Gauge,
             jwks,
             |s| s.fetched_at,
+        )
+    }
+
+    /// The re-issue cache: lookups by result, entries and their bytes (absent when off).
+    fn encode_reissue_cache(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.reissue_cache else {
+            return Ok(());
+        };
+        let mut metric = encoder.encode_descriptor(
+            "reissue_cache_lookups",
+            "Re-issue cache lookups, by result: hit (answered with an earlier grant) or miss",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [("hit", stats.hits), ("miss", stats.misses)] {
+            ConstCounter::new(n).encode(metric.encode_family(&[("result", result)])?)?;
+        }
+        gauge(
+            encoder,
+            "reissue_cache_entries",
+            "Grants held by the re-issue cache (approximate)",
+            i64::try_from(stats.entries).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            encoder,
+            "reissue_cache_bytes",
+            "Estimated bytes of the grants held by the re-issue cache (approximate)",
+            i64::try_from(stats.bytes).unwrap_or(i64::MAX),
         )
     }
 

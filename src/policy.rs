@@ -416,6 +416,9 @@ pub(crate) struct ClientHeader {
     subject_token_types: Option<Vec<TokenType>>,
     actor_token_types: Option<Vec<TokenType>>,
     subject_namespace: Option<SubjectNamespace>,
+    /// Whether this client's grants may be answered again from the re-issue cache
+    /// (`reissue_cache`, default true; `egress::cache`).
+    reissue_cache: bool,
 }
 
 /// How the subjects of a client's several subject issuers are kept apart in the tokens it
@@ -549,6 +552,10 @@ impl<P: Proofs> Decided<P> {
 /// The compiled policies of every client.
 #[derive(Debug)]
 pub struct PolicyEngine {
+    /// Which compilation this is: 0 at start-up, one more at each applied reload. The
+    /// re-issue cache keys on it, so no grant decided under one policy is answered again
+    /// under another.
+    generation: u64,
     clients: HashMap<String, ClientPolicy>,
     own_issuer: String,
     /// Per upstream issuer that sets `sts_audiences`: the `aud` values naming us.
@@ -560,6 +567,7 @@ impl PolicyEngine {
     /// `config`.
     pub fn compile(config: &Config, files: &[(String, String)]) -> Result<Self, ConfigError> {
         Ok(Self {
+            generation: 0,
             clients: file::compile_files(config, files)?,
             own_issuer: config.issuer.clone(),
             sts_audiences: config
@@ -572,6 +580,12 @@ impl PolicyEngine {
                 })
                 .collect(),
         })
+    }
+
+    /// Which compilation of the policy files this is (0 at start-up, one more at each
+    /// applied reload).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The checks that need no token, made before any token is validated: the client has
@@ -623,6 +637,12 @@ pub struct Admission<'a, P: Proofs> {
 }
 
 impl<P: Proofs> Admission<'_, P> {
+    /// Whether the client's policy lets its grants be answered again from the re-issue
+    /// cache (`reissue_cache`).
+    pub fn reissue_cache(&self) -> bool {
+        self.policy.header.reissue_cache
+    }
+
     /// The issuers whose tokens this client may present as subject token.
     pub fn subject_issuers(&self) -> &[IssuerId] {
         &self.policy.header.subject_issuers
@@ -754,6 +774,7 @@ mod tests {
                 subject_token_types: None,
                 actor_token_types: None,
                 subject_namespace: None,
+                reissue_cache: true,
             },
             base: Arc::new(rule),
             by_issuer: HashMap::new(),

@@ -90,6 +90,18 @@ impl TokenValidator {
             .all(|(required, cache)| !required || cache.has_usable_keys())
     }
 
+    /// Whether `issuer`'s keys are usable now (not older than its staleness bound): what
+    /// a reused validation of a token it signed still needs. Our own keys always are.
+    pub fn keys_usable(&self, issuer: IssuerId) -> bool {
+        self.by_iss
+            .values()
+            .find(|i| i.id == issuer)
+            .is_some_and(|i| match &i.keys {
+                IssuerKeys::Local(_) => true,
+                IssuerKeys::Remote(cache) => cache.has_usable_keys(),
+            })
+    }
+
     /// One keeper per upstream issuer, each fetching and refreshing that issuer's keys
     /// (see [`JwksCache::keep`]). Run each on its own task: a hung issuer delays no other.
     pub fn keepers(&self) -> Vec<Arc<JwksCache>> {

@@ -43,8 +43,11 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
         "[issuers.introspection]\nendpoint = \"http://{}/introspect\"\nclient_id = \"{}\"\nsecret = {{ value = \"{}\" }}\n",
         issuer.addr, INTROSPECTION_CLIENT.0, INTROSPECTION_CLIENT.1
     );
+    // The second identical exchange must validate its token again (and reuse the
+    // introspection answer): not be answered by the re-issue cache.
     let sts = Sts::builder()
         .issuer("corp", &issuer, &settings)
+        .section("[reissue_cache]\nenabled = false")
         .start()
         .await;
     sts.wait_ready().await;

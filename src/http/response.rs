@@ -87,6 +87,44 @@ pub fn error(wire: &WireError) -> Response<Body> {
     response
 }
 
+/// A grant at the forward-auth endpoint: 200, `Bearer <token>` in `header` for the proxy
+/// to put in the request it forwards, no body; never cached (RFC 6749 §5.1).
+pub fn forward_granted(header: &http::HeaderName, issued: &IssuedToken) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, NO_STORE);
+    headers.insert(PRAGMA, NO_CACHE);
+    match HeaderValue::from_str(&format!("Bearer {}", issued.access_token)) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            headers.insert(header.clone(), value);
+        }
+        // A compact JWS is base64url and dots: always a valid header value.
+        Err(_) => *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    response
+}
+
+/// A refusal at the forward-auth endpoint: the error JSON of [`error`], the OAuth code in
+/// `error_header` too (proxies copy headers, not bodies), and on 401 the Bearer
+/// `challenge` (RFC 6750 §3), which proxies pass on to their client.
+pub fn forward_refused(
+    error_header: &http::HeaderName,
+    wire: &WireError,
+    challenge: &'static str,
+) -> Response<Body> {
+    let mut response = error(wire);
+    let headers = response.headers_mut();
+    headers.insert(
+        error_header.clone(),
+        HeaderValue::from_static(wire.code.as_str()),
+    );
+    if wire.status == StatusCode::UNAUTHORIZED {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    response
+}
+
 /// 404 for paths we do not serve.
 pub fn not_found() -> Response<Body> {
     build(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#)

@@ -208,6 +208,7 @@ mod tests {
             subject_token_types: Some(vec![TokenType::AccessToken]),
             actor_token_types: None,
             subject_namespace: None,
+            reissue_cache: true,
         }
     }
 

@@ -63,6 +63,7 @@ struct RawRule {
     subject_token_types: Option<Vec<String>>,
     actor_token_types: Option<Vec<String>>,
     subject_namespace: Option<String>,
+    reissue_cache: Option<bool>,
     audiences: Option<Vec<String>>,
     resources: Option<Vec<String>>,
     default_audience: Option<String>,
@@ -108,7 +109,7 @@ struct RawPolicyFile {
 }
 
 /// Fields that only make sense for a whole client, refused in `by_issuer` tables.
-const CLIENT_ONLY: [&str; 7] = [
+const CLIENT_ONLY: [&str; 8] = [
     "enabled",
     "impersonate",
     "delegate",
@@ -116,6 +117,7 @@ const CLIENT_ONLY: [&str; 7] = [
     "subject_token_types",
     "actor_token_types",
     "subject_namespace",
+    "reissue_cache",
 ];
 
 impl RawRule {
@@ -136,6 +138,7 @@ impl RawRule {
             subject_token_types,
             actor_token_types,
             subject_namespace,
+            reissue_cache,
             audiences,
             resources,
             default_audience,
@@ -161,6 +164,7 @@ impl RawRule {
             self.subject_token_types.is_some(),
             self.actor_token_types.is_some(),
             self.subject_namespace.is_some(),
+            self.reissue_cache.is_some(),
         ];
         CLIENT_ONLY
             .iter()
@@ -314,6 +318,7 @@ fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldEr
         actor_token_types: token_types(raw.actor_token_types.as_deref())
             .map_err(|r| field_err("actor_token_types", r))?,
         subject_namespace,
+        reissue_cache: raw.reissue_cache.unwrap_or(true),
     })
 }
 

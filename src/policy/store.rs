@@ -22,6 +22,8 @@ pub struct PolicyStore {
     /// SHA-256 of the files last read (in force, or refused): a watch tick that finds the
     /// same files does nothing, so a bad file is reported once, not every tick.
     seen: Mutex<[u8; 32]>,
+    /// The generation of the engine in force (see [`PolicyEngine::generation`]).
+    generation: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -41,6 +43,7 @@ impl PolicyStore {
             current: RwLock::new(Arc::new(engine)),
             config: config.clone(),
             seen: Mutex::new(fingerprint(&files)),
+            generation: std::sync::atomic::AtomicU64::new(0),
             metrics,
         })
     }
@@ -91,7 +94,12 @@ impl PolicyStore {
             return Ok(Reloaded::Unchanged);
         }
         *seen = print;
-        let engine = PolicyEngine::compile(&self.config, &files?)?;
+        let mut engine = PolicyEngine::compile(&self.config, &files?)?;
+        // Under the `seen` lock: generations are applied in the order they are counted.
+        engine.generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(1);
         file::warn_unpoliced(&self.config, &engine.clients);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
         Ok(Reloaded::Applied)

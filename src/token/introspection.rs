@@ -47,7 +47,8 @@ const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub(super) struct Answer {
     /// The claims of an active token, or why the token is refused (`Inactive` included).
     pub outcome: Result<Claims, TokenError>,
-    until: u64,
+    /// Until when the answer may be reused.
+    pub(super) until: u64,
     weight: u32,
 }
 

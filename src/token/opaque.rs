@@ -52,7 +52,7 @@ impl TokenValidator {
         if claims.sub.is_none() {
             claims.sub.clone_from(&claims.client_id);
         }
-        let checked = self.check_answer(issuer, claims, declared)?;
+        let checked = self.check_answer(issuer, claims, declared, answer.until)?;
         Ok(VerifiedToken::introspected(checked, active))
     }
 
@@ -98,17 +98,19 @@ impl TokenValidator {
         if jwt.sub.is_some() && claims.sub != jwt.sub {
             return Err(TokenError::InvalidClaim("sub"));
         }
-        self.check_answer(issuer, claims, declared)
+        self.check_answer(issuer, claims, declared, answer.until)
     }
 
     /// The claims of an `active` introspection answer: from the issuer we asked (RFC
     /// 7662 §2.2 `iss`), an access token by what it says of itself, and then the checks
-    /// every token's claims get.
+    /// every token's claims get. The issuer vouched for the token now, and for as long as
+    /// we reuse its answer (`until`): what a re-issue cache may rely on ends there.
     fn check_answer<R: Role>(
         &self,
         issuer: &TrustedIssuer,
         claims: Claims,
         declared: TokenType,
+        until: u64,
     ) -> Result<Checked<R>, TokenError> {
         if self.by_iss.get(&claims.iss).map(|i| i.id) != Some(issuer.id) {
             return Err(TokenError::UnknownIssuer);
@@ -121,12 +123,14 @@ impl TokenValidator {
         if !kind.introspected_access_token(claims.token_type.as_deref()) {
             return Err(TokenError::TypMismatch);
         }
-        Checked::check(
+        let mut checked = Checked::check(
             issuer.id,
             claims,
             declared,
             &issuer.claim_rules(self.leeway),
             self.clock.now(),
-        )
+        )?;
+        checked.introspected(until);
+        Ok(checked)
     }
 }

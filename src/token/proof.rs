@@ -77,6 +77,12 @@ pub struct Checked<R: Role> {
     sub_iss: Option<String>,
     token_type: TokenType,
     raw: Arc<str>,
+    /// The last second at which this token's checks are proven to hold (see
+    /// [`Checked::proven_until`]).
+    proven_until: u64,
+    /// Whether its issuer's keys vouch for it (a JWS), rather than an introspection
+    /// answer.
+    by_keys: bool,
     role: PhantomData<R>,
 }
 
@@ -117,11 +123,13 @@ impl<R: Role> Checked<R> {
         check_lifetime(exp, claims.iat, rules, now)?;
         // An optional per-issuer bound on age, for issuers whose tokens live long; it
         // needs `iat`.
+        let mut proven_until = exp;
         if let Some(max_age) = rules.max_token_age {
             let iat = claims.iat.ok_or(TokenError::MissingClaim("iat"))?;
             if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
                 return Err(TokenError::TooOld);
             }
+            proven_until = proven_until.min(iat.saturating_add(max_age));
         }
         let sub = claims
             .sub
@@ -149,8 +157,32 @@ impl<R: Role> Checked<R> {
             sub_iss,
             token_type: declared,
             raw: claims.raw,
+            proven_until,
+            by_keys: true,
             role: PhantomData,
         })
+    }
+
+    /// Marks it as vouched for by an introspection answer, which holds only as long as it
+    /// may be reused (`until`), rather than by its issuer's keys.
+    pub(super) fn introspected(&mut self, until: u64) {
+        self.proven_until = self.proven_until.min(until);
+        self.by_keys = false;
+    }
+
+    /// The issuer whose keys vouch for it (a JWS), or `None` for a token an introspection
+    /// answer vouched for. A result reused later (the re-issue cache) holds only while
+    /// that issuer still has usable keys.
+    pub fn keys_of(&self) -> Option<IssuerId> {
+        self.by_keys.then_some(self.issuer)
+    }
+
+    /// Until when (Unix seconds, our clock, without leeway) what was checked stays true
+    /// without checking again: the token's `exp`, its issuer's maximum age counted from
+    /// `iat`, and for an introspected token the end of the answer's reuse
+    /// (`cache_seconds`). The re-issue cache answers no exchange past it.
+    pub fn proven_until(&self) -> u64 {
+        self.proven_until
     }
 
     /// Which configured issuer it claims to come from.

@@ -587,6 +587,8 @@ pub struct StsBuilder<'a> {
     tls: Option<String>,
     /// Extra TOML lines for registered clients' `[[clients]]` entries, by id.
     client_lines: Vec<(String, String)>,
+    /// Further top-level tables (`[reissue_cache]`, `[forward_auth]`), at the file's end.
+    sections: String,
 }
 
 impl<'a> StsBuilder<'a> {
@@ -643,6 +645,13 @@ impl<'a> StsBuilder<'a> {
     /// it to a client that does.
     pub fn tls(mut self, lines: &str) -> Self {
         self.tls = Some(lines.to_owned());
+        self
+    }
+    /// Further top-level tables (`[reissue_cache]`, `[forward_auth]` …), as TOML text
+    /// appended at the end of the configuration file.
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push_str(text);
+        self.sections.push('\n');
         self
     }
     pub fn signing_alg(mut self, alg: &'a str) -> Self {
@@ -719,13 +728,14 @@ impl<'a> StsBuilder<'a> {
             server = format!("audit_refusal_window_seconds = 0\n{server}");
         }
         let text = format!(
-            "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\n{}\n[tokens]\n{}\n{issuers}{clients}",
+            "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\n{}\n[tokens]\n{}\n{issuers}{clients}\n{}",
             server,
             self.signing_alg,
             self.signing
                 .as_deref()
                 .unwrap_or("key_file = \"signing.pem\""),
-            self.tokens
+            self.tokens,
+            self.sections
         );
         let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))
             .map_err(gleipnir::config::ConfigErrors::into_first)?;
@@ -861,12 +871,18 @@ impl Sts {
             signing: None,
             tls: None,
             client_lines: Vec::new(),
+            sections: String::new(),
         }
     }
 
     /// An STS trusting `issuer` as "corp" under the default policy.
     pub async fn start(issuer: &TestIssuer) -> Sts {
         Self::builder().issuer("corp", issuer, "").start().await
+    }
+
+    /// The directory holding this STS's files (its configuration, key, `policies/`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Stops accepting and waits for in-flight requests.
