@@ -10,6 +10,9 @@
 //   subject_rs256.jwt  alice's token issued to the client bff (aud bff), RS256: scenario a
 //   subject_es256.jwt  the same, ES256: subject of scenario b
 //   actor_es256.jwt    bff's own token (sub bff, client_id bff), ES256: actor of scenario b
+// and, when the environment sets MANY=<n> (benches/load/egress), n distinct users' ES256
+// tokens issued to bff, one per line:
+//   many.jwt
 // then prints one JSON line {"issuer": ..., "jwks_uri": ...} and serves until killed.
 //
 // jose comes from tests/interop/node_modules (npm ci --prefix tests/interop).
@@ -58,5 +61,14 @@ const user = { sub: 'alice', aud: 'bff', scope: 'orders:read orders:write' }
 writeFileSync(join(outDir, 'subject_rs256.jwt'), await sign('RS256', { ...user, jti: 'load-a' }))
 writeFileSync(join(outDir, 'subject_es256.jwt'), await sign('ES256', { ...user, jti: 'load-b' }))
 writeFileSync(join(outDir, 'actor_es256.jwt'), await sign('ES256', { sub: 'bff', client_id: 'bff', jti: 'load-actor' }))
+
+const many = Number(process.env.MANY || 0)
+if (many > 0) {
+  const lines = []
+  for (let i = 0; i < many; i++) {
+    lines.push(await sign('ES256', { ...user, sub: `user-${i}`, jti: `load-many-${i}` }))
+  }
+  writeFileSync(join(outDir, 'many.jwt'), lines.join('\n') + '\n')
+}
 
 console.log(JSON.stringify({ issuer, jwks_uri: `${issuer}/jwks.json` }))

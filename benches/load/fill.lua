@@ -1,0 +1,31 @@
+-- wrk script of benches/load/egress: impersonation exchanges, each request with the next
+-- of the distinct subject tokens in MANY_FILE (one per line), so that each fills one entry
+-- of the re-issue cache. Environment: AUTHORIZATION, MANY_FILE.
+-- done() prints: RESULT requests=<n> non200=<n>
+local tokens = {}
+for line in io.lines(assert(os.getenv("MANY_FILE"), "MANY_FILE")) do
+  if line ~= "" then table.insert(tokens, line) end
+end
+local prefix = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange" ..
+  "&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&subject_token="
+local authorization = assert(os.getenv("AUTHORIZATION"), "AUTHORIZATION")
+local next_token = 0
+local threads = {}
+function setup(thread)
+  thread:set("offset", #threads)
+  table.insert(threads, thread)
+end
+function init(args) non200 = 0; next_token = offset end
+function request()
+  next_token = next_token % #tokens + 1
+  return wrk.format("POST", nil, {
+    ["Content-Type"] = "application/x-www-form-urlencoded",
+    ["Authorization"] = authorization,
+  }, prefix .. tokens[next_token])
+end
+function response(status, headers, body) if status ~= 200 then non200 = non200 + 1 end end
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do bad = bad + t:get("non200") end
+  io.write(string.format("RESULT requests=%d non200=%d\n", summary.requests, bad))
+end
