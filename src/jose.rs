@@ -4,6 +4,11 @@
 //! Keys are decoded once, when a JWKS is fetched, into [`aws_lc_rs::signature::ParsedPublicKey`],
 //! each bound to exactly one algorithm. A token's `alg` header only selects among the
 //! algorithms a key was bound to; it never decides how a key is used (RFC 8725 §3.1).
+//!
+//! [`jws`] splits and verifies compact JWS and holds the strict JSON types of claims sets,
+//! for every verifier of signed JWTs (subject and actor tokens, client assertions).
+
+pub mod jws;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents, VerificationAlgorithm};
 use base64::Engine as _;

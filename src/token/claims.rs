@@ -5,48 +5,14 @@
 //! Duplicate members among the claims we read are refused by serde. JSON nesting is
 //! bounded by serde_json's recursion limit and the token size cap before it.
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::de::Deserializer;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
 use super::TokenError;
 use crate::config::MAX_CHAIN_DEPTH;
 use crate::jose::JsonObject;
-
-/// Deepest JSON nesting accepted in a header or claims set (rules §4).
-pub(super) const MAX_JSON_DEPTH: usize = 32;
-
-/// Whether `json` nests arrays/objects at most `max` deep. A linear scan that skips
-/// string contents; run before any decoding so a hostile token costs one pass.
-fn nesting_within(json: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
-}
-
-/// Largest NumericDate accepted: 9999-12-31T23:59:59Z. Bigger values (`1e19`) are refused.
-const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+use crate::jose::jws::{Audience, MAX_JSON_DEPTH, NumericDate, nesting_within};
 
 /// A party in a delegation chain: identity only (rule 5).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,70 +21,6 @@ pub struct ActorId {
     pub sub: String,
     /// The actor's issuer, when the token said it.
     pub iss: Option<String>,
-}
-
-/// The protected header members we act on.
-pub(super) struct Header {
-    pub alg: String,
-    pub kid: Option<String>,
-    pub typ: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: String,
-    #[serde(default, deserialize_with = "string_not_null")]
-    kid: Option<String>,
-    #[serde(default, deserialize_with = "string_not_null")]
-    typ: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    crit: bool,
-    #[serde(default, deserialize_with = "present")]
-    jku: bool,
-    #[serde(default, deserialize_with = "present")]
-    jwk: bool,
-    #[serde(default, deserialize_with = "present")]
-    x5u: bool,
-    #[serde(default, deserialize_with = "present")]
-    x5c: bool,
-    #[serde(default, deserialize_with = "present")]
-    enc: bool,
-}
-
-/// A header member that, when present, must be a string (RFC 7515 §4.1.4, §4.1.9).
-/// `Option`'s own deserializer would take `"kid": null` as absent, and a token whose
-/// `kid` is `null` would then select the issuer's only key for the algorithm.
-fn string_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
-}
-
-/// True whenever the member is there, whatever its value (even `null`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    IgnoredAny::deserialize(d).map(|_| true)
-}
-
-/// Decodes the protected header. RFC 8725 §3.1 and rules §4: `crit` is refused
-/// (we understand no extensions); key-carrying headers are refused, never followed.
-pub(super) fn parse_header(json: &[u8]) -> Result<Header, TokenError> {
-    if !nesting_within(json, MAX_JSON_DEPTH) {
-        return Err(TokenError::MalformedHeader);
-    }
-    let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawHeader>>(json)
-        .map_err(|_| TokenError::MalformedHeader)?;
-    if raw.enc {
-        return Err(TokenError::MalformedHeader);
-    }
-    if raw.crit {
-        return Err(TokenError::CritHeader);
-    }
-    if raw.jku || raw.jwk || raw.x5u || raw.x5c {
-        return Err(TokenError::KeyInHeader);
-    }
-    Ok(Header {
-        alg: raw.alg,
-        kid: raw.kid,
-        typ: raw.typ,
-    })
 }
 
 #[derive(Deserialize)]
@@ -246,7 +148,7 @@ pub(super) fn parse_claims(json: &[u8]) -> Result<Claims, TokenError> {
         iss,
         sub: claim(raw.sub, "sub")?,
         aud: claim::<Audience>(raw.aud, "aud")?
-            .map(|a| a.0)
+            .map(|a| a.values)
             .unwrap_or_default(),
         exp: claim::<NumericDate>(raw.exp, "exp")?.map(|d| d.0),
         nbf: claim::<NumericDate>(raw.nbf, "nbf")?.map(|d| d.0),
@@ -314,70 +216,6 @@ fn flatten_act(mut current: RawActor) -> Result<Vec<ActorId>, TokenError> {
             Some(next) => current = next.0,
             None => return Ok(chain),
         }
-    }
-}
-
-/// `aud`: one string or an array of strings (RFC 7519 §4.1.3); nothing else.
-struct Audience(Vec<String>);
-
-impl<'de> Deserialize<'de> for Audience {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Audience;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
-                Ok(Audience(vec![v.to_owned()]))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
-                let mut out = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.push(s);
-                }
-                Ok(Audience(out))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A NumericDate (RFC 7519 §2): a non-negative JSON number of seconds, fractions dropped,
-/// at most year 9999.
-struct NumericDate(u64);
-
-impl<'de> Deserialize<'de> for NumericDate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = NumericDate;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a NumericDate")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumericDate, E> {
-                if v <= MAX_NUMERIC_DATE {
-                    Ok(NumericDate(v))
-                } else {
-                    Err(E::custom("NumericDate out of range"))
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<NumericDate, E> {
-                u64::try_from(v)
-                    .map_err(|_| E::custom("negative NumericDate"))
-                    .and_then(|v| self.visit_u64(v))
-            }
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<NumericDate, E> {
-                // The range check makes the cast exact for the integer part.
-                if v.is_finite() && v >= 0.0 && v <= MAX_NUMERIC_DATE as f64 {
-                    Ok(NumericDate(v.floor() as u64))
-                } else {
-                    Err(E::custom("NumericDate out of range"))
-                }
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 
@@ -504,40 +342,5 @@ mod tests {
         // Brackets inside strings do not count, escaped quotes do not end a string.
         let in_string = format!("{{\"iss\":\"i\",\"x\":\"\\\"{}\"}}", "[".repeat(100));
         assert!(parse_claims(in_string.as_bytes()).is_ok());
-    }
-
-    #[test]
-    fn header_rules() {
-        assert!(parse_header(br#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#).is_ok());
-        for (h, want) in [
-            (r#"{"alg":"ES256","crit":["exp"]}"#, TokenError::CritHeader),
-            (r#"{"alg":"ES256","crit":null}"#, TokenError::CritHeader),
-            (
-                r#"{"alg":"ES256","jku":"https://evil"}"#,
-                TokenError::KeyInHeader,
-            ),
-            (
-                r#"{"alg":"ES256","jwk":{"kty":"EC"}}"#,
-                TokenError::KeyInHeader,
-            ),
-            (
-                r#"{"alg":"ES256","x5u":"https://evil"}"#,
-                TokenError::KeyInHeader,
-            ),
-            (r#"{"alg":"ES256","x5c":["MII"]}"#, TokenError::KeyInHeader),
-            (
-                r#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#,
-                TokenError::MalformedHeader,
-            ),
-            (r#"{"kid":"k"}"#, TokenError::MalformedHeader),
-            (r#"["ES256","es-1","at+jwt"]"#, TokenError::MalformedHeader),
-            (
-                r#"{"alg":"ES256","alg":"none"}"#,
-                TokenError::MalformedHeader,
-            ),
-            (r#"{"alg":"ES256","kid":7}"#, TokenError::MalformedHeader),
-        ] {
-            assert_eq!(parse_header(h.as_bytes()).err(), Some(want), "{h}");
-        }
     }
 }

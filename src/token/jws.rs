@@ -6,25 +6,28 @@
 //! [`verify_with`] makes one, and a [`VerifiedToken`](super::VerifiedToken) of a JWS is
 //! built only from it.
 
-use super::claims::{self, Claims, Header};
+use std::ops::Deref;
+
+use super::claims::{self, Claims};
 use super::error::TokenError;
 use super::issuers::{IssuerKeys, TrustedIssuer};
-use crate::jose::{JwsAlgorithm, KeyLookup, KeySet, b64_decode};
+use crate::jose::jws::{CompactJws, HeaderError, JwsError, SignatureError};
+use crate::jose::{KeyLookup, KeySet, b64_decode};
 
-/// A compact JWS, decoded, not yet trusted.
-pub(super) struct Jws<'t> {
-    pub(super) header: Header,
-    pub(super) alg: JwsAlgorithm,
-    /// The two first segments exactly as received: the signed input (RFC 7515 §5.2).
-    signing_input: &'t str,
-    signature: Vec<u8>,
-    /// The claims set, decoded from base64url; its claims are judged only by
-    /// [`Jws::claims`], once the signature verified (or in an offline dry run).
-    payload: Vec<u8>,
+/// A compact JWS, decoded, not yet trusted (the shared [`CompactJws`], whose header and
+/// algorithm it shows).
+pub(super) struct Jws<'t>(CompactJws<'t>);
+
+impl<'t> Deref for Jws<'t> {
+    type Target = CompactJws<'t>;
+
+    fn deref(&self) -> &CompactJws<'t> {
+        &self.0
+    }
 }
 
 /// The signature of a [`Jws`] verified with a key of its issuer. The private field makes
-/// [`verify_with`] its only maker.
+/// [`Jws::verify_with`] its only maker.
 pub(super) struct SignatureVerified(());
 
 /// Whether `token` is shaped as JOSE (a JWE's four dots, or a first segment that decodes
@@ -39,36 +42,22 @@ pub(super) fn looks_like_jose(token: &str, dots: usize) -> bool {
 /// key-carrying members), a known algorithm, and of the claims set only its structure and
 /// `iss`, which selects the keys. Returns the JWS and its `iss`.
 pub(super) fn parse(token: &str) -> Result<(Jws<'_>, String), TokenError> {
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::NotCompactJws);
-    };
-    let header = b64_decode(h64).ok_or(TokenError::NotCompactJws)?;
-    let header = claims::parse_header(&header)?;
-    let alg = JwsAlgorithm::from_name(&header.alg).ok_or(TokenError::UnsupportedAlgorithm)?;
-    let payload = b64_decode(p64).ok_or(TokenError::NotCompactJws)?;
-    let signature = b64_decode(s64).ok_or(TokenError::NotCompactJws)?;
-    let iss = claims::parse_iss(&payload)?;
-    let signing_input = token
-        .get(..h64.len() + 1 + p64.len())
-        .ok_or(TokenError::NotCompactJws)?;
-    let jws = Jws {
-        header,
-        alg,
-        signing_input,
-        signature,
-        payload,
-    };
-    Ok((jws, iss))
+    let jws = CompactJws::parse(token).map_err(|e| match e {
+        JwsError::NotCompact => TokenError::NotCompactJws,
+        JwsError::Header(HeaderError::Malformed) => TokenError::MalformedHeader,
+        JwsError::Header(HeaderError::Crit) => TokenError::CritHeader,
+        JwsError::Header(HeaderError::KeyInHeader) => TokenError::KeyInHeader,
+        JwsError::UnsupportedAlgorithm => TokenError::UnsupportedAlgorithm,
+    })?;
+    let iss = claims::parse_iss(jws.payload())?;
+    Ok((Jws(jws), iss))
 }
 
 impl Jws<'_> {
     /// Every claim, typed and strict: read only once the token is known genuine (or in
     /// an offline dry run).
     pub(super) fn claims(&self) -> Result<Claims, TokenError> {
-        claims::parse_claims(&self.payload)
+        claims::parse_claims(self.payload())
     }
 
     /// Verifies the signature with `issuer`'s keys in force at `now`: our own ring, or
@@ -117,15 +106,12 @@ impl Jws<'_> {
     /// key for the algorithm) is bound to the token's algorithm and the signature
     /// verifies with it.
     fn verify_with(&self, keys: &KeySet) -> Result<SignatureVerified, TokenError> {
-        let input = self.signing_input.as_bytes();
-        match keys.find(self.header.kid.as_deref(), self.alg) {
-            KeyLookup::Found(key) if key.verify(input, &self.signature) => {
-                Ok(SignatureVerified(()))
-            }
-            KeyLookup::Found(_) => Err(TokenError::BadSignature),
-            KeyLookup::UnknownKid => Err(TokenError::UnknownKid),
-            KeyLookup::AlgorithmMismatch => Err(TokenError::AlgorithmKeyMismatch),
-            KeyLookup::KidRequired => Err(TokenError::KidRequired),
+        match self.0.verify_with(keys) {
+            Ok(()) => Ok(SignatureVerified(())),
+            Err(SignatureError::BadSignature) => Err(TokenError::BadSignature),
+            Err(SignatureError::UnknownKid) => Err(TokenError::UnknownKid),
+            Err(SignatureError::AlgorithmKeyMismatch) => Err(TokenError::AlgorithmKeyMismatch),
+            Err(SignatureError::KidRequired) => Err(TokenError::KidRequired),
         }
     }
 }

@@ -21,6 +21,7 @@ use super::error::TokenError;
 use super::jws::SignatureVerified;
 use super::opaque::ActiveAnswer;
 use crate::config::IssuerId;
+use crate::jose::jws::{TimeError, check_times};
 use crate::oauth::TokenType;
 
 mod sealed {
@@ -103,24 +104,16 @@ impl<R: Role> Checked<R> {
         if claims.sender_constrained {
             return Err(TokenError::SenderConstrained);
         }
-        let leeway = rules.leeway;
         let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
-        if exp.saturating_add(leeway) <= now {
-            return Err(TokenError::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
-        {
-            return Err(TokenError::NotYetValid);
-        }
-        if claims
-            .iat
-            .is_some_and(|iat| iat > now.saturating_add(leeway))
-        {
-            return Err(TokenError::IssuedInFuture);
-        }
-        check_lifetime(exp, claims.iat, rules, now)?;
+        let leeway = rules.leeway;
+        check_times(exp, claims.nbf, claims.iat, leeway, rules.max_lifetime, now).map_err(|e| {
+            match e {
+                TimeError::Expired => TokenError::Expired,
+                TimeError::NotYetValid => TokenError::NotYetValid,
+                TimeError::IssuedInFuture => TokenError::IssuedInFuture,
+                TimeError::LifetimeTooLong => TokenError::LifetimeTooLong,
+            }
+        })?;
         // An optional per-issuer bound on age, for issuers whose tokens live long; it
         // needs `iat`.
         let mut proven_until = exp;
@@ -250,30 +243,6 @@ impl<R: Role> Checked<R> {
             iss: Some(self.iss.clone()),
         }
     }
-}
-
-/// A ceiling on how long a token says it lives (RFC 8725 §3.10 asks for short-lived
-/// tokens; RFC 7519 §4.1.4 leaves `exp` to the issuer). A token stolen from an issuer
-/// that mints ten-year tokens would otherwise be good for ten years here. With `iat`
-/// the lifetime is `exp - iat`, the issuer's own statement, taken without leeway;
-/// without `iat` it is what is left of it, `exp - now`, with the leeway for our clock.
-fn check_lifetime(
-    exp: u64,
-    iat: Option<u64>,
-    rules: &ClaimRules,
-    now: u64,
-) -> Result<(), TokenError> {
-    let (lifetime, allowed) = match iat {
-        Some(iat) => (exp.saturating_sub(iat), rules.max_lifetime),
-        None => (
-            exp.saturating_sub(now),
-            rules.max_lifetime.saturating_add(rules.leeway),
-        ),
-    };
-    if lifetime > allowed {
-        return Err(TokenError::LifetimeTooLong);
-    }
-    Ok(())
 }
 
 /// A [`Checked`] token that is also genuine: its signature verified with a key of its
