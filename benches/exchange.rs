@@ -29,6 +29,7 @@ use std::hint::black_box;
 
 use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
+use gleipnir::client_auth::ClientRequest;
 use gleipnir::exchange::dry_run::Signatures;
 use gleipnir::jose::{JwsAlgorithm, KeyLookup, KeySet};
 use gleipnir::keys::SigningKey;
@@ -107,10 +108,14 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 runtime.block_on(async {
                     let form = FormBody::parse(body.as_bytes()).unwrap();
-                    app.exchanger()
-                        .exchange("bench", None, Some(authorization.as_bytes()), &form)
-                        .await
-                        .unwrap()
+                    let request = ClientRequest {
+                        authorization: Some(authorization.as_bytes()),
+                        form: &form,
+                        peer: None,
+                        tls_certificates: None,
+                        forwarded_certificate: None,
+                    };
+                    app.exchanger().exchange("bench", &request).await.unwrap()
                 })
             })
         });

@@ -23,6 +23,7 @@ use crate::mint::Minter;
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
 use crate::policy::PolicyStore;
 use crate::server::Limits;
+use crate::store::Store;
 use crate::token::TokenValidator;
 use crate::upstream::jwks::JwksCache;
 
@@ -48,6 +49,8 @@ pub struct Background {
     pub keys: Arc<KeyStore>,
     /// The audit stream's refusal windows (closed by a periodic flush).
     pub refusals: Arc<RefusalLog>,
+    /// Client authentication's key keepers and key-file watches.
+    pub client_keys: Vec<crate::client_auth::Task>,
 }
 
 impl Background {
@@ -61,6 +64,7 @@ impl Background {
         tasks.push(tokio::spawn(self.policy.watch()));
         tasks.push(tokio::spawn(self.keys.watch()));
         tasks.push(tokio::spawn(self.refusals.run()));
+        tasks.extend(self.client_keys.into_iter().map(tokio::spawn));
         tasks
     }
 }
@@ -85,6 +89,12 @@ pub struct App {
     documents_max_age: u64,
 }
 
+/// Most live entries of the in-process store: `private_key_jwt` `jti`s, each kept until
+/// its assertion expires (at most `max_lifetime_seconds` plus the leeway). At 100 000
+/// that is a sustained 330 fresh assertions a second under the 5-minute default; a
+/// fuller cache refuses assertions (503) rather than forget one.
+pub const REPLAY_CACHE_CAPACITY: usize = 100_000;
+
 /// How long others may cache our JWKS and metadata, at most: they change only with a key
 /// reload or a restart, and resource servers refetch on an unknown `kid`.
 const DOCUMENTS_MAX_AGE: u64 = 300;
@@ -107,13 +117,16 @@ impl App {
             Arc::clone(&metrics),
             &config.origin,
         )?);
-        let metadata = metadata(config);
         let documents_max_age = documents_max_age(&config.signing.key);
-
-        let clients = ClientAuthenticator::new(&config.clients, &config.origin)?;
         let http = crate::upstream::client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
+        // The store is built once and shared; today it holds the private_key_jwt replay
+        // cache. In-process and bounded: the store configuration, where a build has one,
+        // decides the backend.
+        let store = Store::memory(REPLAY_CACHE_CAPACITY, clock.clone());
+        let clients = ClientAuthenticator::new(config, store, &http, clock.clone())?;
+        let metadata = metadata(config, &clients);
         let policy = Arc::new(PolicyStore::load(config, Arc::clone(&metrics))?);
         let validator = TokenValidator::new(
             config,
@@ -131,6 +144,7 @@ impl App {
             keepers: validator.keepers(),
             policy: Arc::clone(&policy),
             keys: Arc::clone(&keys),
+            client_keys: clients.tasks(),
         };
         let minter = Minter::new(config.issuer.clone(), Arc::clone(&keys));
         let exchanger = Exchanger::new(
@@ -251,6 +265,10 @@ impl App {
             introspection: validator.introspection_stats(),
             log_dropped: crate::telemetry::dropped(),
             reissue_cache: self.exchanger.reissue_cache().map(|c| c.stats()),
+            store: {
+                let store = self.exchanger.clients().store();
+                store.entries().zip(store.capacity())
+            },
         })
     }
 
@@ -299,19 +317,35 @@ fn documents_max_age(key: &crate::config::KeySource) -> u64 {
 
 /// RFC 8414 §2 authorization server metadata.
 /// `token_signing_alg_values_supported` is added per request: a key reload may change it.
-fn metadata(config: &Config) -> serde_json::Map<String, serde_json::Value> {
+/// The client authentication fields say exactly what is configured: the methods clients
+/// are registered with, the algorithms their JWT assertions may use (when some client
+/// uses one), and RFC 8705 §3.3 `tls_client_certificate_bound_access_tokens` when some
+/// client authenticates with a certificate (a policy may then bind its tokens).
+fn metadata(
+    config: &Config,
+    clients: &ClientAuthenticator,
+) -> serde_json::Map<String, serde_json::Value> {
     let presentable =
         [TokenType::AccessToken, TokenType::Jwt, TokenType::IdToken].map(TokenType::urn);
-    serde_json::json!({
+    let methods: Vec<&str> = clients
+        .methods()
+        .into_iter()
+        .map(AuthMethod::as_str)
+        .collect();
+    let mtls = clients.methods().iter().any(|m| {
+        matches!(
+            m,
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+        )
+    });
+    let algorithms = clients.assertion_algorithms();
+    let mut document = serde_json::json!({
         "issuer": config.issuer,
         "token_endpoint": config.token_endpoint(),
         "jwks_uri": config.jwks_uri(),
         "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": [
-            AuthMethod::ClientSecretBasic.as_str(),
-            AuthMethod::ClientSecretPost.as_str(),
-        ],
+        "token_endpoint_auth_methods_supported": methods,
         // Not registered by RFC 8414; named after RFC 8693's parameters.
         "subject_token_types_supported": presentable,
         "actor_token_types_supported": presentable,
@@ -319,7 +353,20 @@ fn metadata(config: &Config) -> serde_json::Map<String, serde_json::Value> {
     })
     .as_object()
     .cloned()
-    .unwrap_or_default()
+    .unwrap_or_default();
+    if !algorithms.is_empty() {
+        document.insert(
+            "token_endpoint_auth_signing_alg_values_supported".into(),
+            algorithms.into(),
+        );
+    }
+    if mtls {
+        document.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            true.into(),
+        );
+    }
+    document
 }
 
 #[cfg(test)]

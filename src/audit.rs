@@ -21,8 +21,11 @@ pub struct AuditRecord {
     pub peer: Option<IpAddr>,
     /// The client, once authenticated.
     pub client_id: Option<String>,
-    /// How it authenticated (`client_secret_basic`, `client_secret_post`).
+    /// How it authenticated (`client_secret_basic`, `private_key_jwt`, `tls_client_auth`, …).
     pub auth_method: Option<&'static str>,
+    /// The workload identity it authenticated as, when not its client id (a service
+    /// account, a SPIFFE ID, a certificate's bound name).
+    pub client_identity: Option<String>,
     /// The requested `audience` and `resource` values, once the parameters are read.
     pub targets: Option<(Vec<String>, Vec<String>)>,
     /// The subject token's `jti` and declared type, once verified (lineage across hops).
@@ -72,6 +75,8 @@ impl AuditRecord {
             rule: std::sync::Arc::clone(grant.rule_id()),
             client_id: grant.client_id().to_owned(),
             auth_method: self.auth_method,
+            client_identity: self.client_identity.clone(),
+            certificate_bound: grant.cnf_thumbprint().is_some(),
             subject_token_type: self.token_types.map(|t| t.0),
             actor_token_type: self.token_types.and_then(|t| t.1),
             subject_jti: self.subject_jti.clone(),
@@ -107,6 +112,8 @@ impl AuditRecord {
             rule = &*record.rule,
             client_id = record.client_id.as_str(),
             auth_method = record.auth_method,
+            client_identity = record.client_identity.as_deref(),
+            certificate_bound = record.certificate_bound,
             subject_token_type = record.subject_token_type,
             actor_token_type = record.actor_token_type,
             subject_jti = record.subject_jti.as_deref(),
@@ -151,6 +158,7 @@ impl AuditRecord {
             rule = refusal.and_then(|r| r.rule.as_deref()),
             client_id = self.client_id.as_deref(),
             auth_method = self.auth_method,
+            client_identity = self.client_identity.as_deref(),
             audience = self.targets.as_ref().map(|t| json(&t.0)),
             resource = self.targets.as_ref().map(|t| json(&t.1)),
             subject_jti = self.subject_jti.as_deref(),
@@ -174,6 +182,10 @@ pub struct GrantRecord {
     pub client_id: String,
     /// How it authenticated.
     pub auth_method: Option<&'static str>,
+    /// Its workload identity, when it authenticated with one.
+    pub client_identity: Option<String>,
+    /// Whether the issued token is bound to its certificate (`cnf`).
+    pub certificate_bound: bool,
     /// The declared subject token type.
     pub subject_token_type: Option<&'static str>,
     /// The declared actor token type.
@@ -209,6 +221,7 @@ impl GrantRecord {
         std::mem::size_of::<Self>()
             + self.rule.len()
             + self.client_id.len()
+            + opt(&self.client_identity)
             + opt(&self.subject_jti)
             + opt(&self.subject_iss)
             + self.subject_sub.len()

@@ -22,13 +22,17 @@ mod server;
 mod signing;
 mod tls;
 mod tokens;
+mod workload;
 
 use std::path::Path;
 
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use clients::ClientConfig;
+pub use clients::{
+    CertificateSource, ClientConfig, ClientCredential, DEFAULT_ASSERTION_MAX_LIFETIME, JwksSource,
+    PrivateKeyJwtConfig, SubjectName, spiffe_trust_domain,
+};
 pub use egress::{
     DEFAULT_FORWARD_AUTH_PATH, DEFAULT_REISSUE_CACHE_BYTES, ForwardAuthConfig, ForwardRoute,
     ReissueCacheConfig,
@@ -43,6 +47,10 @@ pub use server::ServerConfig;
 pub use signing::{KeySource, SigningConfig};
 pub use tls::TlsConfig;
 pub use tokens::TokenConfig;
+pub use workload::{
+    BundleSource, ClientCertificatesConfig, DEFAULT_FEDERATED_MAX_LIFETIME, WorkloadIssuerConfig,
+    WorkloadKind,
+};
 
 use clients::RawClient;
 use egress::{RawForwardAuth, RawReissueCache};
@@ -52,6 +60,7 @@ use server::RawServer;
 use signing::RawSigning;
 use tls::RawTls;
 use tokens::RawTokens;
+use workload::{RawClientCertificates, RawWorkloadIssuer};
 
 /// A configuration problem: in which file, which field, and why.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -190,6 +199,10 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Registered clients.
     pub clients: Vec<ClientConfig>,
+    /// Third parties whose assertions authenticate clients (`[[workload_issuers]]`).
+    pub workload_issuers: Vec<WorkloadIssuerConfig>,
+    /// Who may forward a client's certificate (`[client_certificates]`).
+    pub client_certificates: ClientCertificatesConfig,
     /// TLS on the public listener (`[tls]`); `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
     /// The re-issue cache (`[reissue_cache]`).
@@ -218,6 +231,10 @@ struct RawConfig {
     #[serde(default)]
     reissue_cache: RawReissueCache,
     forward_auth: Option<RawForwardAuth>,
+    #[serde(default)]
+    workload_issuers: Vec<RawWorkloadIssuer>,
+    #[serde(default)]
+    client_certificates: RawClientCertificates,
 }
 
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
@@ -301,10 +318,20 @@ impl Config {
             None => Some(None),
             Some(section) => section.validate(&mut cx).map(Some),
         };
+        let workload_issuers = workload::validate(raw.workload_issuers, issuer.as_deref(), &mut cx);
+        let client_certificates = raw.client_certificates.validate(&mut cx);
         if let (Some(own), Some(upstream), Some(clients)) = (&issuer, &issuers, &clients) {
             let isses: Vec<String> = upstream.iter().map(|i| i.issuer.clone()).collect();
             clients::check_actor_iss(clients, own, &isses, &mut cx);
         }
+        if let (Some(clients), Some(workload)) = (&clients, &workload_issuers) {
+            clients::check_workload_issuers(clients, workload, &mut cx);
+        }
+        let (Some(workload_issuers), Some(client_certificates)) =
+            (workload_issuers, client_certificates)
+        else {
+            return cx.finish(None);
+        };
         let config = match (
             issuer, server, signing, tokens, policy, tls, issuers, clients,
         ) {
@@ -328,6 +355,8 @@ impl Config {
                 issuers,
                 clients,
                 tls,
+                workload_issuers,
+                client_certificates,
                 reissue_cache: ReissueCacheConfig::default(),
                 forward_auth: None,
             }),
@@ -347,8 +376,8 @@ impl Config {
 
     /// This configuration for an offline dry run (`gleipnir policy test`, `policy explain
     /// --offline`), which neither authenticates, nor introspects, nor signs: an ephemeral
-    /// signing key, and every secret replaced by a random one nobody knows, so no key file
-    /// or secret needs to be present.
+    /// signing key, and every secret replaced by a random one nobody knows (every client
+    /// credential too), so no key file or secret needs to be present.
     pub fn for_offline_dry_run(&self) -> Config {
         let unknowable = || {
             let mut bytes = [0u8; 32];
@@ -358,9 +387,12 @@ impl Config {
         };
         let mut config = self.clone();
         config.signing.key = KeySource::Ephemeral;
+        // Every client named by a secret nobody knows: the dry run authenticates no one,
+        // so no key file, CA bundle or JWKS of a client needs to be there.
         for client in &mut config.clients {
-            client.secret = unknowable();
+            client.credential = ClientCredential::Secret(unknowable());
         }
+        config.workload_issuers.clear();
         for issuer in &mut config.issuers {
             if let Some(introspection) = &mut issuer.introspection {
                 introspection.secret = unknowable();

@@ -176,35 +176,7 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 www_authenticate: basic_auth_used,
                 ..wire(StatusCode::UNAUTHORIZED, InvalidClient, description)
             };
-            match e {
-                ClientAuthError::MissingCredentials => {
-                    unauthorized("client authentication required")
-                }
-                ClientAuthError::MalformedBasic => unauthorized("malformed Basic credentials"),
-                ClientAuthError::UnsupportedScheme => {
-                    unauthorized("unsupported authentication scheme")
-                }
-                ClientAuthError::UnknownClient | ClientAuthError::WrongSecret => {
-                    unauthorized("client authentication failed")
-                }
-                ClientAuthError::MultipleAuthorizationHeaders => {
-                    wire(BAD, InvalidRequest, "more than one Authorization header")
-                }
-                ClientAuthError::MultipleMethods => wire(
-                    BAD,
-                    InvalidRequest,
-                    "more than one client authentication method",
-                ),
-                ClientAuthError::ClientIdMismatch => {
-                    wire(BAD, InvalidRequest, "client_id does not match credentials")
-                }
-                ClientAuthError::SecretWithoutId => {
-                    wire(BAD, InvalidRequest, "client_secret without client_id")
-                }
-                ClientAuthError::RepeatedParameter => {
-                    wire(BAD, InvalidRequest, "a parameter appears more than once")
-                }
-            }
+            client_wire(e, unauthorized)
         }
         ExchangeError::Subject(e) => token_wire(
             e,
@@ -318,6 +290,11 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
             PolicyError::LifetimeExhausted => {
                 wire(BAD, InvalidRequest, "presented tokens leave no lifetime")
             }
+            PolicyError::CertificateRequired => wire(
+                BAD,
+                UnauthorizedClient,
+                "client must authenticate with its certificate",
+            ),
         },
         ExchangeError::Mint(e) => match e {
             MintError::Serialize | MintError::Crypto | MintError::NoSigningKey => wire(
@@ -388,6 +365,86 @@ pub fn to_forward_auth(error: &ExchangeError) -> WireError {
         status,
         www_authenticate: false,
         ..wire
+    }
+}
+
+/// Client authentication (RFC 6749 §5.2): a failed or missing authentication is 401
+/// `invalid_client`, whatever the method (RFC 7521 §4.2.1 for assertions, RFC 8705 §2
+/// for certificates); a request malformed as to its credentials (two methods at once,
+/// repeated parameters) is 400 `invalid_request`; keys or a replay cache we cannot use
+/// now are 503, not the client's fault.
+fn client_wire(e: ClientAuthError, unauthorized: impl Fn(&'static str) -> WireError) -> WireError {
+    use ErrorCode::*;
+    let unavailable = |description| WireError {
+        retry_after: Some(5),
+        ..wire(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TemporarilyUnavailable,
+            description,
+        )
+    };
+    match e {
+        ClientAuthError::MissingCredentials => unauthorized("client authentication required"),
+        ClientAuthError::MalformedBasic => unauthorized("malformed Basic credentials"),
+        ClientAuthError::UnsupportedScheme => unauthorized("unsupported authentication scheme"),
+        ClientAuthError::UnknownClient
+        | ClientAuthError::WrongSecret
+        | ClientAuthError::WrongMethod
+        | ClientAuthError::UnsupportedAssertionType
+        | ClientAuthError::MalformedAssertion
+        | ClientAuthError::UnsupportedAlgorithm
+        | ClientAuthError::AlgorithmNotAllowed
+        | ClientAuthError::UnknownKid
+        | ClientAuthError::KidRequired
+        | ClientAuthError::AlgorithmKeyMismatch
+        | ClientAuthError::BadSignature
+        | ClientAuthError::AssertionNotForClient
+        | ClientAuthError::UntrustedAssertionIssuer
+        | ClientAuthError::AudienceMismatch
+        | ClientAuthError::MissingClaim
+        | ClientAuthError::Expired
+        | ClientAuthError::NotYetValid
+        | ClientAuthError::LifetimeTooLong
+        | ClientAuthError::ReplayedAssertion
+        | ClientAuthError::NamespaceMismatch
+        | ClientAuthError::ServiceAccountMismatch
+        | ClientAuthError::TrustDomainMismatch
+        | ClientAuthError::SpiffeIdMismatch
+        | ClientAuthError::NoClientCertificate
+        | ClientAuthError::CertificateUntrusted
+        | ClientAuthError::CertificateExpired
+        | ClientAuthError::CertificateNameMismatch
+        | ClientAuthError::CertificateNotRegistered
+        | ClientAuthError::ForwardedCertificateUntrusted
+        | ClientAuthError::MalformedForwardedCertificate => {
+            unauthorized("client authentication failed")
+        }
+        ClientAuthError::KeysUnavailable => unavailable("client keys unavailable, retry later"),
+        ClientAuthError::ReplayCacheUnavailable => {
+            unavailable("client assertion cannot be checked now, retry later")
+        }
+        ClientAuthError::MultipleAuthorizationHeaders => {
+            wire(BAD, InvalidRequest, "more than one Authorization header")
+        }
+        ClientAuthError::MultipleMethods => wire(
+            BAD,
+            InvalidRequest,
+            "more than one client authentication method",
+        ),
+        ClientAuthError::ClientIdMismatch => {
+            wire(BAD, InvalidRequest, "client_id does not match credentials")
+        }
+        ClientAuthError::SecretWithoutId => {
+            wire(BAD, InvalidRequest, "client_secret without client_id")
+        }
+        ClientAuthError::RepeatedParameter => {
+            wire(BAD, InvalidRequest, "a parameter appears more than once")
+        }
+        ClientAuthError::AssertionTypeMissing => wire(
+            BAD,
+            InvalidRequest,
+            "client_assertion and client_assertion_type must be sent together",
+        ),
     }
 }
 

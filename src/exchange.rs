@@ -14,7 +14,7 @@ use std::borrow::Borrow;
 use std::sync::Arc;
 
 use crate::audit::{AuditRecord, GrantRecord, RefusalLog};
-use crate::client_auth::{AuthenticatedClient, ClientAuthenticator};
+use crate::client_auth::{AuthenticatedClient, ClientAuthenticator, ClientRequest};
 use crate::clock::Clock;
 use crate::config::IssuerId;
 use crate::egress::cache::{CacheKey, Entry, Inputs, ReissueCache};
@@ -82,33 +82,34 @@ impl Exchanger {
         self.reissue.as_ref()
     }
 
+    /// The client authenticator (metrics, and endpoints that authenticate clients).
+    pub fn clients(&self) -> &ClientAuthenticator {
+        &self.clients
+    }
+
     /// Runs one exchange of `POST /token` and writes its audit record.
     pub async fn exchange(
         &self,
         request_id: &str,
-        peer: Option<std::net::IpAddr>,
-        authorization: Option<&[u8]>,
-        form: &FormBody,
+        request: &ClientRequest<'_>,
     ) -> Result<IssuedToken, ExchangeError> {
         let read = |form: &FormBody| Ok(TokenExchangeRequest::from_form(form)?);
-        self.serve(request_id, peer, authorization, form, read)
-            .await
+        self.serve(request_id, request, read).await
     }
 
     /// Runs the exchange a gateway asks for at the forward-auth endpoint
     /// (`egress::forward_auth`) and writes its audit record: the proxy authenticates with
-    /// `credentials` (a value of the syntax of `Authorization`) through the same dispatch
-    /// as at `/token`, and only then is `request` read from the original request.
+    /// `credentials` (its `Authorization`-syntax header, or its connection's certificate)
+    /// through the same dispatch as at `/token`, and only then is `request` read from the
+    /// original request.
     pub async fn exchange_for_proxy(
         &self,
         request_id: &str,
-        peer: Option<std::net::IpAddr>,
-        credentials: Option<&[u8]>,
+        credentials: &ClientRequest<'_>,
         request: impl FnOnce() -> Result<TokenExchangeRequest, ExchangeError>,
     ) -> Result<IssuedToken, ExchangeError> {
         let read = |_: &FormBody| request();
-        self.serve(request_id, peer, credentials, &FormBody::default(), read)
-            .await
+        self.serve(request_id, credentials, read).await
     }
 
     /// One exchange, granted from the pipeline or the re-issue cache or refused, with its
@@ -116,17 +117,15 @@ impl Exchanger {
     async fn serve(
         &self,
         request_id: &str,
-        peer: Option<std::net::IpAddr>,
-        authorization: Option<&[u8]>,
-        form: &FormBody,
+        request: &ClientRequest<'_>,
         read: impl FnOnce(&FormBody) -> Result<TokenExchangeRequest, ExchangeError>,
     ) -> Result<IssuedToken, ExchangeError> {
         let mut audit = AuditRecord {
-            peer,
+            peer: request.peer,
             ..AuditRecord::default()
         };
-        let mode = Exchange { authorization };
-        match self.grant(&mode, form, read, &mut audit).await {
+        let mode = Exchange { request: *request };
+        match self.grant(&mode, request.form, read, &mut audit).await {
             Ok(Granted::Cached(entry)) => {
                 audit.granted(request_id, entry.record(), true).await;
                 self.metrics.grant(&entry.record().rule);
@@ -166,7 +165,7 @@ impl Exchanger {
         read: impl FnOnce(&FormBody) -> Result<TokenExchangeRequest, ExchangeError>,
         audit: &mut AuditRecord,
     ) -> Result<Granted, ExchangeError> {
-        let client = mode.client(&self.clients, form, audit)?;
+        let client = mode.client(&self.clients, form, audit).await?;
         let request = read(form)?;
         let policy = self.policy.current();
         let admission = admit::<Verified>(&policy, &client, &request, audit)?;
@@ -219,7 +218,9 @@ impl Exchanger {
         form: &FormBody,
         audit: &mut AuditRecord,
     ) -> Result<Decided<M::Proofs>, ExchangeError> {
-        let client = mode.client(&self.clients, form, audit)?;
+        // Who is asking comes first: an unauthenticated caller learns nothing about the
+        // request beyond 401 and costs no more than a form decode.
+        let client = mode.client(&self.clients, form, audit).await?;
         let request = TokenExchangeRequest::from_form(form)?;
         let policy = self.policy.current();
         let admission = admit::<M::Proofs>(&policy, &client, &request, audit)?;
@@ -332,7 +333,7 @@ trait Mode {
         clients: &ClientAuthenticator,
         form: &FormBody,
         audit: &mut AuditRecord,
-    ) -> Result<<Self::Proofs as Proofs>::Client, ExchangeError>;
+    ) -> impl Future<Output = Result<<Self::Proofs as Proofs>::Client, ExchangeError>> + Send;
 
     /// A presented token of role `R`, proven as this mode proves it.
     fn token<R: Role>(
@@ -345,22 +346,23 @@ trait Mode {
 
 /// A real exchange: the request's credentials, the tokens' signatures.
 struct Exchange<'a> {
-    /// The request's Authorization header value.
-    authorization: Option<&'a [u8]>,
+    /// What the request carries that can authenticate its client.
+    request: ClientRequest<'a>,
 }
 
 impl Mode for Exchange<'_> {
     type Proofs = Verified;
 
-    fn client(
+    async fn client(
         &self,
         clients: &ClientAuthenticator,
-        form: &FormBody,
+        _: &FormBody,
         audit: &mut AuditRecord,
     ) -> Result<AuthenticatedClient, ExchangeError> {
-        let client = clients.authenticate(self.authorization, form)?;
+        let client = clients.authenticate(&self.request).await?;
         audit.client_id = Some(client.id().to_owned());
         audit.auth_method = Some(client.method().as_str());
+        audit.client_identity = client.client().workload_identity().map(str::to_owned);
         Ok(client)
     }
 

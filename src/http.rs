@@ -11,15 +11,24 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::audit::AuditRecord;
-use crate::client_auth::ClientAuthError;
+use crate::client_auth::{ClientAuthError, ClientRequest};
 use crate::error::{ExchangeError, to_wire};
 use crate::mint::IssuedToken;
+use crate::oauth::form::FormBody;
 use response::Body;
 
 /// The connection's peer, put in each request's extensions by `server` (the audit
 /// record's `peer`; behind a proxy, the proxy's address).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
+
+/// The TLS client certificate chain of the connection (leaf first), put in each
+/// request's extensions by `server` when the client sent one (RFC 8705 §2).
+#[derive(Debug, Clone)]
+pub struct ClientCertificates(pub std::sync::Arc<[rustls_pki_types::CertificateDer<'static>]>);
+
+/// Envoy's header carrying the client certificate a proxy terminated TLS for.
+pub const FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 
 /// Response header carrying the request id also written to the logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -57,17 +66,23 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
     let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
     let mut authorizations = parts.headers.get_all(AUTHORIZATION).iter();
     let authorization = authorizations.next().map(HeaderValue::as_bytes);
+    let mut forwarded = parts.headers.get_all(FORWARDED_CLIENT_CERT).iter();
+    let forwarded_certificate = forwarded.next().map(HeaderValue::as_bytes);
+    let certificates = parts.extensions.get::<ClientCertificates>();
     // RFC 9110 §5.3: a field may be repeated only when it is defined as a list, and
     // Authorization (§11.6.2) carries one set of credentials. Taking the first of two
     // would let whatever the client or a proxy put first decide who the caller is.
-    // Refused before the body is read: client authentication comes first.
-    let result = if authorizations.next().is_some() {
-        refused_at_edge(
-            app,
-            request_id,
-            peer,
-            ExchangeError::Client(ClientAuthError::MultipleAuthorizationHeaders),
-        )
+    // Refused before the body is read: client authentication comes first. The same for
+    // two forwarded-certificate headers: a proxy writes one.
+    let duplicate = if authorizations.next().is_some() {
+        Some(ClientAuthError::MultipleAuthorizationHeaders)
+    } else if forwarded.next().is_some() {
+        Some(ClientAuthError::MalformedForwardedCertificate)
+    } else {
+        None
+    };
+    let result = if let Some(duplicate) = duplicate {
+        refused_at_edge(app, request_id, peer, ExchangeError::Client(duplicate))
     } else {
         let read = body::read_form(
             &parts.headers,
@@ -77,9 +92,14 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
         );
         match read.await {
             Ok(form) => {
-                app.exchanger()
-                    .exchange(request_id, peer, authorization, &form)
-                    .await
+                let client = ClientRequest {
+                    authorization,
+                    form: &form,
+                    peer,
+                    tls_certificates: certificates.map(|c| &*c.0),
+                    forwarded_certificate,
+                };
+                app.exchanger().exchange(request_id, &client).await
             }
             Err(e) => refused_at_edge(app, request_id, peer, ExchangeError::Body(e)),
         }
@@ -114,12 +134,24 @@ async fn forward_auth(app: &App, request_id: &str, request: Request<Incoming>) -
     };
     let (parts, _body) = request.into_parts();
     let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
+    let certificates = parts.extensions.get::<ClientCertificates>();
     let result = match endpoint.credentials(&parts.headers) {
         Err(e) => refused_at_edge(app, request_id, peer, ExchangeError::Client(e)),
         Ok(credentials) => {
+            let no_form = FormBody::default();
+            // The proxy's own credentials: its header, or the certificate of its own
+            // connection. An `x-forwarded-client-cert` here describes the original
+            // request's client, not the proxy, so it never authenticates the proxy.
+            let proxy = ClientRequest {
+                authorization: credentials,
+                form: &no_form,
+                peer,
+                tls_certificates: certificates.map(|c| &*c.0),
+                forwarded_certificate: None,
+            };
             let read = || Ok(endpoint.request(&parts)?);
             app.exchanger()
-                .exchange_for_proxy(request_id, peer, credentials, read)
+                .exchange_for_proxy(request_id, &proxy, read)
                 .await
         }
     };

@@ -330,6 +330,38 @@ impl KeySet {
         Ok((Self { keys }, skipped))
     }
 
+    /// Parses a SPIFFE trust bundle (SPIFFE Trust Domain and Bundle §4: a JWKS with
+    /// `spiffe_sequence` and `spiffe_refresh_hint`), keeping its JWT-SVID keys (`use:
+    /// jwt-svid`) usable with an algorithm in `allowed`; X.509-SVID keys are not for
+    /// JWTs and are left out (not counted as skipped).
+    pub fn from_spiffe_bundle(
+        json: &[u8],
+        allowed: &[JwsAlgorithm],
+    ) -> Result<(Self, usize), JwksError> {
+        let JsonObject(raw) = serde_json::from_slice::<JsonObject<RawJwks>>(json)
+            .map_err(|_| JwksError::Malformed)?;
+        if raw.keys.len() > MAX_JWKS_KEYS {
+            return Err(JwksError::TooManyKeys);
+        }
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        let mut skipped = 0;
+        for mut value in raw.keys {
+            let Some(member) = value.get_mut("use") else {
+                continue;
+            };
+            if member.as_str() != Some("jwt-svid") {
+                continue;
+            }
+            // A JWT-SVID key verifies signatures: what `use: sig` says for any JWKS.
+            *member = serde_json::Value::String("sig".into());
+            match parse_jwk(value, allowed) {
+                Ok(parsed) => keys.extend(parsed),
+                Err(_) => skipped += 1,
+            }
+        }
+        Ok((Self { keys }, skipped))
+    }
+
     /// How many (key, algorithm) bindings the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()

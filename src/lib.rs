@@ -45,7 +45,7 @@
 //! [`config`], [`clock`] (the only reader of wall time), [`jose`], [`keys`], [`oauth`]
 //! (wire vocabulary and form decoding), [`upstream`] (the HTTP client with its limits, the
 //! JWKS cache, discovery), [`store`] (state shared across replicas), [`metrics`],
-//! [`telemetry`], [`reload`]. Assembly: [`app`]. The embedded default for trying it out:
+//! [`telemetry`], [`reload`], [`x509`] (the names and dates of certificates). Assembly: [`app`]. The embedded default for trying it out:
 //! [`dev`].
 //!
 //! ## Where to add
@@ -94,3 +94,4 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;
+pub mod x509;

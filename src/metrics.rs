@@ -295,6 +295,9 @@ pub struct Snapshot {
     pub log_dropped: [(&'static str, u64); 2],
     /// The re-issue cache's counters and sizes; `None` when it is off.
     pub reissue_cache: Option<crate::egress::cache::CacheStats>,
+    /// The in-process store's live entries and capacity (it holds the `private_key_jwt`
+    /// replay cache); `None` for a backend that cannot tell cheaply.
+    pub store: Option<(usize, usize)>,
 }
 
 impl Collector for Snapshot {
@@ -302,12 +305,32 @@ impl Collector for Snapshot {
         self.encode_signing(&mut encoder)?;
         self.encode_jwks(&mut encoder)?;
         self.encode_introspection(&mut encoder)?;
+        self.encode_store(&mut encoder)?;
         self.encode_log_dropped(&mut encoder)?;
         self.encode_reissue_cache(&mut encoder)
     }
 }
 
 impl Snapshot {
+    /// The store's size: the replay cache of `private_key_jwt` assertions lives in it.
+    fn encode_store(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((entries, capacity)) = self.store else {
+            return Ok(());
+        };
+        gauge(
+            encoder,
+            "store_entries",
+            "Live entries in the in-process store (the private_key_jwt replay cache: one per jti until the assertion expires)",
+            i64::try_from(entries).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            encoder,
+            "store_capacity",
+            "Most live entries the in-process store holds; when full, private_key_jwt assertions are refused (503)",
+            i64::try_from(capacity).unwrap_or(i64::MAX),
+        )
+    }
+
     /// Readiness and the signing keys.
     fn encode_signing(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         gauge(

@@ -99,6 +99,9 @@ impl Minter {
             client_id: grant.client_id(),
             scope: &scope,
             act: (!grant.act().is_empty()).then_some(Act { chain: grant.act() }),
+            cnf: grant.cnf_thumbprint().map(|t| Confirmation {
+                x5t_s256: b64_encode(t),
+            }),
             extra: grant.claims(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
@@ -144,10 +147,20 @@ struct Claims<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<Act<'a>>,
+    /// RFC 8705 §3.1: the token is bound to the client certificate with this SHA-256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation>,
     /// Passthrough claims (policy `claims`); the policy refuses reserved names, so none
     /// of them repeats a member above.
     #[serde(flatten)]
     extra: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// `cnf` (RFC 7800 §3.1) with the certificate thumbprint member of RFC 8705 §3.1.
+#[derive(Serialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: String,
 }
 
 /// One audience as a string, several as an array (RFC 7519 §4.1.3).

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::client_auth::{AuthenticatedClient, NamedClient, RegisteredClient};
+use crate::client_auth::{AuthenticatedClient, CertificateBinding, ClientProof, NamedClient};
 use crate::config::{Config, ConfigError, IssuerId};
 use crate::oauth::TokenType;
 use crate::token::{Actor, ActorId, Checked, Role, Subject, VerifiedToken};
@@ -59,7 +59,7 @@ mod sealed {
 /// proofs, can be minted.
 pub trait Proofs: sealed::Sealed {
     /// What proves the client.
-    type Client: AsRef<RegisteredClient>;
+    type Client: ClientProof;
     /// What proves a token of role `R`.
     type Token<R: Role>: Borrow<Checked<R>>;
 }
@@ -156,6 +156,10 @@ pub enum PolicyError {
     /// Rule 8: the tokens leave no lifetime to grant.
     #[error("no lifetime left")]
     LifetimeExhausted,
+    /// Policy `certificate_bound`: the client's tokens are bound to its certificate, and
+    /// it authenticated without one.
+    #[error("certificate required for certificate-bound tokens")]
+    CertificateRequired,
 }
 
 impl PolicyError {
@@ -185,6 +189,7 @@ impl PolicyError {
             PolicyError::NoTarget => "no_target",
             PolicyError::ScopeNotGranted => "scope_not_granted",
             PolicyError::LifetimeExhausted => "lifetime_exhausted",
+            PolicyError::CertificateRequired => "certificate_required",
         }
     }
 }
@@ -419,6 +424,8 @@ pub(crate) struct ClientHeader {
     /// Whether this client's grants may be answered again from the re-issue cache
     /// (`reissue_cache`, default true; `egress::cache`).
     reissue_cache: bool,
+    /// Issued tokens are bound to the client's certificate (`cnf` `x5t#S256`, RFC 8705 §3).
+    certificate_bound: bool,
 }
 
 /// How the subjects of a client's several subject issuers are kept apart in the tokens it
@@ -484,6 +491,8 @@ pub struct Decided<P: Proofs> {
     claims: Map<String, Value>,
     token_type: TokenType,
     rule: Arc<str>,
+    /// SHA-256 of the client certificate the token is bound to (RFC 8705 §3.1).
+    cnf: Option<[u8; 32]>,
     proofs: PhantomData<P>,
 }
 
@@ -547,6 +556,11 @@ impl<P: Proofs> Decided<P> {
     pub fn rule_id(&self) -> &Arc<str> {
         &self.rule
     }
+    /// The SHA-256 thumbprint of the client certificate the issued token is bound to
+    /// (`cnf` `x5t#S256`, RFC 8705 §3.1), when the policy binds it.
+    pub fn cnf_thumbprint(&self) -> Option<&[u8; 32]> {
+        self.cnf.as_ref()
+    }
 }
 
 /// The compiled policies of every client.
@@ -598,6 +612,7 @@ impl PolicyEngine {
         subject_type: TokenType,
         actor_type: Option<TokenType>,
     ) -> Result<Admission<'a, P>, Refusal> {
+        let binding = client.certificate_binding();
         let client = client.as_ref();
         let policy = self.clients.get(client.id()).ok_or_else(|| {
             Refusal::new(
@@ -617,7 +632,9 @@ impl PolicyEngine {
         fields::check_mode(&policy.header, actor_type.is_some())
             .and_then(|()| fields::token_types_accepted(&policy.header, subject_type, actor_type))
             .map_err(|r| r.under(&policy.id))?;
+        let cnf = certificate_binding(policy, binding)?;
         Ok(Admission {
+            cnf,
             own_issuer: &self.own_issuer,
             sts_audiences: &self.sts_audiences,
             client: ClientFacts::of(client),
@@ -627,8 +644,28 @@ impl PolicyEngine {
     }
 }
 
+/// Policy `certificate_bound` (RFC 8705 §3): the certificate the issued token is bound
+/// to. A client authenticated without one is refused, never issued an unbound token; a
+/// dry run (nothing minted) binds to none.
+fn certificate_binding(
+    policy: &ClientPolicy,
+    binding: CertificateBinding<'_>,
+) -> Result<Option<[u8; 32]>, Refusal> {
+    match (policy.header.certificate_bound, binding) {
+        (false, _) | (true, CertificateBinding::NotAuthenticated) => Ok(None),
+        (true, CertificateBinding::Certificate(thumbprint)) => Ok(Some(*thumbprint)),
+        (true, CertificateBinding::None) => Err(Refusal::new(
+            PolicyError::CertificateRequired,
+            "client",
+            "the policy binds this client's tokens to its certificate (certificate_bound), and it authenticated without one",
+        )
+        .under(&policy.id)),
+    }
+}
+
 /// A client admitted by [`PolicyEngine::admit`], awaiting its tokens (with proofs `P`).
 pub struct Admission<'a, P: Proofs> {
+    cnf: Option<[u8; 32]>,
     own_issuer: &'a str,
     sts_audiences: &'a HashMap<IssuerId, Vec<String>>,
     client: ClientFacts<'a>,
@@ -706,7 +743,10 @@ impl<P: Proofs> Admission<'_, P> {
             fields::actor_allowed(rule.actors.as_ref(), actor)?;
         }
         let acting = rules::acting_party(actor, client, self.own_issuer);
-        let named_by_may_act = rules::may_act_restricts(subject, &acting)?;
+        let named_by_may_act = match rules::may_act_restricts(subject, &acting) {
+            Err(_) if rules::may_act_names_client_by_id(subject, client) => true,
+            other => other?,
+        };
         rules::subject_bound_to_client(subject, client, named_by_may_act)?;
         fields::prior_actors_allowed(rule.prior_actors.as_ref(), subject.act)?;
         let new_actor = match actor {
@@ -745,6 +785,7 @@ impl<P: Proofs> Admission<'_, P> {
             claims: fields::passthrough_claims(&rule.claims, subject_claims.as_ref()),
             token_type: rules::issued_token_type(targets.requested_token_type),
             rule: Arc::clone(&rule.id),
+            cnf: self.cnf,
         })
     }
 }
@@ -775,12 +816,14 @@ mod tests {
                 actor_token_types: None,
                 subject_namespace: None,
                 reissue_cache: true,
+                certificate_bound: false,
             },
             base: Arc::new(rule),
             by_issuer: HashMap::new(),
         };
         let sts_audiences = HashMap::new();
         let admission = Admission::<Unverified> {
+            cnf: None,
             own_issuer: "https://sts.example",
             sts_audiences: &sts_audiences,
             client: client(&audiences),

@@ -327,18 +327,6 @@ async fn serve_connection<H, F>(
     tokio::pin!(first_request);
     let activity = Arc::new(Activity::new());
     let seen = Arc::clone(&activity);
-    let service = service_fn(move |mut req: Request<Incoming>| {
-        let in_flight = seen.request_began();
-        // Who is asking, for the audit record (the connection's address; behind a proxy,
-        // the proxy's).
-        req.extensions_mut().insert(crate::http::Peer(peer));
-        let answer = service.call(req);
-        async move {
-            let answer = answer.await;
-            drop(in_flight);
-            answer
-        }
-    });
     let idle_timeout = limits.idle_timeout;
     let stream = match tls {
         None => tls::MaybeTls::Plain(stream),
@@ -351,6 +339,31 @@ async fn serve_connection<H, F>(
             _ = stop.changed() => return,
         },
     };
+    // The client's certificate chain, kept for the connection's requests (RFC 8705 §2).
+    let certificates = match &stream {
+        tls::MaybeTls::Tls(stream) => stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .filter(|chain| !chain.is_empty())
+            .map(|chain| crate::http::ClientCertificates(chain.to_vec().into())),
+        tls::MaybeTls::Plain(_) => None,
+    };
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let in_flight = seen.request_began();
+        // Who is asking, for the audit record (the connection's address; behind a proxy,
+        // the proxy's), and the certificate it presented.
+        req.extensions_mut().insert(crate::http::Peer(peer));
+        if let Some(certificates) = &certificates {
+            req.extensions_mut().insert(certificates.clone());
+        }
+        let answer = service.call(req);
+        async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        }
+    });
     let io = TokioIo::new(stream);
     let connection = builder.serve_connection(io, service).into_owned();
     tokio::pin!(connection);

@@ -88,6 +88,20 @@ impl Store {
         Store::Memory(MemoryStore::new(max_entries, clock))
     }
 
+    /// Live entries held, where the backend can tell cheaply (for metrics).
+    pub fn entries(&self) -> Option<usize> {
+        match self {
+            Store::Memory(store) => Some(store.len()),
+        }
+    }
+
+    /// The most live entries the backend holds, where it has such a bound (for metrics).
+    pub fn capacity(&self) -> Option<usize> {
+        match self {
+            Store::Memory(store) => Some(store.capacity()),
+        }
+    }
+
     /// Stores `value` under `key` until `expires_at`, replacing any value and expiry the
     /// key had.
     pub async fn put(&self, key: &str, value: Bytes, expires_at: u64) -> Result<(), StoreError> {

@@ -22,6 +22,29 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// [`client`], also trusting the PEM certificates of `ca_file` (a Kubernetes cluster's
+/// CA, for its API server's discovery and JWKS). Read now, at start-up.
+pub fn client_with_ca(ca_file: &std::path::Path) -> Result<reqwest::Client, String> {
+    let pem = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", ca_file.display()))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{}: no PEM CERTIFICATE in the file",
+            ca_file.display()
+        ));
+    }
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .user_agent(concat!("gleipnir/", env!("CARGO_PKG_VERSION")));
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(describe)
+}
+
 /// What went wrong in an upstream call, with every cause under it ("error sending
 /// request: client error (Connect): tcp connect error: Connection refused (os error
 /// 111)"): reqwest's own message alone ("error sending request") names no cause. The URL

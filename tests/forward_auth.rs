@@ -73,7 +73,7 @@ async fn a_granted_request_gets_a_token_for_its_route() {
     let issuer = TestIssuer::start().await;
     let sts = Sts::builder()
         .issuer("corp", &issuer, "")
-        .section(SECTION)
+        .extra(SECTION)
         .start()
         .await;
     let subject = issuer.user_token("alice", "bff", "orders:read orders:write");
@@ -133,7 +133,7 @@ async fn refusals_say_why_in_a_header_and_never_carry_a_token() {
     let issuer = TestIssuer::start().await;
     let sts = Sts::builder()
         .issuer("corp", &issuer, "")
-        .section(SECTION)
+        .extra(SECTION)
         .start()
         .await;
     let subject = issuer.user_token("alice", "bff", "orders:read");
@@ -367,7 +367,7 @@ fn the_configuration_section_is_checked() {
         ),
     ] {
         let error = Sts::builder()
-            .section(text)
+            .extra(text)
             .try_build_app("http://127.0.0.1:1")
             .err()
             .unwrap_or_else(|| panic!("accepted: {text}"));

@@ -244,7 +244,7 @@ async fn nginx_auth_request_gets_tokens_from_gleipnir() {
     let issuer = TestIssuer::start().await;
     let sts = Sts::builder()
         .issuer("corp", &issuer, "")
-        .section(SECTION)
+        .extra(SECTION)
         .start()
         .await;
     let (_, jwks) = sts.get_json("/.well-known/jwks.json").await;

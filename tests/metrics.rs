@@ -47,7 +47,7 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
     // introspection answer): not be answered by the re-issue cache.
     let sts = Sts::builder()
         .issuer("corp", &issuer, &settings)
-        .section("[reissue_cache]\nenabled = false")
+        .extra("[reissue_cache]\nenabled = false")
         .start()
         .await;
     sts.wait_ready().await;

@@ -294,7 +294,7 @@ async fn a_policy_reload_misses_and_a_disabled_client_is_refused() {
     audit::capture();
     let issuer = TestIssuer::start().await;
     let sts = builder(&issuer)
-        .section("[policy]\nwatch_seconds = 1")
+        .extra("[policy]\nwatch_seconds = 1")
         .start()
         .await;
     let dir = sts.dir().to_owned();
@@ -335,7 +335,7 @@ async fn a_client_can_switch_the_cache_off_and_so_can_the_configuration() {
         ),
         (
             builder(&issuer)
-                .section("[reissue_cache]\nenabled = false")
+                .extra("[reissue_cache]\nenabled = false")
                 .start()
                 .await,
             "[reissue_cache] enabled = false",
@@ -375,7 +375,7 @@ async fn an_entry_near_its_end_misses() {
 
     // The seconds bound, when it is the larger.
     let sts = builder(&issuer)
-        .section("[reissue_cache]\nmin_remaining_fraction = 0.1\nmin_remaining_seconds = 100")
+        .extra("[reissue_cache]\nmin_remaining_fraction = 0.1\nmin_remaining_seconds = 100")
         .start()
         .await;
     let (first, _) = at(&sts, &form, 0).await;
@@ -465,7 +465,7 @@ fn the_configuration_section_is_checked() {
         ("size = 1", "toml"),
     ] {
         let error = Sts::builder()
-            .section(&format!("[reissue_cache]\n{text}"))
+            .extra(&format!("[reissue_cache]\n{text}"))
             .try_build_app("http://127.0.0.1:1")
             .err()
             .unwrap_or_else(|| panic!("{text} accepted"));

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{AuthMethod, ClientAuthError, Presented};
+use super::{AuthMethod, ClientAuthError};
 use crate::oauth::form::{self, FormBody};
 
 /// The SHA-256 digest of a client secret: what the registry keeps, zeroized on drop.
@@ -52,12 +52,13 @@ impl PresentedSecret {
     }
 }
 
-/// The secret credentials of a request: HTTP Basic, or `client_id` and `client_secret`
-/// in the body; both at once is refused (RFC 6749 §2.3).
+/// The secret credentials of a request, if it presents any: HTTP Basic, or `client_id`
+/// and `client_secret` in the body; both at once is refused (RFC 6749 §2.3). A body
+/// `client_id` alone is no credential (certificate clients name themselves with it).
 pub(crate) fn presented(
     authorization: Option<&[u8]>,
     form: &FormBody,
-) -> Result<Presented, ClientAuthError> {
+) -> Result<Option<PresentedSecret>, ClientAuthError> {
     let body_id = form
         .single("client_id")
         .map_err(|_| ClientAuthError::RepeatedParameter)?;
@@ -82,10 +83,10 @@ pub(crate) fn presented(
                 AuthMethod::ClientSecretPost,
             ),
             (None, Some(_)) => return Err(ClientAuthError::SecretWithoutId),
-            (_, None) => return Err(ClientAuthError::MissingCredentials),
+            (_, None) => return Ok(None),
         },
     };
-    Ok(Presented::Secret(PresentedSecret { id, secret, method }))
+    Ok(Some(PresentedSecret { id, secret, method }))
 }
 
 /// RFC 7617 Basic credentials; id and secret are form-urlencoded inside (RFC 6749 §2.3.1).

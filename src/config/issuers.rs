@@ -335,7 +335,7 @@ fn profile(name: Option<&str>) -> Result<IssuerProfile, String> {
 }
 
 /// `algorithms`: asymmetric JWS algorithms only; default [`JwsAlgorithm::DEFAULT_ALLOWED`].
-fn algorithms(names: Option<Vec<String>>) -> Result<Vec<JwsAlgorithm>, String> {
+pub(super) fn algorithms(names: Option<Vec<String>>) -> Result<Vec<JwsAlgorithm>, String> {
     match names {
         None => Ok(JwsAlgorithm::DEFAULT_ALLOWED.to_vec()),
         Some(names) if names.is_empty() => Err("must not be empty".into()),

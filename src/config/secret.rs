@@ -59,6 +59,16 @@ pub(super) struct RawSecret {
 }
 
 impl RawSecret {
+    /// [`validate`](Self::validate) without taking the table.
+    pub(super) fn validate_ref(&self, base: &Path) -> Result<SecretSource, String> {
+        RawSecret {
+            value: self.value.clone(),
+            env: self.env.clone(),
+            file: self.file.clone(),
+        }
+        .validate(base)
+    }
+
     pub(super) fn validate(self, base: &Path) -> Result<SecretSource, String> {
         match (self.value, self.env, self.file) {
             (Some(v), None, None) if !v.is_empty() => Ok(SecretSource::Value(Zeroizing::new(v))),

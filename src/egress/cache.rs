@@ -109,6 +109,15 @@ impl CacheKey {
         d.bytes(inputs.signing_kid.as_bytes());
         d.bytes(inputs.client.id().as_bytes());
         d.bytes(inputs.client.method().as_str().as_bytes());
+        // The certificate it authenticated with: a token bound to one certificate
+        // (`cnf`, RFC 8705 §3) is never handed to the holder of another.
+        match inputs.client.certificate_thumbprint() {
+            None => d.number(0),
+            Some(thumbprint) => {
+                d.number(1);
+                d.bytes(thumbprint);
+            }
+        }
         let request = inputs.request;
         d.bytes(request.subject.token_type.name().as_bytes());
         d.bytes(request.subject.token.as_bytes());

@@ -149,7 +149,7 @@ struct DryRun<'a> {
 impl Mode for DryRun<'_> {
     type Proofs = Unverified;
 
-    fn client(
+    async fn client(
         &self,
         clients: &ClientAuthenticator,
         _: &FormBody,

@@ -106,6 +106,9 @@ pub(super) struct ClientFacts<'a> {
     pub(super) actor_sub: &'a str,
     /// The issuer of the client's identity, when configured.
     pub(super) actor_iss: Option<&'a str>,
+    /// The client authenticates as a workload identity (its `actor_sub`) other than its
+    /// client id.
+    pub(super) workload: bool,
 }
 
 impl<'a> ClientFacts<'a> {
@@ -116,6 +119,7 @@ impl<'a> ClientFacts<'a> {
             audiences: client.audiences(),
             actor_sub: client.actor_sub(),
             actor_iss: client.actor_iss(),
+            workload: client.workload_identity().is_some(),
         }
     }
 }
@@ -161,6 +165,7 @@ pub(super) mod testing {
             audiences,
             actor_sub: "bff-sa",
             actor_iss: None,
+            workload: false,
         }
     }
 

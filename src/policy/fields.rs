@@ -209,6 +209,7 @@ mod tests {
             actor_token_types: None,
             subject_namespace: None,
             reissue_cache: true,
+            certificate_bound: false,
         }
     }
 

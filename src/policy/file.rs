@@ -64,6 +64,7 @@ struct RawRule {
     actor_token_types: Option<Vec<String>>,
     subject_namespace: Option<String>,
     reissue_cache: Option<bool>,
+    certificate_bound: Option<bool>,
     audiences: Option<Vec<String>>,
     resources: Option<Vec<String>>,
     default_audience: Option<String>,
@@ -109,7 +110,7 @@ struct RawPolicyFile {
 }
 
 /// Fields that only make sense for a whole client, refused in `by_issuer` tables.
-const CLIENT_ONLY: [&str; 8] = [
+const CLIENT_ONLY: [&str; 9] = [
     "enabled",
     "impersonate",
     "delegate",
@@ -118,6 +119,7 @@ const CLIENT_ONLY: [&str; 8] = [
     "actor_token_types",
     "subject_namespace",
     "reissue_cache",
+    "certificate_bound",
 ];
 
 impl RawRule {
@@ -139,6 +141,7 @@ impl RawRule {
             actor_token_types,
             subject_namespace,
             reissue_cache,
+            certificate_bound,
             audiences,
             resources,
             default_audience,
@@ -165,6 +168,7 @@ impl RawRule {
             self.actor_token_types.is_some(),
             self.subject_namespace.is_some(),
             self.reissue_cache.is_some(),
+            self.certificate_bound.is_some(),
         ];
         CLIENT_ONLY
             .iter()
@@ -319,6 +323,7 @@ fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldEr
             .map_err(|r| field_err("actor_token_types", r))?,
         subject_namespace,
         reissue_cache: raw.reissue_cache.unwrap_or(true),
+        certificate_bound: raw.certificate_bound.unwrap_or(false),
     })
 }
 

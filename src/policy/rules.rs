@@ -178,6 +178,19 @@ pub(super) fn may_act_restricts(
     }
 }
 
+/// Rule 3, for a client with a workload identity: a subject token's `may_act` (without
+/// `iss`) may name it by its client id as well as by that identity (its `actor_sub`).
+/// The actor is then the client itself, with or without an actor token (rule 1 bound
+/// any actor token to it), so the `may_act` names this exchange's actor.
+pub(super) fn may_act_names_client_by_id(
+    subject: &TokenFacts<'_>,
+    client: &ClientFacts<'_>,
+) -> bool {
+    subject
+        .may_act
+        .is_some_and(|m| client.workload && m.iss.is_none() && m.sub == client.id)
+}
+
 /// RFC 8693 §4.4: `may_act` names the party by `sub` (and `iss`, when it gives one).
 fn may_act_matches(may_act: &ActorId, actor: &ActorId) -> bool {
     may_act.sub == actor.sub
@@ -680,6 +693,30 @@ mod tests {
             detail,
             r#"sub "bff-sa" of "https://other.example" (the client's actor identity is "bff-sa" of "https://idp.example"), client_id none, azp none (when present, must be "bff")"#
         );
+    }
+
+    #[test]
+    fn rule3_may_act_may_name_a_workload_client_by_its_id() {
+        let mut subject = token("alice");
+        let may_act = party("bff", None);
+        subject.may_act = Some(&may_act);
+        let audiences = strings(&["bff"]);
+        let plain = client(&audiences);
+        let workload = ClientFacts {
+            workload: true,
+            ..plain
+        };
+        assert!(may_act_names_client_by_id(&subject, &workload));
+        assert!(
+            !may_act_names_client_by_id(&subject, &plain),
+            "only with workload identity"
+        );
+        let with_iss = party("bff", Some("https://sts.example"));
+        subject.may_act = Some(&with_iss);
+        assert!(!may_act_names_client_by_id(&subject, &workload));
+        let other = party("orders-api", None);
+        subject.may_act = Some(&other);
+        assert!(!may_act_names_client_by_id(&subject, &workload));
     }
 
     #[test]

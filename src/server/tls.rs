@@ -68,14 +68,24 @@ impl Tls {
     /// Reads and checks `[tls]`'s certificate and key (start-up: an error stops the
     /// service before any port is bound). `None` when the configuration has no `[tls]`.
     pub fn load(config: &Config) -> Result<Option<Arc<Tls>>, ConfigError> {
+        let client_certificates = config
+            .clients
+            .iter()
+            .any(|c| c.credential.uses_certificate());
         config
             .tls
             .as_ref()
-            .map(|tls| Self::from_config(tls, &config.origin).map(Arc::new))
+            .map(|tls| Self::from_config(tls, &config.origin, client_certificates).map(Arc::new))
             .transpose()
     }
 
-    fn from_config(tls: &TlsConfig, origin: &str) -> Result<Tls, ConfigError> {
+    /// With `client_certificates` (some client authenticates with one, RFC 8705), the
+    /// listener asks every client for an optional certificate ([`OptionalClientCert`]).
+    fn from_config(
+        tls: &TlsConfig,
+        origin: &str,
+        client_certificates: bool,
+    ) -> Result<Tls, ConfigError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs = Arc::new(CertStore::load(Source {
             origin: origin.to_owned(),
@@ -83,11 +93,17 @@ impl Tls {
             key_file: tls.key_file.clone(),
             provider: Arc::clone(&provider),
         })?);
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| ConfigError::new(origin, "tls", e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&certs) as Arc<dyn ResolvesServerCert>);
+            .map_err(|e| ConfigError::new(origin, "tls", e.to_string()))?;
+        let builder = match client_certificates {
+            true => builder.with_client_cert_verifier(Arc::new(OptionalClientCert {
+                algorithms: provider.signature_verification_algorithms,
+            })),
+            false => builder.with_no_client_auth(),
+        };
+        let mut server =
+            builder.with_cert_resolver(Arc::clone(&certs) as Arc<dyn ResolvesServerCert>);
         server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
         Ok(Tls {
             certs,
@@ -159,6 +175,64 @@ impl Tls {
                 None
             }
         }
+    }
+}
+
+/// The listener's client-certificate policy when some client authenticates with a
+/// certificate (RFC 8705 §2): every client is asked for one, none must send it, and a
+/// certificate sent must be proven by the handshake signature (CertificateVerify),
+/// checked here with aws-lc-rs. Whether the chain is trusted is not decided here: trust
+/// anchors are per client, and the client is known only from its request, so the chain
+/// is kept on the connection and judged by `client_auth` (`tls_client_auth`,
+/// `self_signed_tls_client_auth`) against that client's registration.
+#[derive(Debug)]
+struct OptionalClientCert {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for OptionalClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Judged per client, at the request (see the type's doc).
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -334,7 +408,7 @@ impl Source {
         let Some(leaf) = chain.first() else {
             return Err(cert_error(&"no PEM CERTIFICATE in the file"));
         };
-        let not_after = not_after(leaf.as_ref()).ok_or_else(|| {
+        let not_after = crate::x509::not_after(leaf.as_ref()).ok_or_else(|| {
             cert_error(
                 &"the first certificate is not an X.509 certificate whose validity can be read",
             )
@@ -363,164 +437,5 @@ impl Source {
             )),
             Err(e) => Err(cert_error(&format!("unreadable certificate: {e}"))),
         }
-    }
-}
-
-// ---- the leaf's not-after: a small DER walk (RFC 5280 §4.1) ---------------------------
-
-/// One DER element: (tag, contents, what follows). Single-byte tags, definite lengths.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at_checked(n)?;
-        let len = bytes
-            .iter()
-            .fold(0usize, |len, b| (len << 8) | usize::from(*b));
-        (len, rest)
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-/// `tbsCertificate.validity.notAfter` of a DER certificate, in Unix seconds.
-///
-/// ```text
-/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE {
-///     version [0] EXPLICIT OPTIONAL, serialNumber INTEGER, signature SEQUENCE,
-///     issuer SEQUENCE, validity SEQUENCE { notBefore Time, notAfter Time }, … }, … }
-/// ```
-fn not_after(der: &[u8]) -> Option<i64> {
-    const SEQUENCE: u8 = 0x30;
-    let (SEQUENCE, certificate, _) = der_element(der)? else {
-        return None;
-    };
-    let (SEQUENCE, mut tbs, _) = der_element(certificate)? else {
-        return None;
-    };
-    if let Some((0xa0, _, rest)) = der_element(tbs) {
-        tbs = rest;
-    }
-    for expected in [0x02, SEQUENCE, SEQUENCE] {
-        let (tag, _, rest) = der_element(tbs)?;
-        if tag != expected {
-            return None;
-        }
-        tbs = rest;
-    }
-    let (SEQUENCE, validity, _) = der_element(tbs)? else {
-        return None;
-    };
-    let (_, _, rest) = der_element(validity)?;
-    let (tag, time, _) = der_element(rest)?;
-    asn1_time(tag, time)
-}
-
-/// RFC 5280 §4.1.2.5: UTCTime `YYMMDDHHMMSSZ` (years 1950–2049) or GeneralizedTime
-/// `YYYYMMDDHHMMSSZ`, in Unix seconds.
-fn asn1_time(tag: u8, text: &[u8]) -> Option<i64> {
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        text.get(range)?.iter().try_fold(0i64, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
-        })
-    };
-    let (year, rest) = match (tag, text.len()) {
-        (0x17, 13) => {
-            let yy = digits(0..2)?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
-        }
-        (0x18, 15) => (digits(0..4)?, 4),
-        _ => return None,
-    };
-    if text.last() != Some(&b'Z') {
-        return None;
-    }
-    let field = |i: usize| digits(rest + 2 * i..rest + 2 * i + 2);
-    let (month, day, hour, minute, second) =
-        (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cert_with_not_after(year: i32, month: u8, day: u8) -> Vec<u8> {
-        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(year, month, day);
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
-    }
-
-    #[test]
-    fn reads_the_not_after_of_real_certificates() {
-        // UTCTime up to 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
-        for (year, month, day, expected) in [
-            (2031, 6, 15, 1_939_248_000),
-            (2049, 12, 31, 2_524_521_600),
-            (2050, 1, 1, 2_524_608_000),
-            (2100, 3, 1, 4_107_542_400),
-        ] {
-            let der = cert_with_not_after(year, month, day);
-            assert_eq!(not_after(&der), Some(expected), "{year}-{month}-{day}");
-        }
-    }
-
-    #[test]
-    fn times_and_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
-        assert_eq!(asn1_time(0x17, b"991231235959Z"), Some(946_684_799));
-        assert_eq!(asn1_time(0x17, b"500101000000Z"), Some(-631_152_000));
-        assert_eq!(asn1_time(0x18, b"20300317174640Z"), Some(1_900_000_000));
-        for (tag, bad) in [
-            (0x17, &b"991231235959"[..]),
-            (0x17, b"991331235959Z"),
-            (0x17, b"99123123595aZ"),
-            (0x18, b"991231235959Z"),
-            (0x04, b"991231235959Z"),
-        ] {
-            assert_eq!(
-                asn1_time(tag, bad),
-                None,
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn truncated_or_foreign_der_is_refused_not_misread() {
-        let der = cert_with_not_after(2031, 6, 15);
-        for len in [0, 1, 2, 10, 40, der.len() / 2] {
-            assert_eq!(not_after(&der[..len]), None, "{len} bytes");
-        }
-        assert_eq!(not_after(b"not a certificate"), None);
-        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
 }

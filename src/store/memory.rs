@@ -76,6 +76,21 @@ impl MemoryStore {
         }
     }
 
+    /// Live entries held now (expired ones dropped first), for metrics.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether no live entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most live entries it holds.
+    pub fn capacity(&self) -> usize {
+        self.max_entries
+    }
+
     /// See [`super::Store::put`].
     pub async fn put(&self, key: &str, value: Bytes, expires_at: u64) -> Result<(), StoreError> {
         let mut state = self.lock_for(expires_at)?;

@@ -12,7 +12,8 @@ use super::claims::{self, Claims};
 use super::error::TokenError;
 use super::issuers::{IssuerKeys, TrustedIssuer};
 use crate::jose::jws::{CompactJws, HeaderError, JwsError, SignatureError};
-use crate::jose::{KeyLookup, KeySet, b64_decode};
+use crate::jose::{KeySet, b64_decode};
+use crate::upstream::jwks::CachedVerifyError;
 
 /// A compact JWS, decoded, not yet trusted (the shared [`CompactJws`], whose header and
 /// algorithm it shows).
@@ -78,27 +79,11 @@ impl Jws<'_> {
                     .ok_or(TokenError::UnknownKid)?;
                 self.verify_with(keys)
             }
-            IssuerKeys::Remote(cache) => {
-                let fetched = cache.keys().await.ok_or(TokenError::KeysUnavailable)?;
-                match self.verify_with(&fetched.keys) {
-                    Err(TokenError::UnknownKid) => {
-                        let lacks_kid = |keys: &KeySet| {
-                            matches!(keys.find(kid, self.alg), KeyLookup::UnknownKid)
-                        };
-                        let refreshed = cache.refresh_for_unknown_kid(&fetched, lacks_kid).await;
-                        match self.verify_with(&refreshed.fetched.keys) {
-                            // Not in keys fetched after the token came: not the issuer's.
-                            // Otherwise it may be a key we could not fetch yet (cooldown,
-                            // backoff, failed refetch): not the client's fault.
-                            Err(TokenError::UnknownKid) if !refreshed.confirmed => {
-                                Err(TokenError::KeysUnavailable)
-                            }
-                            other => other,
-                        }
-                    }
-                    other => other,
-                }
-            }
+            IssuerKeys::Remote(cache) => match cache.verify(&self.0).await {
+                Ok(()) => Ok(SignatureVerified(())),
+                Err(CachedVerifyError::Unavailable) => Err(TokenError::KeysUnavailable),
+                Err(CachedVerifyError::Signature(e)) => Err(signature_error(e)),
+            },
         }
     }
 
@@ -106,12 +91,18 @@ impl Jws<'_> {
     /// key for the algorithm) is bound to the token's algorithm and the signature
     /// verifies with it.
     fn verify_with(&self, keys: &KeySet) -> Result<SignatureVerified, TokenError> {
-        match self.0.verify_with(keys) {
-            Ok(()) => Ok(SignatureVerified(())),
-            Err(SignatureError::BadSignature) => Err(TokenError::BadSignature),
-            Err(SignatureError::UnknownKid) => Err(TokenError::UnknownKid),
-            Err(SignatureError::AlgorithmKeyMismatch) => Err(TokenError::AlgorithmKeyMismatch),
-            Err(SignatureError::KidRequired) => Err(TokenError::KidRequired),
-        }
+        self.0
+            .verify_with(keys)
+            .map(|()| SignatureVerified(()))
+            .map_err(signature_error)
+    }
+}
+
+fn signature_error(e: SignatureError) -> TokenError {
+    match e {
+        SignatureError::BadSignature => TokenError::BadSignature,
+        SignatureError::UnknownKid => TokenError::UnknownKid,
+        SignatureError::AlgorithmKeyMismatch => TokenError::AlgorithmKeyMismatch,
+        SignatureError::KidRequired => TokenError::KidRequired,
     }
 }

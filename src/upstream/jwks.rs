@@ -44,6 +44,7 @@
 //! - Every decision about time reads our [`Clock`], so tests can move time by hours. Each
 //!   issuer has its own cache, lock and keeper: one failing issuer never slows another.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -53,8 +54,52 @@ use serde::Deserialize;
 use super::{Backoff, ReadError, read_capped};
 use crate::clock::Clock;
 use crate::config::{IssuerConfig, JwksLocation, url_allowed};
-use crate::jose::{JsonObject, JwsAlgorithm, KeySet, MAX_JWKS_BYTES};
+use crate::jose::jws::{CompactJws, SignatureError};
+use crate::jose::{JsonObject, JwsAlgorithm, KeyLookup, KeySet, MAX_JWKS_BYTES};
 use crate::metrics::JwksStats;
+
+/// What a key cache fetches, and how: an upstream issuer's JWKS, a client's JWKS, a
+/// Kubernetes cluster's service-account keys, a SPIFFE bundle endpoint. All share the
+/// same client, limits, freshness, staleness and unknown-`kid` rules.
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// The issuer whose metadata names the JWKS (with [`JwksLocation::Discover`]).
+    pub issuer: String,
+    /// Where the keys are.
+    pub location: JwksLocation,
+    /// Plain-http URLs allowed.
+    pub allow_http: bool,
+    /// The algorithms a key may be bound to.
+    pub algorithms: Vec<JwsAlgorithm>,
+    /// How long after a successful fetch the keys may still be used.
+    pub max_staleness: u64,
+    /// A bearer token sent with every fetch, read from this file each time (a Kubernetes
+    /// API server asks for one; the kubelet rotates the file, and the next fetch reads
+    /// the new token). The token is never logged.
+    pub bearer_token_file: Option<PathBuf>,
+    /// How the document is read.
+    pub format: KeyFormat,
+}
+
+/// How a fetched key document is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// A JWKS (RFC 7517 §5).
+    Jwks,
+    /// A SPIFFE trust bundle: a JWKS whose JWT-SVID keys say `use: jwt-svid`.
+    SpiffeBundle,
+}
+
+/// Why a signature could not be verified with cached keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachedVerifyError {
+    /// The keys held (after any refetch the unknown-`kid` rule allowed) refused it.
+    Signature(SignatureError),
+    /// No usable keys, or a `kid` not among them that a refetch could not confirm yet.
+    Unavailable,
+}
 
 const DEFAULT_TTL: u64 = 600;
 const MIN_TTL: u64 = 60;
@@ -142,6 +187,8 @@ pub struct JwksCache {
     issuer: String,
     location: JwksLocation,
     allow_http: bool,
+    bearer_token_file: Option<PathBuf>,
+    format: KeyFormat,
     /// The `jwks_uri` found in the issuer's metadata (discovery only); forgotten when a
     /// JWKS fetch fails, so a moved JWKS is found again.
     discovered: RwLock<Option<reqwest::Url>>,
@@ -163,16 +210,36 @@ pub struct JwksCache {
 impl JwksCache {
     /// The cache of `issuer`'s keys.
     pub fn new(issuer: &IssuerConfig, http: reqwest::Client, clock: Clock) -> Self {
-        Self {
-            name: issuer.name.clone(),
-            issuer: issuer.issuer.clone(),
-            location: issuer.jwks.clone(),
-            allow_http: issuer.allow_http,
-            discovered: RwLock::new(None),
-            algorithms: issuer.algorithms.clone(),
+        Self::from_source(
+            KeySource {
+                name: issuer.name.clone(),
+                issuer: issuer.issuer.clone(),
+                location: issuer.jwks.clone(),
+                allow_http: issuer.allow_http,
+                algorithms: issuer.algorithms.clone(),
+                max_staleness: issuer.max_staleness_seconds,
+                bearer_token_file: None,
+                format: KeyFormat::Jwks,
+            },
             http,
             clock,
-            max_staleness: issuer.max_staleness_seconds,
+        )
+    }
+
+    /// The cache of the keys `source` names.
+    pub fn from_source(source: KeySource, http: reqwest::Client, clock: Clock) -> Self {
+        Self {
+            name: source.name,
+            issuer: source.issuer,
+            location: source.location,
+            allow_http: source.allow_http,
+            bearer_token_file: source.bearer_token_file,
+            format: source.format,
+            discovered: RwLock::new(None),
+            algorithms: source.algorithms,
+            http,
+            clock,
+            max_staleness: source.max_staleness,
             current: RwLock::new(None),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
             fetches: AtomicU64::new(0),
@@ -226,6 +293,29 @@ impl JwksCache {
             .await
             .ok()?;
         self.usable(self.clock.now())
+    }
+
+    /// Verifies `jws` with the keys held; a `kid` they lack may force one refetch (see
+    /// [`refresh_for_unknown_kid`](Self::refresh_for_unknown_kid)). Still unknown in keys
+    /// fetched after the token came: the token's fault ([`SignatureError::UnknownKid`]);
+    /// otherwise it may be a key we could not fetch yet ([`CachedVerifyError::Unavailable`]).
+    pub async fn verify(&self, jws: &CompactJws<'_>) -> Result<(), CachedVerifyError> {
+        let fetched = self.keys().await.ok_or(CachedVerifyError::Unavailable)?;
+        match jws.verify_with(&fetched.keys) {
+            Err(SignatureError::UnknownKid) => {
+                let kid = jws.header.kid.as_deref();
+                let lacks_kid =
+                    |keys: &KeySet| matches!(keys.find(kid, jws.alg), KeyLookup::UnknownKid);
+                let refreshed = self.refresh_for_unknown_kid(&fetched, lacks_kid).await;
+                match jws.verify_with(&refreshed.fetched.keys) {
+                    Err(SignatureError::UnknownKid) if !refreshed.confirmed => {
+                        Err(CachedVerifyError::Unavailable)
+                    }
+                    other => other.map_err(CachedVerifyError::Signature),
+                }
+            }
+            other => other.map_err(CachedVerifyError::Signature),
+        }
     }
 
     /// Called when a token names a `kid` that `seen` does not have (`lacks_kid` tells
@@ -437,8 +527,11 @@ impl JwksCache {
         let ttl = cache_control
             .as_deref()
             .map_or(DEFAULT_TTL, ttl_from_cache_control);
-        let (keys, skipped) = KeySet::from_jwks(&body, &self.algorithms)
-            .map_err(|e| FetchError::Malformed(e.to_string()))?;
+        let parsed = match self.format {
+            KeyFormat::Jwks => KeySet::from_jwks(&body, &self.algorithms),
+            KeyFormat::SpiffeBundle => KeySet::from_spiffe_bundle(&body, &self.algorithms),
+        };
+        let (keys, skipped) = parsed.map_err(|e| FetchError::Malformed(e.to_string()))?;
         if keys.is_empty() {
             // Nothing to validate with: a failure, so the keys we had stay in use (within
             // the staleness bound) and the keeper retries on the backoff.
@@ -462,10 +555,14 @@ impl JwksCache {
         url: &str,
         accept: &'static str,
     ) -> Result<(Vec<u8>, Option<String>), FetchError> {
-        let response = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, accept)
+        let mut request = self.http.get(url).header(http::header::ACCEPT, accept);
+        if let Some(path) = &self.bearer_token_file {
+            let token = tokio::fs::read_to_string(path).await.map_err(|e| {
+                FetchError::Transport(format!("bearer token file {}: {e}", path.display()))
+            })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| FetchError::Transport(crate::upstream::describe(e)))?;

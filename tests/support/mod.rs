@@ -587,8 +587,10 @@ pub struct StsBuilder<'a> {
     tls: Option<String>,
     /// Extra TOML lines for registered clients' `[[clients]]` entries, by id.
     client_lines: Vec<(String, String)>,
-    /// Further top-level tables (`[reissue_cache]`, `[forward_auth]`), at the file's end.
-    sections: String,
+    /// Top-level TOML after the clients: more `[[clients]]` (other authentication
+    /// methods), `[[workload_issuers]]`, `[client_certificates]`, `[reissue_cache]`,
+    /// `[forward_auth]`.
+    extra: String,
 }
 
 impl<'a> StsBuilder<'a> {
@@ -647,11 +649,12 @@ impl<'a> StsBuilder<'a> {
         self.tls = Some(lines.to_owned());
         self
     }
-    /// Further top-level tables (`[reissue_cache]`, `[forward_auth]` …), as TOML text
-    /// appended at the end of the configuration file.
-    pub fn section(mut self, text: &str) -> Self {
-        self.sections.push_str(text);
-        self.sections.push('\n');
+    /// Top-level TOML after the registered clients (more `[[clients]]`,
+    /// `[[workload_issuers]]`, `[client_certificates]`, `[reissue_cache]`,
+    /// `[forward_auth]`).
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self.extra.push('\n');
         self
     }
     pub fn signing_alg(mut self, alg: &'a str) -> Self {
@@ -735,7 +738,7 @@ impl<'a> StsBuilder<'a> {
                 .as_deref()
                 .unwrap_or("key_file = \"signing.pem\""),
             self.tokens,
-            self.sections
+            self.extra
         );
         let config = Config::from_toml(&text, &dir.path().join("gleipnir.toml"))
             .map_err(gleipnir::config::ConfigErrors::into_first)?;
@@ -871,7 +874,7 @@ impl Sts {
             signing: None,
             tls: None,
             client_lines: Vec::new(),
-            sections: String::new(),
+            extra: String::new(),
         }
     }
 
