@@ -3,6 +3,11 @@
 //! (its own key, its JWKS over HTTP, and an endpoint that mints demo subject and actor
 //! tokens for anyone who asks). It prints a ready-to-paste delegation example.
 //!
+//! The demo issuer also plays a Kubernetes cluster's service-account issuer: it serves
+//! OIDC discovery and mints projected service-account tokens of the Kubernetes 1.30+
+//! shape, and the demo client `inventory` authenticates with one (workload identity: no
+//! secret), as the printed example's last step shows.
+//!
 //! Everything here exists only in dev mode: a configuration file cannot ask for an
 //! ephemeral key, embedded policies or the demo issuer. The service says loudly that it is
 //! in dev mode, at start and whenever the demo issuer mints a token.
@@ -43,8 +48,12 @@ pub const DEMO_CLIENTS: [(&str, &str); 2] = [
     ("orders-api", "orders-api-dev-secret"),
 ];
 
+/// The demo client that authenticates with a Kubernetes service-account token.
+pub const DEMO_WORKLOAD_CLIENT: (&str, &str) = ("inventory", "shop:inventory");
+
 /// The demo policy: the BFF may impersonate or delegate toward orders-api; orders-api may
-/// continue the chain toward payments-api with its own actor token.
+/// continue the chain toward payments-api with its own actor token; inventory (a
+/// Kubernetes workload) may impersonate toward orders-api.
 pub const DEMO_POLICY: &str = r#"
 [clients.bff]
 impersonate = true
@@ -64,6 +73,14 @@ audiences = ["payments-api"]
 default_audience = "payments-api"
 scopes = ["orders:read"]
 ttl_seconds = 120
+
+[clients.inventory]
+impersonate = true
+subject_issuers = ["demo"]
+audiences = ["orders-api"]
+default_audience = "orders-api"
+scopes = ["orders:read"]
+ttl_seconds = 300
 "#;
 
 /// The configuration text of dev mode; `files` holds the `[signing]` and `[policy]`
@@ -88,9 +105,23 @@ issuer = "{issuer_url}"
 jwks_uri = "{jwks_uri}"
 allow_http = true
 algorithms = ["ES256"]
-{clients}"#,
+{clients}
+[[clients]]
+id = "{workload}"
+kubernetes = {{ issuer = "demo-cluster", service_account = "{service_account}" }}
+
+# The demo issuer as a Kubernetes cluster's service-account issuer (OIDC discovery).
+[[workload_issuers]]
+name = "demo-cluster"
+kind = "kubernetes"
+issuer = "{issuer_url}"
+allow_http = true
+algorithms = ["ES256"]
+"#,
         listen = addrs.listen,
         admin = addrs.admin_listen,
+        workload = DEMO_WORKLOAD_CLIENT.0,
+        service_account = DEMO_WORKLOAD_CLIENT.1,
     )
 }
 
@@ -158,11 +189,14 @@ fn write_config(dir: &Path, text: &str) -> Result<std::path::PathBuf, String> {
     Ok(config)
 }
 
-/// The demo issuer: signs whatever subject and actor tokens it is asked for.
+/// The demo issuer: signs whatever subject and actor tokens it is asked for, and
+/// service-account tokens as a Kubernetes API server would.
 struct DemoIssuer {
     iss: String,
     key: SigningKey,
     header: String,
+    /// A service-account token's header: `alg` and `kid`, no `typ` (as Kubernetes).
+    sa_header: String,
     /// Bytes of request bodies the demo issuer buffers at once.
     body_budget: tokio::sync::Semaphore,
 }
@@ -177,10 +211,13 @@ impl DemoIssuer {
         let header = b64_encode(
             format!(r#"{{"alg":"ES256","kid":"{}","typ":"at+jwt"}}"#, key.kid()).as_bytes(),
         );
+        let sa_header =
+            b64_encode(format!(r#"{{"alg":"ES256","kid":"{}"}}"#, key.kid()).as_bytes());
         Ok(Self {
             iss,
             key,
             header,
+            sa_header,
             body_budget: tokio::sync::Semaphore::new(DEMO_BODY_BUDGET),
         })
     }
@@ -211,15 +248,52 @@ impl DemoIssuer {
         if let Some(actor) = one("may_act")? {
             claims.insert("may_act".into(), json!({ "sub": actor }));
         }
-        let payload = serde_json::Value::Object(claims).to_string();
-        let mut token = format!("{}.{}", self.header, b64_encode(payload.as_bytes()));
+        tracing::warn!(sub, "DEV MODE: demo issuer minted a token on request");
+        self.sign(&self.header, &serde_json::Value::Object(claims))
+    }
+
+    /// `POST /serviceaccount-token` with `namespace`, `name` (required) and `aud`: a
+    /// projected service-account token of the Kubernetes 1.30+ shape (pod-bound, with
+    /// `jti` and the node), valid 10 minutes, as the kubelet would mount it.
+    fn service_account_token(&self, form: &FormBody, now: u64) -> Result<String, &'static str> {
+        let one = |name: &'static str| form.single(name).map_err(|_| "repeated parameter");
+        let namespace = one("namespace")?.ok_or("namespace is required")?;
+        let name = one("name")?.ok_or("name is required")?;
+        let aud = one("aud")?.ok_or("aud is required")?;
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| "random source failed")?;
+        let claims = json!({
+            "aud": [aud],
+            "exp": now + 600,
+            "iat": now,
+            "iss": self.iss,
+            "jti": b64_encode(&jti),
+            "kubernetes.io": {
+                "namespace": namespace,
+                "node": { "name": "dev-node", "uid": "00000000-0000-4000-8000-000000000001" },
+                "pod": { "name": format!("{name}-dev"), "uid": "00000000-0000-4000-8000-000000000002" },
+                "serviceaccount": { "name": name, "uid": "00000000-0000-4000-8000-000000000003" }
+            },
+            "nbf": now,
+            "sub": format!("system:serviceaccount:{namespace}:{name}"),
+        });
+        tracing::warn!(
+            namespace,
+            name,
+            "DEV MODE: demo issuer minted a service-account token"
+        );
+        self.sign(&self.sa_header, &claims)
+    }
+
+    fn sign(&self, header: &str, claims: &serde_json::Value) -> Result<String, &'static str> {
+        let payload = claims.to_string();
+        let mut token = format!("{header}.{}", b64_encode(payload.as_bytes()));
         let signature = self
             .key
             .sign(token.as_bytes())
             .map_err(|_| "signing failed")?;
         token.push('.');
         token.push_str(&b64_encode(&signature));
-        tracing::warn!(sub, "DEV MODE: demo issuer minted a token on request");
         Ok(token)
     }
 
@@ -228,7 +302,16 @@ impl DemoIssuer {
             (&Method::GET, "/jwks.json") => {
                 response::json(StatusCode::OK, jwks_document(&[&self.key]).to_string())
             }
-            (&Method::POST, "/token") => {
+            (&Method::GET, "/.well-known/openid-configuration") => {
+                let document = json!({
+                    "issuer": self.iss,
+                    "jwks_uri": format!("{}/jwks.json", self.iss),
+                    "id_token_signing_alg_values_supported": ["ES256"],
+                });
+                response::json(StatusCode::OK, document.to_string())
+            }
+            (&Method::POST, path @ ("/token" | "/serviceaccount-token")) => {
+                let service_account = path == "/serviceaccount-token";
                 let (parts, body) = request.into_parts();
                 let read = crate::http::body::read_form(
                     &parts.headers,
@@ -237,6 +320,7 @@ impl DemoIssuer {
                     &self.body_budget,
                 );
                 let minted = match read.await {
+                    Ok(form) if service_account => self.service_account_token(&form, clock.now()),
                     Ok(form) => self.mint(&form, clock.now()),
                     Err(_) => Err("send an application/x-www-form-urlencoded body"),
                 };
@@ -358,6 +442,16 @@ curl -s -u bff:bff-dev-secret {sts}/token \
   -d subject_token="$SUBJECT" -d subject_token_type=urn:ietf:params:oauth:token-type:access_token \
   -d actor_token="$ACTOR" -d actor_token_type=urn:ietf:params:oauth:token-type:access_token \
   -d audience=orders-api -d scope=orders:read
+
+# 3. Workload identity, no secret: inventory runs in Kubernetes as service account
+#    shop:inventory. Its projected token (audience: this STS) is its credential:
+SA_TOKEN=$(curl -s {iss}/serviceaccount-token -d namespace=shop -d name=inventory -d aud={sts})
+INV_SUBJECT=$(curl -s {iss}/token -d sub=alice -d aud=inventory -d scope=orders:read)
+curl -s {sts}/token \
+  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  -d subject_token="$INV_SUBJECT" -d subject_token_type=urn:ietf:params:oauth:token-type:access_token \
+  -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \
+  -d client_assertion="$SA_TOKEN"
 "#,
         admin = addrs.admin_listen,
     )

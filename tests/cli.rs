@@ -565,7 +565,7 @@ fn start_dev(extra: &[&str]) -> RunningDev {
         };
         example.push_str(&line);
         example.push('\n');
-        if line.contains("-d audience=") {
+        if line.contains("-d client_assertion=") {
             break;
         }
     }
@@ -660,9 +660,67 @@ async fn dev_mode_runs_the_example_it_prints() {
     let livez = http.get(format!("{admin}/livez")).send().await.unwrap();
     assert_eq!(livez.status(), 200, "the printed admin address serves");
 
+    // Step 3: the workload authenticates with its service-account token, no secret.
+    for step in [
+        format!(
+            "curl -s {iss}/serviceaccount-token -d namespace=shop -d name=inventory -d aud={sts}"
+        ),
+        format!("curl -s {iss}/token -d sub=alice -d aud=inventory -d scope=orders:read"),
+        format!("-d client_assertion_type={JWT_BEARER} \\"),
+        "-d client_assertion=\"$SA_TOKEN\"".to_owned(),
+    ] {
+        assert!(
+            example.contains(&step),
+            "example lacks {step:?}:\n{example}"
+        );
+    }
+    let claims = workload_exchange(&sts, &iss).await;
+    assert_eq!(claims["client_id"], "inventory");
+    assert_eq!(claims["aud"], "orders-api");
+
     drop(child);
     let stderr = stderr_reader.join().unwrap();
     assert!(stderr.contains("DEV MODE"), "{stderr}");
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Step 3 of the dev example: a service-account token from the demo issuer (as a
+/// Kubernetes cluster), and the exchange `inventory` authenticates with it. The issued
+/// token's claims.
+async fn workload_exchange(sts: &str, iss: &str) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let post = |url: String, form: Vec<(&str, &str)>| {
+        http.post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode_form(&form))
+            .send()
+    };
+    let text = |r: reqwest::Response| async move {
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let sa_url = format!("{iss}/serviceaccount-token");
+    let sa_form = vec![("namespace", "shop"), ("name", "inventory"), ("aud", sts)];
+    let sa_token = text(post(sa_url, sa_form).await.unwrap()).await;
+    let user_form = vec![
+        ("sub", "alice"),
+        ("aud", "inventory"),
+        ("scope", "orders:read"),
+    ];
+    let subject = text(post(format!("{iss}/token"), user_form).await.unwrap()).await;
+    let exchange = vec![
+        ("grant_type", GRANT),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", AT),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", sa_token.as_str()),
+    ];
+    let body = text(post(format!("{sts}/token"), exchange).await.unwrap()).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    claims_of(body["access_token"].as_str().unwrap())
 }
 
 /// `dev --write-config DIR` writes the embedded default as files and serves from them:
@@ -727,6 +785,10 @@ async fn dev_mode_writes_the_configuration_it_serves() {
     let foreign = demo_token(&[("sub", "orders-api"), ("client_id", "orders-api")]).await;
     let refused = explain(foreign);
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    // The written files configure the workload client too.
+    let sts = url_after(first, "is serving ");
+    let claims = workload_exchange(&sts, &iss).await;
+    assert_eq!(claims["client_id"], "inventory");
 
     drop(dev.child);
     let again = gleipnir()
