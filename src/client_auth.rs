@@ -514,6 +514,10 @@ impl ClientAuthenticator {
             .single("client_id")
             .map_err(|_| ClientAuthError::RepeatedParameter)?;
         let secret = secret::presented(request.authorization, form)?;
+        // Two methods at once is refused as such, whatever the second one is worth.
+        if secret.is_some() && assertion::is_presented(form) {
+            return Err(ClientAuthError::MultipleMethods);
+        }
         let assertion = assertion::presented(form)?;
         let certificates = certificate::presented(request, &self.proxies);
         match (secret, assertion) {
@@ -647,5 +651,166 @@ fn other_method(credential: &Credential, certificates: &Certificates) -> ClientA
         ClientAuthError::MultipleMethods
     } else {
         ClientAuthError::WrongMethod
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const CONFIG: &str = r#"
+issuer = "https://sts.example"
+[signing]
+key_file = "k.pem"
+[[clients]]
+id = "bff app"
+secret = { value = "s3cr:et+" }
+actor_sub = "bff"
+"#;
+
+    fn authenticator() -> ClientAuthenticator {
+        let config = Config::from_toml(CONFIG, std::path::Path::new("/t/gleipnir.toml")).unwrap();
+        let clock = Clock::from(ManualClock::new(1_900_000_000));
+        let store = Store::memory(10, clock.clone());
+        ClientAuthenticator::new(&config, store, &reqwest::Client::new(), clock).unwrap()
+    }
+
+    fn basic(raw: &str) -> Vec<u8> {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+        .into_bytes()
+    }
+
+    async fn authenticate(
+        a: &ClientAuthenticator,
+        header: Option<&[u8]>,
+        body: &str,
+    ) -> Result<AuthenticatedClient, ClientAuthError> {
+        let form = FormBody::parse(body.as_bytes()).unwrap();
+        let request = ClientRequest {
+            authorization: header,
+            form: &form,
+            peer: None,
+            tls_certificates: None,
+            forwarded_certificate: None,
+        };
+        a.authenticate(&request).await
+    }
+
+    #[tokio::test]
+    async fn secrets_by_basic_and_by_post() {
+        let a = authenticator();
+        let ok = authenticate(&a, Some(&basic("bff+app:s3cr%3Aet%2B")), "")
+            .await
+            .unwrap();
+        assert_eq!(ok.id(), "bff app");
+        assert_eq!(ok.method(), AuthMethod::ClientSecretBasic);
+        assert_eq!(ok.certificate_thumbprint(), None);
+        let ok = authenticate(
+            &a,
+            Some(&basic("bff+app:s3cr%3Aet%2B")),
+            "client_id=bff+app",
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.id(), "bff app");
+        let ok = authenticate(&a, None, "client_id=bff+app&client_secret=s3cr%3Aet%2B")
+            .await
+            .unwrap();
+        assert_eq!(ok.method(), AuthMethod::ClientSecretPost);
+    }
+
+    #[tokio::test]
+    async fn refusals() {
+        let a = authenticator();
+        let cases: &[(Option<Vec<u8>>, &str, ClientAuthError)] = &[
+            (None, "", ClientAuthError::MissingCredentials),
+            (
+                None,
+                "client_id=bff+app",
+                ClientAuthError::MissingCredentials,
+            ),
+            (None, "client_secret=x", ClientAuthError::SecretWithoutId),
+            (
+                None,
+                "client_id=bff+app&client_secret=wrong",
+                ClientAuthError::WrongSecret,
+            ),
+            (
+                None,
+                "client_id=nobody&client_secret=s3cr%3Aet%2B",
+                ClientAuthError::UnknownClient,
+            ),
+            (
+                None,
+                "client_id=a&client_id=b&client_secret=x",
+                ClientAuthError::RepeatedParameter,
+            ),
+            (
+                Some(basic("bff+app:s3cr%3Aet%2B")),
+                "client_secret=s3cr%3Aet%2B",
+                ClientAuthError::MultipleMethods,
+            ),
+            (
+                Some(basic("bff+app:s3cr%3Aet%2B")),
+                "client_assertion=a.b.c&client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ClientAuthError::MultipleMethods,
+            ),
+            (
+                Some(basic("bff+app:s3cr%3Aet%2B")),
+                "client_id=other",
+                ClientAuthError::ClientIdMismatch,
+            ),
+            (
+                Some(basic("bff+app:wrong")),
+                "",
+                ClientAuthError::WrongSecret,
+            ),
+            (Some(basic("no-colon")), "", ClientAuthError::MalformedBasic),
+            (Some(basic("bff%zz:x")), "", ClientAuthError::MalformedBasic),
+            (Some(basic(":secret")), "", ClientAuthError::MalformedBasic),
+            (Some(basic("bff+app:")), "", ClientAuthError::MalformedBasic),
+            // Inside Basic, '&' is an ordinary character: no extra form fields smuggled in.
+            (
+                Some(basic("bff+app:s3cr%3Aet%2B&junk=1")),
+                "",
+                ClientAuthError::WrongSecret,
+            ),
+            (
+                Some(b"Basic !!!".to_vec()),
+                "",
+                ClientAuthError::MalformedBasic,
+            ),
+            (
+                Some(b"Bearer abc".to_vec()),
+                "",
+                ClientAuthError::UnsupportedScheme,
+            ),
+            (
+                Some(b"Basic".to_vec()),
+                "",
+                ClientAuthError::UnsupportedScheme,
+            ),
+            (Some(vec![0xff, 0xfe]), "", ClientAuthError::MalformedBasic),
+        ];
+        for (header, body, want) in cases {
+            let got = authenticate(&a, header.as_deref(), body).await.unwrap_err();
+            assert_eq!(got, *want, "{body} {header:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_client_s_methods_are_the_secret_ones() {
+        let a = authenticator();
+        assert_eq!(
+            a.methods(),
+            [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost]
+        );
+        assert!(a.assertion_algorithms().is_empty());
     }
 }

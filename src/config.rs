@@ -973,6 +973,65 @@ secret = { env = "BFF_SECRET" }
     }
 
     #[test]
+    fn each_client_has_exactly_one_method_and_its_workload_identity() {
+        let client = |lines: &str| MINIMAL.replace("secret = { env = \"BFF_SECRET\" }", lines);
+        let k8s = client(
+            "kubernetes = { issuer = \"cluster\", service_account = \"shop:orders\" }",
+        ) + "[[workload_issuers]]\nname = \"cluster\"\nkind = \"kubernetes\"\nissuer = \"https://k8s.example\"\n";
+        let c = parse(&k8s).unwrap();
+        assert_eq!(c.clients[0].actor_sub, "system:serviceaccount:shop:orders");
+        assert_eq!(c.workload_issuers[0].audience, "https://sts.example.com");
+        for (text, field) in [
+            (client(""), "clients[bff]"),
+            (
+                client(
+                    "secret = { value = \"x\" }\nprivate_key_jwt = { jwks_uri = \"https://c/jwks\" }",
+                ),
+                "clients[bff]",
+            ),
+            (
+                client("private_key_jwt = { jwks_uri = \"http://c/jwks\" }"),
+                "clients[bff].private_key_jwt",
+            ),
+            (
+                client(
+                    "private_key_jwt = { jwks_uri = \"https://c/jwks\", max_lifetime_seconds = 7200 }",
+                ),
+                "clients[bff].private_key_jwt.max_lifetime_seconds",
+            ),
+            (
+                client("kubernetes = { issuer = \"nowhere\", service_account = \"shop:orders\" }"),
+                "clients[bff].kubernetes.issuer",
+            ),
+            (
+                client("kubernetes = { issuer = \"c\", service_account = \"orders\" }"),
+                "clients[bff].kubernetes.service_account",
+            ),
+            (
+                client("spiffe = { issuer = \"s\", spiffe_id = \"example.org/x\" }"),
+                "clients[bff].spiffe.spiffe_id",
+            ),
+            (
+                client("tls_client_auth = { ca_file = \"ca.pem\" }"),
+                "clients[bff].tls_client_auth.san_uri",
+            ),
+            (
+                k8s.replace(
+                    "[[workload_issuers]]",
+                    "actor_sub = \"orders\"\n[[workload_issuers]]",
+                ),
+                "clients[bff].actor_sub",
+            ),
+            (
+                MINIMAL.to_owned() + "[client_certificates]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+                "client_certificates.trusted_proxies",
+            ),
+        ] {
+            assert_eq!(parse(&text).unwrap_err().field, field, "{text}");
+        }
+    }
+
+    #[test]
     fn secret_sources_resolve_without_revealing_values() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("s"), "from-file\n").unwrap();

@@ -997,3 +997,32 @@ async fn metadata_lists_exactly_the_configured_methods() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_certificate_bound_policy_refuses_a_client_without_a_certificate() {
+    support::audit::capture();
+    let issuer = TestIssuer::start().await;
+    let policy = DEFAULT_POLICY.replace(
+        "[clients.impersonator]\nimpersonate = true",
+        "[clients.impersonator]\nimpersonate = true\ncertificate_bound = true",
+    );
+    assert_ne!(policy, DEFAULT_POLICY);
+    let sts = Sts::builder()
+        .issuer("corp", &issuer, "")
+        .policy(&policy)
+        .start()
+        .await;
+    let subject = issuer.user_token("alice", IMPERSONATOR.0, "orders:read");
+    let answer = sts.exchange(IMPERSONATOR, &impersonation(&subject)).await;
+    assert_eq!(
+        (answer.status, answer.error()),
+        (400, "unauthorized_client")
+    );
+    assert_eq!(
+        answer
+            .request_id()
+            .and_then(support::audit::refusal)
+            .as_deref(),
+        Some("policy/certificate_required")
+    );
+}

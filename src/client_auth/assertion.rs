@@ -43,6 +43,12 @@ pub(crate) struct PresentedAssertion<'f> {
     pub(crate) sub: String,
 }
 
+/// Whether the request sends either assertion parameter.
+pub(crate) fn is_presented(form: &FormBody) -> bool {
+    !matches!(form.single("client_assertion"), Ok(None))
+        || !matches!(form.single("client_assertion_type"), Ok(None))
+}
+
 /// The assertion of a request, if it presents one: both parameters, at most once each
 /// (RFC 7521 §4.2), a known type, a compact JWS of at most 16 KiB with a strict header
 /// and a known asymmetric algorithm, and a claims set whose `iss` and `sub` are strings.
