@@ -12,6 +12,16 @@
 //! - `policy/*`: the decision of (b) with every check but the signatures (the offline dry
 //!   run: parameters, claim checks, policy), i.e. the exchange minus its crypto.
 //! - `floor/*`: the signature operations of (a) and (b) alone.
+//! - `client_auth/*`: exchange (a) authenticated by each client authentication method, in
+//!   the same run: `client_secret_basic` (the reference), `private_key_jwt` (a fresh
+//!   ES256 assertion each time, its `jti` recorded in the replay cache), a Kubernetes
+//!   service-account token (ES256, keys from the cluster's discovered JWKS), a SPIFFE
+//!   JWT-SVID (ES256, keys from the bundle endpoint), `tls_client_auth` (a P-256 chain
+//!   to the client's CA, already proven by the TLS handshake) and
+//!   `self_signed_tls_client_auth`.
+//! - `replay_cache/*`: recording a `jti` in the in-process store when it holds 0 and
+//!   90 000 live entries; and, printed before the benches, a flood of 100 000 distinct
+//!   assertions' `jti`s: time, memory, and what the 100 001st gets.
 //!
 //! Run: `cargo bench --bench exchange`. Report ratios (exchange / floor): these machines
 //! are shared and noisy.
@@ -28,12 +38,15 @@ mod support;
 use std::hint::black_box;
 
 use base64::Engine as _;
-use criterion::{Criterion, criterion_group, criterion_main};
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use gleipnir::client_auth::ClientRequest;
 use gleipnir::exchange::dry_run::Signatures;
 use gleipnir::jose::{JwsAlgorithm, KeyLookup, KeySet};
 use gleipnir::keys::SigningKey;
 use gleipnir::oauth::form::FormBody;
+use gleipnir::store::Store;
+use rustls_pki_types::CertificateDer;
 use support::*;
 
 fn benches(c: &mut Criterion) {
@@ -167,5 +180,325 @@ fn benches(c: &mut Criterion) {
     floor.finish();
 }
 
-criterion_group!(exchange, benches);
+/// A CA, a client certificate for `spiffe://example.org/ns/shop/sa/bench` signed by it,
+/// and a self-signed certificate: (CA PEM, client chain DER, self-signed PEM, its DER).
+fn certificates() -> (
+    String,
+    Vec<CertificateDer<'static>>,
+    String,
+    CertificateDer<'static>,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.org/ns/shop/sa/bench".try_into().unwrap(),
+    ));
+    let leaf = params
+        .signed_by(&KeyPair::generate().unwrap(), &ca)
+        .unwrap();
+    let chain = vec![leaf.der().clone(), ca.der().clone()];
+    let key = KeyPair::generate().unwrap();
+    let own = CertificateParams::new(vec!["bench.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (ca.pem(), chain, own.pem(), own.der().clone())
+}
+
+/// Exchange (a) authenticated by each method, next to the secret, in one run.
+fn client_auth(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (corp, keys, cluster, spire) = runtime.block_on(async {
+        (
+            TestIssuer::start().await,
+            TestIssuer::start().await,
+            TestIssuer::start().await,
+            TestIssuer::start().await,
+        )
+    });
+    cluster.serve_document(
+        "/.well-known/openid-configuration",
+        serde_json::json!({ "issuer": cluster.iss, "jwks_uri": cluster.jwks_uri() }),
+    );
+    let mut bundle = spire.default_jwks();
+    for key in bundle["keys"].as_array_mut().unwrap() {
+        key["use"] = serde_json::json!("jwt-svid");
+    }
+    spire.serve_document("/bundle", bundle);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, own_pem, own_der) = certificates();
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.path().join("own.pem"), own_pem).unwrap();
+    let path = |name: &str| format!("{:?}", dir.path().join(name).display().to_string());
+    let base = "http://127.0.0.1:1";
+    let policy: String = ["pk", "k8s", "svid", "mtls", "self"]
+        .iter()
+        .map(|id| {
+            format!(
+                "[clients.{id}]\nimpersonate = true\nsubject_issuers = [\"corp\"]\naudiences = [\"orders-api\"]\ndefault_audience = \"orders-api\"\nscopes = [\"orders:read\"]\n"
+            )
+        })
+        .collect();
+    let extra = format!(
+        r#"
+[[clients]]
+id = "pk"
+private_key_jwt = {{ jwks_uri = "{}", allow_http = true }}
+[[clients]]
+id = "k8s"
+kubernetes = {{ issuer = "cluster", service_account = "shop:orders" }}
+[[clients]]
+id = "svid"
+spiffe = {{ issuer = "spire", spiffe_id = "spiffe://example.org/ns/shop/sa/gw" }}
+[[clients]]
+id = "mtls"
+tls_client_auth = {{ ca_file = {}, san_uri = "spiffe://example.org/ns/shop/sa/bench" }}
+[[clients]]
+id = "self"
+self_signed_tls_client_auth = {{ cert_file = {} }}
+[[workload_issuers]]
+name = "cluster"
+kind = "kubernetes"
+issuer = "{}"
+allow_http = true
+[[workload_issuers]]
+name = "spire"
+kind = "spiffe"
+trust_domain = "example.org"
+bundle_endpoint = "{}/bundle"
+allow_http = true
+"#,
+        keys.jwks_uri(),
+        path("ca.pem"),
+        path("own.pem"),
+        cluster.iss,
+        spire.iss
+    );
+    let (built, clock, _dir) = Sts::builder()
+        .issuer("corp", &corp, "algorithms = [\"RS256\", \"ES256\"]")
+        .policy(&format!("{DEFAULT_POLICY}{policy}"))
+        .extra(&extra)
+        .build_app(base);
+    let gleipnir::app::Built {
+        app, background, ..
+    } = built;
+    runtime.block_on(async {
+        for keeper in &background.keepers {
+            keeper.maintain().await;
+        }
+    });
+    for task in background.client_keys {
+        runtime.spawn(task);
+    }
+    runtime.block_on(tokio::time::sleep(std::time::Duration::from_secs(2)));
+
+    let subject =
+        |client: &str| corp.sign_as(Alg::Rs256, corp.user_claims("alice", client, "orders:read"));
+    let jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let k8s_token = cluster.sign_with(
+        Alg::Es256,
+        serde_json::json!({ "alg": "ES256", "kid": "es-1" }),
+        serde_json::json!({ "iss": cluster.iss, "sub": "system:serviceaccount:shop:orders",
+            "aud": [base], "iat": NOW - 60, "nbf": NOW - 60, "exp": NOW + 3000, "jti": "k" }),
+    );
+    let svid = spire.sign_with(
+        Alg::Es256,
+        serde_json::json!({ "alg": "ES256", "kid": "es-1", "typ": "JWT" }),
+        serde_json::json!({ "sub": "spiffe://example.org/ns/shop/sa/gw", "aud": [base],
+            "iat": NOW - 10, "exp": NOW + 3000 }),
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", BFF.0, BFF.1))
+    );
+    let own_chain = vec![own_der];
+    let body = |client: &str, extra: &[(&str, &str)]| {
+        let subject = subject(client);
+        let mut form = impersonation(&subject);
+        form.extend_from_slice(extra);
+        encode_form(&form)
+    };
+    let secret_body = body("bff", &[]);
+    let k8s_body = body(
+        "k8s",
+        &[
+            ("client_assertion_type", jwt_bearer),
+            ("client_assertion", &k8s_token),
+            ("client_id", "k8s"),
+        ],
+    );
+    let svid_body = body(
+        "svid",
+        &[
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            ),
+            ("client_assertion", &svid),
+            ("client_id", "svid"),
+        ],
+    );
+    let mtls_body = body("mtls", &[("client_id", "mtls")]);
+    let self_body = body("self", &[("client_id", "self")]);
+    let pk_subject = subject("pk");
+    let exchange = |body: &str,
+                    authorization: Option<&str>,
+                    certificates: Option<&[CertificateDer<'static>]>| {
+        runtime.block_on(async {
+            let form = FormBody::parse(body.as_bytes()).unwrap();
+            let request = ClientRequest {
+                authorization: authorization.map(str::as_bytes),
+                form: &form,
+                peer: None,
+                tls_certificates: certificates,
+                forwarded_certificate: None,
+            };
+            app.exchanger().exchange("bench", &request).await.unwrap()
+        })
+    };
+
+    let mut group = c.benchmark_group("client_auth");
+    group.bench_function("a_client_secret_basic", |b| {
+        b.iter(|| exchange(&secret_body, Some(&basic), None))
+    });
+    let mut n = 0u64;
+    group.bench_function("a_private_key_jwt", |b| {
+        b.iter_batched(
+            || {
+                // A fresh assertion each time (single use), signed outside the timing; the
+                // clock moves a second every 1000 so the replay cache's entries expire.
+                n += 1;
+                if n.is_multiple_of(1000) {
+                    clock.advance(1);
+                }
+                let now = clock.now();
+                let assertion = keys.sign_with(
+                    Alg::Es256,
+                    serde_json::json!({ "alg": "ES256", "kid": "es-1" }),
+                    serde_json::json!({ "iss": "pk", "sub": "pk", "aud": base,
+                        "iat": now, "exp": now + 30, "jti": format!("bench-{n}") }),
+                );
+                let mut form = impersonation(&pk_subject);
+                form.extend_from_slice(&[
+                    ("client_assertion_type", jwt_bearer),
+                    ("client_assertion", &assertion),
+                ]);
+                encode_form(&form)
+            },
+            |body| exchange(&body, None, None),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("a_kubernetes_service_account", |b| {
+        b.iter(|| exchange(&k8s_body, None, None))
+    });
+    group.bench_function("a_spiffe_jwt_svid", |b| {
+        b.iter(|| exchange(&svid_body, None, None))
+    });
+    group.bench_function("a_tls_client_auth", |b| {
+        b.iter(|| exchange(&mtls_body, None, Some(&chain)))
+    });
+    group.bench_function("a_self_signed_tls_client_auth", |b| {
+        b.iter(|| exchange(&self_body, None, Some(&own_chain)))
+    });
+    group.finish();
+}
+
+/// The replay cache under a flood of distinct assertions: the cost of recording a `jti`
+/// at 0 % and 90 % full (criterion), and, printed once, filling a cache of the service's
+/// capacity with distinct `jti`s: time per insert, resident memory it took, and what the
+/// next one gets.
+fn replay_cache(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let capacity = gleipnir::app::REPLAY_CACHE_CAPACITY;
+    let key = |i: usize| format!("jti:{:064x}", i);
+    let clock = gleipnir::clock::ManualClock::new(NOW);
+    let store = Store::memory(capacity, clock.clone().into());
+    let rss_before = rss_kib();
+    let started = std::time::Instant::now();
+    runtime.block_on(async {
+        for i in 0..capacity {
+            assert!(
+                store
+                    .set_if_absent(&key(i), Bytes::new(), NOW + 330)
+                    .await
+                    .unwrap()
+            );
+        }
+    });
+    let elapsed = started.elapsed();
+    let full = runtime.block_on(store.set_if_absent(&key(capacity), Bytes::new(), NOW + 330));
+    let rss_after = rss_kib();
+    clock.set(NOW + 330);
+    let after_expiry =
+        runtime.block_on(store.set_if_absent(&key(capacity), Bytes::new(), NOW + 660));
+    println!(
+        "replay cache flood: {capacity} distinct jti in {:.1} ms ({:.2} µs each), RSS +{} KiB ({:.0} B per entry); the next one: {:?}; once they expired: {:?}, entries now {:?}",
+        elapsed.as_secs_f64() * 1e3,
+        elapsed.as_secs_f64() * 1e6 / capacity as f64,
+        rss_after.saturating_sub(rss_before),
+        (rss_after.saturating_sub(rss_before) * 1024) as f64 / capacity as f64,
+        full,
+        after_expiry,
+        store.entries(),
+    );
+
+    let mut group = c.benchmark_group("replay_cache");
+    for (name, held) in [
+        ("record_jti_empty", 0usize),
+        ("record_jti_90pct_full", capacity * 9 / 10),
+    ] {
+        let clock = gleipnir::clock::ManualClock::new(NOW);
+        let store = Store::memory(capacity, clock.into());
+        runtime.block_on(async {
+            for i in 0..held {
+                store
+                    .set_if_absent(&key(i), Bytes::new(), NOW + 330)
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut i = held;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                // Distinct keys, each deleted after, so the fill level stays put.
+                i += 1;
+                let k = key(capacity + i);
+                runtime.block_on(async {
+                    assert!(
+                        store
+                            .set_if_absent(&k, Bytes::new(), NOW + 330)
+                            .await
+                            .unwrap()
+                    );
+                    store.delete(&k).await.unwrap();
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// This process's resident memory, KiB (Linux `/proc/self/status`).
+fn rss_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+criterion_group!(exchange, benches, client_auth, replay_cache);
 criterion_main!(exchange);
