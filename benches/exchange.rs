@@ -296,7 +296,8 @@ allow_http = true
     for task in background.client_keys {
         runtime.spawn(task);
     }
-    runtime.block_on(tokio::time::sleep(std::time::Duration::from_secs(2)));
+    // Let the keepers fetch the client keys (the cluster's JWKS, the bundle).
+    runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_secs(2)).await });
 
     let subject =
         |client: &str| corp.sign_as(Alg::Rs256, corp.user_claims("alice", client, "orders:read"));

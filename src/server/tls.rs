@@ -18,6 +18,11 @@
 //! that long at most.
 //! Start-up reads and checks the same way before any port is bound, and a problem stops
 //! the service with a [`ConfigError`] naming `tls.cert_file` or `tls.key_file`.
+//!
+//! When some client authenticates with a certificate (RFC 8705), the listener asks every
+//! client for an optional one and checks that the client holds its key (the handshake
+//! signature); the chain is kept on the connection (`server` puts it in each request's
+//! extensions) and judged per client by `client_auth` (see `OptionalClientCert`).
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
