@@ -103,20 +103,7 @@ impl App {
     /// Builds every part. Reads the key file, client secrets and policy files.
     pub fn build(config: &Config, clock: Clock) -> Result<Built, ConfigError> {
         let metrics = Arc::new(Metrics::new());
-        // A key stays published after its successor took over until its last token has
-        // expired: the longest lifetime plus the leeway verifiers allow.
-        let retire_after = config
-            .tokens
-            .max_ttl_seconds
-            .saturating_add(config.tokens.leeway_seconds);
-        let keys = Arc::new(KeyStore::load(
-            &config.signing.key,
-            config.signing.algorithm,
-            retire_after,
-            clock.clone(),
-            Arc::clone(&metrics),
-            &config.origin,
-        )?);
+        let keys = Arc::new(load_keys(config, clock.clone(), Arc::clone(&metrics))?);
         let documents_max_age = documents_max_age(&config.signing.key);
         let http = crate::upstream::client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
@@ -288,6 +275,37 @@ impl App {
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// The signing keys the configuration names (`signing.key_file` or `signing.key_dir`).
+fn load_keys(
+    config: &Config,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+) -> Result<KeyStore, ConfigError> {
+    // A key stays published after its successor took over until its last token has
+    // expired: the longest lifetime plus the leeway verifiers allow.
+    let retire_after = config
+        .tokens
+        .max_ttl_seconds
+        .saturating_add(config.tokens.leeway_seconds);
+    KeyStore::load(
+        &config.signing.key,
+        config.signing.algorithm,
+        retire_after,
+        clock,
+        metrics,
+        &config.origin,
+    )
+}
+
+/// The JWKS a server with this configuration would publish now at
+/// `/.well-known/jwks.json` (`gleipnir jwks`): public keys only. Reads the signing key
+/// file or key directory and nothing else (no secret, no policy, no issuer).
+pub fn published_jwks(config: &Config, clock: Clock) -> Result<serde_json::Value, ConfigError> {
+    let now = clock.now();
+    let keys = load_keys(config, clock, Arc::new(Metrics::new()))?;
+    Ok(jwks_document(&keys.current().published(now)))
 }
 
 /// The listeners' limits, from `[server]`.

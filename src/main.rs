@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the public JWKS this configuration's server publishes (its signing key, and
+    /// with signing.key_dir the upcoming and retired keys), for resource servers.
+    Jwks {
+        /// The TOML configuration file; only its signing key or key directory is read.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Policy tools: explain a decision, run policy tests.
     Policy {
         #[command(subcommand)]
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
             admin_listen,
         } => runtime.block_on(serve(config, listen, admin_listen)),
         Command::Check { config } => check(&config),
+        Command::Jwks { config } => jwks(&config),
         Command::Keygen { alg, out } => keygen(&alg, &out),
         Command::Policy {
             command: PolicyCommand::Test { dir, verbose },
@@ -276,6 +284,20 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail_config(&e),
+    }
+}
+
+fn jwks(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => return fail_config(&e),
+    };
+    match gleipnir::app::published_jwks(&config, Clock::System) {
+        Ok(document) => {
+            println!("{document}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -815,6 +815,82 @@ async fn dev_mode_writes_the_configuration_it_serves() {
     );
 }
 
+// ---- jwks ------------------------------------------------------------------------------
+
+/// The `kid`s of a printed JWKS, after checking that it holds public keys only.
+fn printed_kids(stdout: &str) -> Vec<String> {
+    let jwks: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let keys = jwks["keys"].as_array().expect("a JWKS");
+    for key in keys {
+        assert!(key.get("d").is_none(), "a private member printed: {key}");
+        assert_eq!(key["use"], "sig", "{key}");
+    }
+    keys.iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn jwks_prints_the_public_key_of_the_configured_key_file_without_secrets() {
+    let setup = Setup::new();
+    // No client secret in the environment: publishing keys needs none.
+    let (out, stdout, stderr) = run(gleipnir()
+        .args(["jwks", "--config"])
+        .arg(setup.config_path())
+        .env_remove(SECRET_VAR));
+    assert!(out.status.success(), "{stderr}");
+    let key = SigningKey::from_pem_file(JwsAlgorithm::Es256, &setup.dir.path().join("signing.pem"))
+        .unwrap();
+    let printed: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(printed, json!({ "keys": [key.public_jwk()] }));
+    assert_eq!(printed_kids(&stdout), [key.kid()]);
+}
+
+#[test]
+fn jwks_publishes_an_upcoming_key_of_a_key_directory_before_it_signs() {
+    let setup = Setup::new();
+    let keys = setup.dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (out, _, stderr) = keygen("ES256", &keys.join("now.pem"));
+    assert!(out.status.success(), "{stderr}");
+    let (out, _, stderr) = keygen("EdDSA", &keys.join("next.pem"));
+    assert!(out.status.success(), "{stderr}");
+    std::fs::write(
+        keys.join("keys.toml"),
+        "[[keys]]\nfile = \"now.pem\"\nnot_before = 2020-01-01T00:00:00Z\n\n\
+         [[keys]]\nfile = \"next.pem\"\nnot_before = 2999-01-01T00:00:00Z\nalgorithm = \"EdDSA\"\n",
+    )
+    .unwrap();
+    setup.write_config(&CONFIG.replace("key_file = \"signing.pem\"", "key_dir = \"keys\""));
+
+    let (out, stdout, stderr) = run(&mut setup.command("jwks"));
+    assert!(out.status.success(), "{stderr}");
+    let kid = |alg, file: &str| {
+        SigningKey::from_pem_file(alg, &keys.join(file))
+            .unwrap()
+            .kid()
+            .to_owned()
+    };
+    assert_eq!(
+        printed_kids(&stdout),
+        [
+            kid(JwsAlgorithm::Es256, "now.pem"),
+            kid(JwsAlgorithm::EdDsa, "next.pem")
+        ],
+        "the signing key and the upcoming one"
+    );
+}
+
+#[test]
+fn jwks_refuses_a_configuration_without_its_key_naming_the_field() {
+    let setup = Setup::new();
+    std::fs::remove_file(setup.dir.path().join("signing.pem")).unwrap();
+    let (out, stdout, stderr) = run(&mut setup.command("jwks"));
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("signing.key_file"), "{stderr}");
+}
+
 // ---- the shipped deploy config ---------------------------------------------------------
 
 /// Every `env = "NAME"` secret source anywhere in the config.
