@@ -128,7 +128,11 @@ fn benches(c: &mut Criterion) {
                         tls_certificates: None,
                         forwarded_certificate: None,
                     };
-                    app.exchanger().exchange("bench", &request).await.unwrap()
+                    app.exchanger()
+                        .exchange("bench", &request)
+                        .await
+                        .result
+                        .unwrap()
                 })
             })
         });
@@ -360,7 +364,11 @@ allow_http = true
                 tls_certificates: certificates,
                 forwarded_certificate: None,
             };
-            app.exchanger().exchange("bench", &request).await.unwrap()
+            app.exchanger()
+                .exchange("bench", &request)
+                .await
+                .result
+                .unwrap()
         })
     };
 

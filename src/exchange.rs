@@ -88,11 +88,7 @@ impl Exchanger {
     }
 
     /// Runs one exchange of `POST /token` and writes its audit record.
-    pub async fn exchange(
-        &self,
-        request_id: &str,
-        request: &ClientRequest<'_>,
-    ) -> Result<IssuedToken, ExchangeError> {
+    pub async fn exchange(&self, request_id: &str, request: &ClientRequest<'_>) -> Exchanged {
         let read = |form: &FormBody| Ok(TokenExchangeRequest::from_form(form)?);
         self.serve(request_id, request, read).await
     }
@@ -109,7 +105,7 @@ impl Exchanger {
         request: impl FnOnce() -> Result<TokenExchangeRequest, ExchangeError>,
     ) -> Result<IssuedToken, ExchangeError> {
         let read = |_: &FormBody| request();
-        self.serve(request_id, credentials, read).await
+        self.serve(request_id, credentials, read).await.result
     }
 
     /// One exchange, granted from the pipeline or the re-issue cache or refused, with its
@@ -119,13 +115,13 @@ impl Exchanger {
         request_id: &str,
         request: &ClientRequest<'_>,
         read: impl FnOnce(&FormBody) -> Result<TokenExchangeRequest, ExchangeError>,
-    ) -> Result<IssuedToken, ExchangeError> {
+    ) -> Exchanged {
         let mut audit = AuditRecord {
             peer: request.peer,
             ..AuditRecord::default()
         };
         let mode = Exchange { request: *request };
-        match self.grant(&mode, request.form, read, &mut audit).await {
+        let result = match self.grant(&mode, request.form, read, &mut audit).await {
             Ok(Granted::Cached(entry)) => {
                 audit.granted(request_id, entry.record(), true).await;
                 self.metrics.grant(&entry.record().rule);
@@ -152,6 +148,10 @@ impl Exchanger {
                 audit.refused(request_id, &error, &self.refusals);
                 Err(error)
             }
+        };
+        Exchanged {
+            client_id: audit.client_id,
+            result,
         }
     }
 
@@ -342,6 +342,16 @@ trait Mode {
         presented: &PresentedToken,
         accepted: &[IssuerId],
     ) -> impl Future<Output = Result<<Self::Proofs as Proofs>::Token<R>, TokenError>> + Send;
+}
+
+/// What [`Exchanger::exchange`] came to.
+#[derive(Debug)]
+pub struct Exchanged {
+    /// The client that authenticated (a configured id, so a bounded metric label); `None`
+    /// when none did.
+    pub client_id: Option<String>,
+    /// The issued token, or why none was.
+    pub result: Result<IssuedToken, ExchangeError>,
 }
 
 /// A real exchange: the request's credentials, the tokens' signatures.

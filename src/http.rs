@@ -81,8 +81,9 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
     } else {
         None
     };
-    let result = if let Some(duplicate) = duplicate {
-        refused_at_edge(app, request_id, peer, ExchangeError::Client(duplicate))
+    let (client_id, result) = if let Some(duplicate) = duplicate {
+        let error = ExchangeError::Client(duplicate);
+        (None, refused_at_edge(app, request_id, peer, error))
     } else {
         let read = body::read_form(
             &parts.headers,
@@ -99,20 +100,25 @@ async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Respo
                     tls_certificates: certificates.map(|c| &*c.0),
                     forwarded_certificate,
                 };
-                app.exchanger().exchange(request_id, &client).await
+                let exchanged = app.exchanger().exchange(request_id, &client).await;
+                (exchanged.client_id, exchanged.result)
             }
-            Err(e) => refused_at_edge(app, request_id, peer, ExchangeError::Body(e)),
+            Err(e) => (
+                None,
+                refused_at_edge(app, request_id, peer, ExchangeError::Body(e)),
+            ),
         }
     };
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(issued) => {
-            app.metrics().exchange("granted", seconds);
+            app.metrics().exchange("granted", client_id, seconds);
             response::token(&issued)
         }
         Err(error) => {
             let wire = to_wire(&error, authorization.is_some());
-            app.metrics().exchange(wire.code.as_str(), seconds);
+            app.metrics()
+                .exchange(wire.code.as_str(), client_id, seconds);
             if wire.status.is_server_error() {
                 tracing::error!(
                     request_id,

@@ -3,7 +3,8 @@
 //! it; what the upstream caches count (JWKS, introspection) is read at scrape time.
 //!
 //! Label values come from closed sets: OAuth error codes, the stable names of the error
-//! enums (`as_str`), configured issuer names and policy rule ids. No label ever carries a
+//! enums (`as_str`), configured issuer names, the ids of configured clients once they
+//! authenticated, and policy rule ids. No label ever carries a
 //! token, a subject or anything else a caller chooses.
 
 use std::sync::Arc;
@@ -47,6 +48,16 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+    /// The authenticated client: a configured id, so a closed set; empty (Prometheus:
+    /// absent) when no client authenticated.
+    client_id: String,
+}
+
+/// The forward-auth endpoint's answers: the calling proxy's client id is not a label (its
+/// refusals are mostly the end user's tokens, not the proxy's doing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ForwardAuthLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,7 +96,7 @@ pub struct Metrics {
     tls_reloads: Family<ReloadLabel, Counter>,
     tls_certificate_expiry: CertificateExpiry,
     signing_key_reloads: Family<ReloadLabel, Counter>,
-    forward_auth: Family<ResultLabel, Counter>,
+    forward_auth: Family<ForwardAuthLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,7 +118,7 @@ impl Metrics {
         let exchanges = Family::<ResultLabel, Counter>::default();
         registry.register(
             "exchanges",
-            "Token requests answered, by result: granted, or the OAuth error code",
+            "Token requests answered, by result (granted, or the OAuth error code) and authenticated client",
             exchanges.clone(),
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
@@ -163,7 +174,7 @@ impl Metrics {
             "Reloads of the signing key directory (SIGHUP or a change of its files), by outcome: applied or failed (the previous keys stay in force)",
             signing_key_reloads.clone(),
         );
-        let forward_auth = Family::<ResultLabel, Counter>::default();
+        let forward_auth = Family::<ForwardAuthLabel, Counter>::default();
         registry.register(
             "forward_auth_requests",
             "Requests answered at the forward-auth endpoint, by result: granted, or the OAuth error code",
@@ -185,16 +196,21 @@ impl Metrics {
         }
     }
 
-    /// A token request answered: `result` is `granted` or the OAuth error code.
-    pub fn exchange(&self, result: &'static str, seconds: f64) {
-        self.exchanges.get_or_create(&ResultLabel { result }).inc();
+    /// A token request answered: `result` is `granted` or the OAuth error code,
+    /// `client_id` the authenticated client's (a configured id), `None` when none
+    /// authenticated.
+    pub fn exchange(&self, result: &'static str, client_id: Option<String>, seconds: f64) {
+        let client_id = client_id.unwrap_or_default();
+        self.exchanges
+            .get_or_create(&ResultLabel { result, client_id })
+            .inc();
         self.duration.observe(seconds);
     }
 
     /// A forward-auth request answered: `result` is `granted` or the OAuth error code.
     pub fn forward_auth(&self, result: &'static str) {
         self.forward_auth
-            .get_or_create(&ResultLabel { result })
+            .get_or_create(&ForwardAuthLabel { result })
             .inc();
     }
 

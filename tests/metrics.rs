@@ -82,6 +82,13 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
         400
     );
     assert_eq!(sts.exchange(BFF, &impersonation("a.b.c")).await.status, 400);
+    // A client id nobody configured: not a label value (labels stay a closed set).
+    assert_eq!(
+        sts.exchange(("mallory-4c1d", "whatever"), &impersonation(&subject))
+            .await
+            .status,
+        401
+    );
 
     let (content_type, text) = scrape(&sts).await;
     assert!(
@@ -90,9 +97,19 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
     let expect = [
-        ("gleipnir_exchanges_total{result=\"granted\"}", 3.0),
-        ("gleipnir_exchanges_total{result=\"invalid_client\"}", 1.0),
-        ("gleipnir_exchanges_total{result=\"invalid_request\"}", 2.0),
+        (
+            "gleipnir_exchanges_total{result=\"granted\",client_id=\"bff\"}",
+            3.0,
+        ),
+        // A wrong secret authenticates nobody: the claimed id is no label value.
+        (
+            "gleipnir_exchanges_total{result=\"invalid_client\",client_id=\"\"}",
+            2.0,
+        ),
+        (
+            "gleipnir_exchanges_total{result=\"invalid_request\",client_id=\"bff\"}",
+            2.0,
+        ),
         (
             "gleipnir_exchange_refusals_total{stage=\"client_auth\",reason=\"wrong_secret\"}",
             1.0,
@@ -105,7 +122,7 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
             "gleipnir_exchange_refusals_total{stage=\"subject_token\",reason=\"not_compact_jws\"}",
             1.0,
         ),
-        ("gleipnir_exchange_duration_seconds_count", 6.0),
+        ("gleipnir_exchange_duration_seconds_count", 7.0),
         (
             "gleipnir_token_validations_total{issuer=\"corp\",role=\"subject\",outcome=\"valid\"}",
             4.0,
@@ -160,6 +177,7 @@ async fn metrics_count_exchanges_refusals_validations_and_upstreams() {
         "alice",
         "carol",
         "not-the-secret-7f3a",
+        "mallory-4c1d",
     ] {
         assert!(!text.contains(needle), "{needle} in metrics");
     }
