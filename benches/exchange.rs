@@ -3,7 +3,8 @@
 //!
 //! - `form_parse/*`: decoding a token request body.
 //! - `verify/*`: one signature verification with a key parsed once (aws-lc-rs), per
-//!   algorithm an upstream may use.
+//!   algorithm an upstream may use; `verify_jsonwebtoken/*`: the same through the
+//!   jsonwebtoken crate, which parses the key again on every call.
 //! - `sign/*`: one signature with our key, per algorithm we issue with.
 //! - `exchange/*`: the whole pipeline in process (form parse, client authentication,
 //!   request parsing, admission, token validation against the cached JWKS, policy,
@@ -101,6 +102,37 @@ fn benches(c: &mut Criterion) {
         });
     }
     verify.finish();
+
+    // The same verifications through jsonwebtoken 11 (aws_lc_rs provider), with its
+    // DecodingKey built once from the same JWK: jsonwebtoken keeps the key's bytes and
+    // hands them to aws-lc-rs on every call, which parses the key again each time (and
+    // the signature arrives base64url-encoded, as in a token). Beside `verify/*` for the
+    // README's "Why not jsonwebtoken".
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&jwks).unwrap();
+    let mut verify_jwt = c.benchmark_group("verify_jsonwebtoken");
+    for (alg, kid, jwt_alg) in [
+        (Alg::Rs256, "rs-1", jsonwebtoken::Algorithm::RS256),
+        (Alg::Ps256, "rs-1", jsonwebtoken::Algorithm::PS256),
+        (Alg::Es256, "es-1", jsonwebtoken::Algorithm::ES256),
+        (Alg::EdDsa, "ed-1", jsonwebtoken::Algorithm::EdDSA),
+    ] {
+        let signature = b64(&issuer.signature(alg, message));
+        let key = jsonwebtoken::DecodingKey::from_jwk(set.find(kid).unwrap()).unwrap();
+        verify_jwt.bench_function(alg.name(), |b| {
+            b.iter(|| {
+                assert!(
+                    jsonwebtoken::crypto::verify(
+                        &signature,
+                        black_box(&message[..]),
+                        &key,
+                        jwt_alg
+                    )
+                    .unwrap()
+                )
+            })
+        });
+    }
+    verify_jwt.finish();
 
     let payload = vec![b'x'; 420]; // about the size of an issued token's signing input
     let mut sign = c.benchmark_group("sign");
