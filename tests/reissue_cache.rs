@@ -128,7 +128,11 @@ async fn an_identical_exchange_gets_the_same_token_audited_and_counted() {
     assert_eq!(metric(&sts, hit).await, 1.0);
     assert_eq!(metric(&sts, miss).await, 1.0);
     assert_eq!(
-        metric(&sts, "gleipnir_exchanges_total{result=\"granted\"}").await,
+        metric(
+            &sts,
+            "gleipnir_exchanges_total{result=\"granted\",client_id=\"bff\"}"
+        )
+        .await,
         2.0,
         "a hit is a granted exchange"
     );
