@@ -77,6 +77,36 @@ struct ReloadLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreCallLabels {
+    backend: &'static str,
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabels {
+    backend: &'static str,
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientLabel {
+    client: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Buckets of store call latency: 50 µs .. ~1.6 s.
+fn store_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00005, 2.0, 16,
+    ))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ValidationLabels {
     issuer: Arc<str>,
     role: &'static str,
@@ -97,6 +127,11 @@ pub struct Metrics {
     tls_certificate_expiry: CertificateExpiry,
     signing_key_reloads: Family<ReloadLabel, Counter>,
     forward_auth: Family<ForwardAuthLabel, Counter>,
+    store_calls: Family<StoreCallLabels, Counter>,
+    store_durations: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
+    rate_limited: Family<ClientLabel, Counter>,
+    introspections: Family<OutcomeLabel, Counter>,
+    revocations: Family<OutcomeLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,8 +215,46 @@ impl Metrics {
             "Requests answered at the forward-auth endpoint, by result: granted, or the OAuth error code",
             forward_auth.clone(),
         );
+        let store_calls = Family::<StoreCallLabels, Counter>::default();
+        registry.register(
+            "store_calls",
+            "Calls to the shared store, by backend (memory, redis), operation and outcome (ok, or the error: unavailable, timeout, full, ...)",
+            store_calls.clone(),
+        );
+        let store_durations =
+            Family::<StoreOpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                store_histogram,
+            );
+        registry.register(
+            "store_call_duration_seconds",
+            "Time of a call to the shared store, by backend and operation (buckets 50 µs … 1.6 s)",
+            store_durations.clone(),
+        );
+        let rate_limited = Family::<ClientLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 because the client was over its policy's rate_limit, by client",
+            rate_limited.clone(),
+        );
+        let introspections = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "introspections",
+            "POST /introspect answers, by outcome: active, inactive, or the refusal (unauthenticated, not_allowed, unavailable, rate_limited)",
+            introspections.clone(),
+        );
+        let revocations = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "revocations",
+            "Revocations recorded, by how: token (POST /revoke), ignored (POST /revoke of a token that was not live), admin_subject, admin_upstream_token, admin_chain_root",
+            revocations.clone(),
+        );
         Self {
             forward_auth,
+            store_calls,
+            store_durations,
+            rate_limited,
+            introspections,
+            revocations,
             signing_key_reloads,
             registry,
             exchanges,
@@ -275,6 +348,49 @@ impl Metrics {
                 role,
                 outcome,
             })
+            .inc();
+    }
+
+    /// A call to the shared store: its backend, operation, outcome and duration.
+    pub fn store_call(
+        &self,
+        backend: &'static str,
+        op: &'static str,
+        outcome: &'static str,
+        seconds: f64,
+    ) {
+        self.store_calls
+            .get_or_create(&StoreCallLabels {
+                backend,
+                op,
+                outcome,
+            })
+            .inc();
+        self.store_durations
+            .get_or_create(&StoreOpLabels { backend, op })
+            .observe(seconds);
+    }
+
+    /// A request refused with 429 for `client`'s rate limit.
+    pub fn rate_limited(&self, client: &Arc<str>) {
+        self.rate_limited
+            .get_or_create(&ClientLabel {
+                client: Arc::clone(client),
+            })
+            .inc();
+    }
+
+    /// A `POST /introspect` answered with `outcome`.
+    pub fn introspection(&self, outcome: &'static str) {
+        self.introspections
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A revocation recorded, by how it was asked for.
+    pub fn revocation(&self, outcome: &'static str) {
+        self.revocations
+            .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 

@@ -19,6 +19,17 @@
 //! - [`Store::increment`]: a counter created at 1 with an expiry when absent, incremented
 //!   otherwise (its expiry unchanged): fixed-window rate limits, the window's end being
 //!   the expiry.
+//! - [`Store::get_many`]: the live values of several keys in one call (one round trip):
+//!   the revocation markers of every ancestor of a token.
+//! - [`Store::put_record`], [`Store::get_record`]: a value together with the keys of the
+//!   entries it depends on (its *references*); reading it returns, in the same call, the
+//!   live value under each reference. A token's lineage is such a record, its references
+//!   the revocation markers of everything it derives from, so that introspection and
+//!   re-exchange check every ancestor in one call. A plain value reads as a record
+//!   without references, and a record's value reads through [`Store::get`].
+//! - [`Store::admit`]: one step of a sliding-window rate limit: counts the request in the
+//!   current window only if the weighted count of both windows is under the limit,
+//!   atomically (a [`Window`]).
 //!
 //! A backend never evicts a live entry to make room: evicting a replay-cache entry would
 //! let the assertion be replayed. A full backend refuses new keys with
@@ -39,15 +50,33 @@
 //! [`MemoryStore`] and the same semantics (the tests here are the contract), add a variant
 //! to [`Store`] and one arm to each method, and add to [`StoreError`] the facts it can
 //! report (`Unavailable`, `Timeout`). Nothing outside this module changes.
+//!
+//! # Backends
+//!
+//! [`MemoryStore`] (`memory.rs`) is the default: one replica, `gleipnir dev`, tests.
+//! [`RedisStore`] (`redis.rs`) keeps the entries in Redis or Valkey, shared by every
+//! replica that names the same server and key prefix. Both honour the same contract
+//! (`tests/lifecycle_store.rs` runs it against both), with "now" read from the store's
+//! [`Clock`] in both: Redis's own expiry only reclaims memory after the fact.
+//!
+//! Every call is counted in `gleipnir_store_calls_total{backend, op, outcome}` and timed
+//! in `gleipnir_store_call_duration_seconds{backend, op}` when the store is built with
+//! [`Metrics`].
 
 pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use thiserror::Error;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 
 pub use memory::MemoryStore;
+pub use redis::{RedisSettings, RedisStore};
 
 /// Why a store call did not do what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -61,6 +90,15 @@ pub enum StoreError {
     /// [`Store::increment`] on a key whose value is not a counter (or would overflow).
     #[error("value is not a counter")]
     NotACounter,
+    /// A record reference that is empty or holds a newline.
+    #[error("bad record reference")]
+    BadReference,
+    /// The backend could not be reached, or refused the call (a networked backend).
+    #[error("store unavailable")]
+    Unavailable,
+    /// The backend did not answer within the configured timeout.
+    #[error("store call timed out")]
+    Timeout,
 }
 
 impl StoreError {
@@ -70,8 +108,51 @@ impl StoreError {
             StoreError::Full => "full",
             StoreError::PastExpiry => "past_expiry",
             StoreError::NotACounter => "not_a_counter",
+            StoreError::BadReference => "bad_reference",
+            StoreError::Unavailable => "unavailable",
+            StoreError::Timeout => "timeout",
         }
     }
+}
+
+/// What [`Store::get_record`] reads: the record's value, and for each of its references,
+/// in the order they were written, the reference and the live value under it (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record's own value.
+    pub value: Bytes,
+    /// Each reference with the value of the live entry under it, `None` when there is
+    /// none.
+    pub refs: Vec<(String, Option<Bytes>)>,
+}
+
+/// One step of a sliding-window rate limit ([`Store::admit`]): the request is counted
+/// in `current` (created at 1, expiring at `expires_at`, when absent) only if
+/// `previous × previous_weight_milli / 1000 + current < limit`, where `previous` and
+/// `current` are the counters' live values (0 when absent).
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    /// The counter of the window now running.
+    pub current: &'a str,
+    /// The counter of the window before it.
+    pub previous: &'a str,
+    /// How much of the previous window still counts, in thousandths (0 ..= 1000).
+    pub previous_weight_milli: u64,
+    /// The most requests the weighted count may reach.
+    pub limit: u64,
+    /// When the current counter expires, if this call creates it.
+    pub expires_at: u64,
+}
+
+/// What [`Store::admit`] decided, and the counts it decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The request was counted.
+    pub admitted: bool,
+    /// The current window's count after this call.
+    pub current: u64,
+    /// The previous window's count.
+    pub previous: u64,
 }
 
 /// Shared state with expiry, on one of the backends. Clones share the same state.
@@ -79,6 +160,8 @@ impl StoreError {
 pub enum Store {
     /// In this process: the default, for one replica or for tests.
     Memory(MemoryStore),
+    /// In Redis or Valkey: shared by every replica that uses the same server and prefix.
+    Redis(RedisStore),
 }
 
 impl Store {
@@ -92,6 +175,7 @@ impl Store {
     pub fn entries(&self) -> Option<usize> {
         match self {
             Store::Memory(store) => Some(store.len()),
+            Store::Redis(_) => None,
         }
     }
 
@@ -99,29 +183,133 @@ impl Store {
     pub fn capacity(&self) -> Option<usize> {
         match self {
             Store::Memory(store) => Some(store.capacity()),
+            Store::Redis(_) => None,
         }
+    }
+
+    /// The backend's name, for metric labels.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    fn metrics(&self) -> Option<&Arc<Metrics>> {
+        match self {
+            Store::Memory(store) => store.metrics(),
+            Store::Redis(store) => store.metrics(),
+        }
+    }
+
+    /// Runs one call, counting and timing it when the store has metrics.
+    async fn observe<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let Some(metrics) = self.metrics() else {
+            return call.await;
+        };
+        // Latency is an interval: a monotonic reading.
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.as_str(),
+        };
+        metrics.store_call(self.backend(), op, outcome, started.elapsed().as_secs_f64());
+        result
     }
 
     /// Stores `value` under `key` until `expires_at`, replacing any value and expiry the
     /// key had.
     pub async fn put(&self, key: &str, value: Bytes, expires_at: u64) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(store) => store.put(key, value, expires_at).await,
-        }
+        self.observe("put", async {
+            match self {
+                Store::Memory(store) => store.put(key, value, expires_at).await,
+                Store::Redis(store) => store.put(key, value, expires_at).await,
+            }
+        })
+        .await
     }
 
     /// The value under `key`, if it has not expired. A counter reads as its decimal digits.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        match self {
-            Store::Memory(store) => store.get(key).await,
-        }
+        self.observe("get", async {
+            match self {
+                Store::Memory(store) => store.get(key).await,
+                Store::Redis(store) => store.get(key).await,
+            }
+        })
+        .await
+    }
+
+    /// The live value under each of `keys`, in order, in one call.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        self.observe("get_many", async {
+            match self {
+                Store::Memory(store) => store.get_many(keys).await,
+                Store::Redis(store) => store.get_many(keys).await,
+            }
+        })
+        .await
     }
 
     /// Removes `key`; whether a live entry was removed.
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(store) => store.delete(key).await,
+        self.observe("delete", async {
+            match self {
+                Store::Memory(store) => store.delete(key).await,
+                Store::Redis(store) => store.delete(key).await,
+            }
+        })
+        .await
+    }
+
+    /// Stores `value` with its references `refs` under `key` until `expires_at`,
+    /// replacing what the key held. A reference is the key of another entry, which need
+    /// not exist (yet); references never contain a newline.
+    pub async fn put_record(
+        &self,
+        key: &str,
+        value: Bytes,
+        refs: &[String],
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        if refs.iter().any(|r| r.is_empty() || r.contains('\n')) {
+            return Err(StoreError::BadReference);
         }
+        self.observe("put_record", async {
+            match self {
+                Store::Memory(store) => store.put_record(key, value, refs, expires_at).await,
+                Store::Redis(store) => store.put_record(key, value, refs, expires_at).await,
+            }
+        })
+        .await
+    }
+
+    /// The record under `key`, with the live value under each of its references, read in
+    /// one call (one round trip to a networked backend).
+    pub async fn get_record(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        self.observe("get_record", async {
+            match self {
+                Store::Memory(store) => store.get_record(key).await,
+                Store::Redis(store) => store.get_record(key).await,
+            }
+        })
+        .await
+    }
+
+    /// One step of a sliding-window rate limit, atomically (see [`Window`]).
+    pub async fn admit(&self, window: &Window<'_>) -> Result<Admitted, StoreError> {
+        self.observe("admit", async {
+            match self {
+                Store::Memory(store) => store.admit(window).await,
+                Store::Redis(store) => store.admit(window).await,
+            }
+        })
+        .await
     }
 
     /// Stores `value` under `key` until `expires_at` only if no live entry holds `key`;
@@ -132,17 +320,25 @@ impl Store {
         value: Bytes,
         expires_at: u64,
     ) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(store) => store.set_if_absent(key, value, expires_at).await,
-        }
+        self.observe("set_if_absent", async {
+            match self {
+                Store::Memory(store) => store.set_if_absent(key, value, expires_at).await,
+                Store::Redis(store) => store.set_if_absent(key, value, expires_at).await,
+            }
+        })
+        .await
     }
 
     /// Adds one to the counter under `key` and returns the new count. An absent key starts
     /// at 1 and expires at `expires_at`; a live one keeps its expiry (a fixed window).
     pub async fn increment(&self, key: &str, expires_at: u64) -> Result<u64, StoreError> {
-        match self {
-            Store::Memory(store) => store.increment(key, expires_at).await,
-        }
+        self.observe("increment", async {
+            match self {
+                Store::Memory(store) => store.increment(key, expires_at).await,
+                Store::Redis(store) => store.increment(key, expires_at).await,
+            }
+        })
+        .await
     }
 }
 
@@ -378,5 +574,7 @@ mod tests {
         assert_eq!(StoreError::Full.as_str(), "full");
         assert_eq!(StoreError::PastExpiry.as_str(), "past_expiry");
         assert_eq!(StoreError::NotACounter.as_str(), "not_a_counter");
+        assert_eq!(StoreError::Unavailable.as_str(), "unavailable");
+        assert_eq!(StoreError::Timeout.as_str(), "timeout");
     }
 }

@@ -99,9 +99,15 @@ async fn remember(
         Ok(true) => Ok(()),
         Ok(false) => Err(ClientAuthError::ReplayedAssertion),
         Err(StoreError::PastExpiry) => Err(ClientAuthError::Expired),
-        Err(StoreError::Full | StoreError::NotACounter) => {
-            Err(ClientAuthError::ReplayCacheUnavailable)
-        }
+        // A store that cannot say whether the jti was seen fails closed: accepting would
+        // let an assertion be replayed.
+        Err(
+            StoreError::Full
+            | StoreError::NotACounter
+            | StoreError::BadReference
+            | StoreError::Unavailable
+            | StoreError::Timeout,
+        ) => Err(ClientAuthError::ReplayCacheUnavailable),
     }
 }
 

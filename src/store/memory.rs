@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use super::StoreError;
+use super::{Admitted, Record, StoreError, Window};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 
 /// Shared state in this process, bounded to a number of live entries. Clones share it.
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     max_entries: usize,
     clock: Clock,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -44,16 +46,18 @@ struct Entry {
 }
 
 /// A counter is kept as a number so counting does not parse and format each time; it
-/// reads as its decimal digits, as it would from a networked backend.
+/// reads as its decimal digits, as it would from a networked backend. A record keeps its
+/// references beside its value.
 enum Value {
     Bytes(Bytes),
     Count(u64),
+    Record(Bytes, Arc<[String]>),
 }
 
 impl Value {
     fn to_bytes(&self) -> Bytes {
         match self {
-            Value::Bytes(bytes) => bytes.clone(),
+            Value::Bytes(bytes) | Value::Record(bytes, _) => bytes.clone(),
             Value::Count(n) => Bytes::from(n.to_string()),
         }
     }
@@ -62,6 +66,7 @@ impl Value {
         match self {
             Value::Count(n) => Some(*n),
             Value::Bytes(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+            Value::Record(..) => None,
         }
     }
 }
@@ -73,6 +78,7 @@ impl MemoryStore {
             state: Arc::new(Mutex::new(State::default())),
             max_entries,
             clock,
+            metrics: None,
         }
     }
 
@@ -89,6 +95,103 @@ impl MemoryStore {
     /// The most live entries it holds.
     pub fn capacity(&self) -> usize {
         self.max_entries
+    }
+
+    /// The same store, counting its calls in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub(super) fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// See [`super::Store::get_many`].
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let state = self.lock();
+        Ok(keys
+            .iter()
+            .map(|key| state.entries.get(key.as_str()).map(|e| e.value.to_bytes()))
+            .collect())
+    }
+
+    /// See [`super::Store::put_record`].
+    pub async fn put_record(
+        &self,
+        key: &str,
+        value: Bytes,
+        refs: &[String],
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock_for(expires_at)?;
+        let entry = Entry {
+            value: Value::Record(value, refs.into()),
+            expires_at,
+        };
+        match state.held_key(key) {
+            Some(held) => state.replace(held, entry),
+            None => state.insert_new(key, entry, self.max_entries)?,
+        }
+        Ok(())
+    }
+
+    /// See [`super::Store::get_record`].
+    pub async fn get_record(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        let state = self.lock();
+        let Some(entry) = state.entries.get(key) else {
+            return Ok(None);
+        };
+        let (value, refs) = match &entry.value {
+            Value::Record(value, refs) => (value.clone(), Arc::clone(refs)),
+            other => (other.to_bytes(), Arc::from([])),
+        };
+        let refs = refs
+            .iter()
+            .map(|r| {
+                let live = state.entries.get(r.as_str()).map(|e| e.value.to_bytes());
+                (r.clone(), live)
+            })
+            .collect();
+        Ok(Some(Record { value, refs }))
+    }
+
+    /// See [`super::Store::admit`].
+    pub async fn admit(&self, window: &Window<'_>) -> Result<Admitted, StoreError> {
+        let mut state = self.lock_for(window.expires_at)?;
+        let count = |state: &State, key: &str| {
+            state
+                .entries
+                .get(key)
+                .map_or(Some(0), |e| e.value.count())
+                .ok_or(StoreError::NotACounter)
+        };
+        let current = count(&state, window.current)?;
+        let previous = count(&state, window.previous)?;
+        let weighted = previous.saturating_mul(window.previous_weight_milli) / 1000;
+        if weighted.saturating_add(current) >= window.limit {
+            return Ok(Admitted {
+                admitted: false,
+                current,
+                previous,
+            });
+        }
+        let next = current.checked_add(1).ok_or(StoreError::NotACounter)?;
+        match state.entries.get_mut(window.current) {
+            Some(entry) => entry.value = Value::Count(next),
+            None => {
+                let entry = Entry {
+                    value: Value::Count(1),
+                    expires_at: window.expires_at,
+                };
+                state.insert_new(window.current, entry, self.max_entries)?;
+            }
+        }
+        Ok(Admitted {
+            admitted: true,
+            current: next,
+            previous,
+        })
     }
 
     /// See [`super::Store::put`].

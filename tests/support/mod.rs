@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 
 pub mod audit;
 pub mod forms;
+pub mod redis;
 
 /// The fixed "now" of every test: 2030-03-17T17:46:40Z.
 pub const NOW: u64 = 1_900_000_000;
