@@ -459,7 +459,7 @@ fn replay_cache(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let capacity = gleipnir::app::REPLAY_CACHE_CAPACITY;
+    let capacity = 100_000;
     let key = |i: usize| format!("jti:{:064x}", i);
     let clock = gleipnir::clock::ManualClock::new(NOW);
     let store = Store::memory(capacity, clock.clone().into());

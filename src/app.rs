@@ -15,13 +15,16 @@ use crate::audit::RefusalLog;
 use crate::client_auth::{AuthMethod, ClientAuthenticator};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
-use crate::exchange::Exchanger;
+use crate::exchange::{Exchanger, Support};
 use crate::keys::jwks_document;
 use crate::keys::ring::KeyStore;
+use crate::lifecycle::Lifecycle;
+use crate::lifecycle::endpoints::{Admin, AdminRevocation};
 use crate::metrics::{Metrics, Snapshot};
 use crate::mint::Minter;
 use crate::oauth::{GRANT_TYPE_TOKEN_EXCHANGE, TokenType};
 use crate::policy::PolicyStore;
+use crate::ratelimit::RateLimiter;
 use crate::server::Limits;
 use crate::store::Store;
 use crate::token::TokenValidator;
@@ -87,13 +90,11 @@ pub struct App {
     metadata: serde_json::Map<String, serde_json::Value>,
     /// `max-age` of our JWKS and metadata documents (see [`App::documents_max_age`]).
     documents_max_age: u64,
+    /// The shared store (lineage, revocation, rate limits; replay caches may use it).
+    store: Store,
+    /// The admin listener's revocation endpoint, when configured.
+    admin_revocation: Admin,
 }
-
-/// Most live entries of the in-process store: `private_key_jwt` `jti`s, each kept until
-/// its assertion expires (at most `max_lifetime_seconds` plus the leeway). At 100 000
-/// that is a sustained 330 fresh assertions a second under the 5-minute default; a
-/// fuller cache refuses assertions (503) rather than forget one.
-pub const REPLAY_CACHE_CAPACITY: usize = 100_000;
 
 /// How long others may cache our JWKS and metadata, at most: they change only with a key
 /// reload or a restart, and resource servers refetch on an unknown `kid`.
@@ -108,11 +109,15 @@ impl App {
         let http = crate::upstream::client().map_err(|e| {
             ConfigError::new(&config.origin, "issuers", format!("HTTP client: {e}"))
         })?;
-        // The store is built once and shared; today it holds the private_key_jwt replay
-        // cache. In-process and bounded: the store configuration, where a build has one,
-        // decides the backend.
-        let store = Store::memory(REPLAY_CACHE_CAPACITY, clock.clone());
-        let clients = ClientAuthenticator::new(config, store, &http, clock.clone())?;
+        // The store is built once and shared: the private_key_jwt replay cache, lineage,
+        // revocation markers and rate-limit counters (`[store]` decides the backend).
+        let store = Store::from_config(
+            &config.store,
+            clock.clone(),
+            Arc::clone(&metrics),
+            &config.origin,
+        )?;
+        let clients = ClientAuthenticator::new(config, store.clone(), &http, clock.clone())?;
         let metadata = metadata(config, &clients);
         let policy = Arc::new(PolicyStore::load(config, Arc::clone(&metrics))?);
         let validator = TokenValidator::new(
@@ -134,6 +139,7 @@ impl App {
             client_keys: clients.tasks(),
         };
         let minter = Minter::new(config.issuer.clone(), Arc::clone(&keys));
+        let shared = shared_state(config, &store, &clock, &metrics, refusals)?;
         let exchanger = Exchanger::new(
             clients,
             validator,
@@ -141,7 +147,7 @@ impl App {
             minter,
             clock.clone(),
             Arc::clone(&metrics),
-            refusals,
+            shared,
         )
         .with_reissue_cache(crate::egress::cache::ReissueCache::new(
             &config.reissue_cache,
@@ -167,6 +173,8 @@ impl App {
             draining: std::sync::atomic::AtomicBool::new(false),
             metadata,
             documents_max_age,
+            store,
+            admin_revocation: admin_revocation(config)?,
         };
         Ok(Built {
             app,
@@ -183,6 +191,18 @@ impl App {
     /// The forward-auth endpoint, when configured.
     pub fn forward_auth(&self) -> Option<&crate::egress::forward_auth::ForwardAuth> {
         self.forward_auth.as_ref()
+    }
+
+    /// The shared store `[store]` configures (in-process by default, or Redis/Valkey):
+    /// lineage, revocation markers and rate-limit counters live there, and so should any
+    /// other state replicas must agree on (replay caches).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The admin listener's `POST /admin/revoke`, when `[lifecycle] admin_secret` is set.
+    pub fn admin_revocation(&self) -> Option<&AdminRevocation> {
+        self.admin_revocation.as_deref()
     }
 
     /// Reloads the policy and the signing key directory now (SIGHUP); what fails to load
@@ -308,6 +328,65 @@ pub fn published_jwks(config: &Config, clock: Clock) -> Result<serde_json::Value
     Ok(jwks_document(&keys.current().published(now)))
 }
 
+/// The lineage and revocation the store holds, and the rate limiter counting in it (with
+/// the audit's refusal log, the pipeline's [`Support`]).
+fn shared_state(
+    config: &Config,
+    store: &Store,
+    clock: &Clock,
+    metrics: &Arc<Metrics>,
+    refusals: Arc<RefusalLog>,
+) -> Result<Support, ConfigError> {
+    let origin = &config.origin;
+    let field = "store.seal_key";
+    let sealer = match &config.store.seal_key {
+        Some(source) => {
+            let secret = source
+                .resolve()
+                .map_err(|r| ConfigError::new(origin, field, r))?;
+            crate::lifecycle::Sealer::from_secret(secret.expose())
+        }
+        // Replicas must open each other's sealed upstream tokens: a shared store with an
+        // introspecting issuer needs a shared key.
+        None if matches!(store, Store::Redis(_))
+            && config.issuers.iter().any(|i| i.introspection.is_some()) =>
+        {
+            Err("required with backend = \"redis\" when an issuer has introspection (every replica must open the upstream tokens kept for re-checking)".to_owned())
+        }
+        None => crate::lifecycle::Sealer::ephemeral(),
+    }
+    .map_err(|r| ConfigError::new(origin, field, r))?;
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        clock.clone(),
+        Arc::clone(metrics),
+        config.store.on_unavailable,
+        (config.tokens.max_ttl_seconds, config.tokens.leeway_seconds),
+        sealer,
+    );
+    let limiter = RateLimiter::new(store.clone(), clock.clone(), Arc::clone(metrics));
+    Ok(Support {
+        refusals,
+        lifecycle: Arc::new(lifecycle),
+        limiter,
+    })
+}
+
+/// `[lifecycle] admin_secret`, resolved, with the upstream issuers it may name.
+fn admin_revocation(config: &Config) -> Result<Admin, ConfigError> {
+    let Some(source) = &config.store.admin_secret else {
+        return Ok(None);
+    };
+    let secret = source
+        .resolve()
+        .map_err(|r| ConfigError::new(&config.origin, "lifecycle.admin_secret", r))?;
+    let issuers = config.issuers.iter().map(|i| i.issuer.clone()).collect();
+    Ok(Some(Arc::new(AdminRevocation::new(
+        secret.expose(),
+        issuers,
+    ))))
+}
+
 /// The listeners' limits, from `[server]`.
 fn limits(config: &Config) -> Limits {
     Limits {
@@ -364,6 +443,11 @@ fn metadata(
         "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": methods,
+        // RFC 8414 §2 (RFC 7662, RFC 7009): callers authenticate as at the token endpoint.
+        "introspection_endpoint": config.introspection_endpoint(),
+        "introspection_endpoint_auth_methods_supported": methods,
+        "revocation_endpoint": config.revocation_endpoint(),
+        "revocation_endpoint_auth_methods_supported": methods,
         // Not registered by RFC 8414; named after RFC 8693's parameters.
         "subject_token_types_supported": presentable,
         "actor_token_types_supported": presentable,
@@ -373,10 +457,12 @@ fn metadata(
     .cloned()
     .unwrap_or_default();
     if !algorithms.is_empty() {
-        document.insert(
-            "token_endpoint_auth_signing_alg_values_supported".into(),
-            algorithms.into(),
-        );
+        for endpoint in ["token", "introspection", "revocation"] {
+            document.insert(
+                format!("{endpoint}_endpoint_auth_signing_alg_values_supported"),
+                algorithms.clone().into(),
+            );
+        }
     }
     if mtls {
         document.insert(

@@ -286,9 +286,14 @@ pub struct RegisteredClient {
     actor_sub: String,
     actor_iss: Option<String>,
     identity: Option<String>,
+    introspect: bool,
 }
 
 impl RegisteredClient {
+    /// May call `POST /introspect` (configuration `introspect`).
+    pub fn may_introspect(&self) -> bool {
+        self.introspect
+    }
     /// `client_id`.
     pub fn id(&self) -> &str {
         &self.id

@@ -20,6 +20,7 @@ mod policy;
 mod secret;
 mod server;
 mod signing;
+mod store;
 mod tls;
 mod tokens;
 mod workload;
@@ -45,6 +46,7 @@ pub use policy::PolicySource;
 pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
 pub use signing::{KeySource, SigningConfig};
+pub use store::{OnUnavailable, StoreBackend, StoreConfig};
 pub use tls::TlsConfig;
 pub use tokens::TokenConfig;
 pub use workload::{
@@ -58,6 +60,7 @@ use issuers::RawIssuer;
 use policy::RawPolicy;
 use server::RawServer;
 use signing::RawSigning;
+use store::{RawLifecycle, RawStore};
 use tls::RawTls;
 use tokens::RawTokens;
 use workload::{RawClientCertificates, RawWorkloadIssuer};
@@ -209,6 +212,8 @@ pub struct Config {
     pub reissue_cache: ReissueCacheConfig,
     /// The forward-auth endpoint (`[forward_auth]`); `None`: not served.
     pub forward_auth: Option<ForwardAuthConfig>,
+    /// Where shared state lives (`[store]`, and `[lifecycle]`).
+    pub store: StoreConfig,
 }
 
 /// Top-level keys and the sections of the file, as written.
@@ -235,6 +240,10 @@ struct RawConfig {
     workload_issuers: Vec<RawWorkloadIssuer>,
     #[serde(default)]
     client_certificates: RawClientCertificates,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    lifecycle: RawLifecycle,
 }
 
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
@@ -311,6 +320,7 @@ impl Config {
             None => Some(None),
             Some(tls) => tls.validate(&mut cx).map(Some),
         };
+        let store = raw.store.validate(raw.lifecycle, &mut cx);
         let issuers = issuers::validate(raw.issuers, issuer.as_deref(), &mut cx);
         let clients = clients::validate(raw.clients, &mut cx);
         let reissue_cache = raw.reissue_cache.validate(&mut cx);
@@ -333,7 +343,7 @@ impl Config {
             return cx.finish(None);
         };
         let config = match (
-            issuer, server, signing, tokens, policy, tls, issuers, clients,
+            issuer, server, signing, tokens, policy, tls, issuers, clients, store,
         ) {
             (
                 Some(issuer),
@@ -344,6 +354,7 @@ impl Config {
                 Some(tls),
                 Some(issuers),
                 Some(clients),
+                Some(store),
             ) => Some(Config {
                 origin: file.clone(),
                 issuer,
@@ -357,6 +368,7 @@ impl Config {
                 tls,
                 workload_issuers,
                 client_certificates,
+                store,
                 reissue_cache: ReissueCacheConfig::default(),
                 forward_auth: None,
             }),
@@ -431,6 +443,16 @@ impl Config {
     /// Our token endpoint URL (RFC 8414 `token_endpoint`).
     pub fn token_endpoint(&self) -> String {
         format!("{}/token", self.issuer.trim_end_matches('/'))
+    }
+
+    /// Our introspection endpoint URL (RFC 8414 `introspection_endpoint`).
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/introspect", self.issuer.trim_end_matches('/'))
+    }
+
+    /// Our revocation endpoint URL (RFC 8414 `revocation_endpoint`).
+    pub fn revocation_endpoint(&self) -> String {
+        format!("{}/revoke", self.issuer.trim_end_matches('/'))
     }
 
     /// Our JWKS URL (RFC 8414 `jwks_uri`).

@@ -10,6 +10,8 @@ use thiserror::Error;
 
 use crate::client_auth::ClientAuthError;
 use crate::egress::forward_auth::ForwardAuthError;
+use crate::lifecycle::LifecycleError;
+use crate::lifecycle::endpoints::EndpointError;
 use crate::mint::MintError;
 use crate::oauth::ErrorCode;
 use crate::oauth::form::BodyError;
@@ -45,6 +47,12 @@ pub enum ExchangeError {
     /// and route).
     #[error("forward auth: {0}")]
     ForwardAuth(#[from] ForwardAuthError),
+    /// The re-exchanged token's lineage, or recording the new token's.
+    #[error("lifecycle: {0}")]
+    Lifecycle(LifecycleError),
+    /// The client is over its rate limit; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited(u32),
 }
 
 impl ExchangeError {
@@ -59,6 +67,8 @@ impl ExchangeError {
             ExchangeError::Policy(_) => "policy",
             ExchangeError::Mint(_) => "mint",
             ExchangeError::ForwardAuth(_) => "forward_auth",
+            ExchangeError::Lifecycle(_) => "lifecycle",
+            ExchangeError::RateLimited(_) => "rate_limit",
         }
     }
 
@@ -72,6 +82,8 @@ impl ExchangeError {
             ExchangeError::Policy(e) => e.as_str(),
             ExchangeError::Mint(e) => e.as_str(),
             ExchangeError::ForwardAuth(e) => e.as_str(),
+            ExchangeError::Lifecycle(e) => e.as_str(),
+            ExchangeError::RateLimited(_) => "over_limit",
         }
     }
 }
@@ -332,6 +344,96 @@ pub fn to_wire(error: &ExchangeError, basic_auth_used: bool) -> WireError {
                 "no route for the original host and path",
             ),
         },
+        ExchangeError::Lifecycle(e) => match e {
+            LifecycleError::Unknown
+            | LifecycleError::Revoked
+            | LifecycleError::UpstreamInactive => {
+                wire(BAD, InvalidRequest, "subject_token is revoked or unknown")
+            }
+            LifecycleError::UpstreamUnavailable => WireError {
+                retry_after: Some(5),
+                ..wire(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TemporarilyUnavailable,
+                    "issuer introspection unavailable, retry later",
+                )
+            },
+            LifecycleError::Unavailable(_) => store_unavailable(),
+        },
+        ExchangeError::RateLimited(seconds) => rate_limited(seconds),
+    }
+}
+
+/// 503: the shared store did not answer and the deployment fails closed.
+fn store_unavailable() -> WireError {
+    WireError {
+        retry_after: Some(5),
+        ..wire(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TemporarilyUnavailable,
+            "token state unavailable, retry later",
+        )
+    }
+}
+
+/// RFC 6585 §4: 429 with `Retry-After`; the code is RFC 6749's `temporarily_unavailable`.
+fn rate_limited(seconds: u32) -> WireError {
+    WireError {
+        retry_after: Some(seconds),
+        ..wire(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TemporarilyUnavailable,
+            "client over its rate limit, retry later",
+        )
+    }
+}
+
+/// Maps an error of the introspection (RFC 7662), revocation (RFC 7009) and admin
+/// revocation endpoints to its wire form. `basic_auth_used` as in [`to_wire`].
+pub fn endpoint_to_wire(error: &EndpointError, basic_auth_used: bool) -> WireError {
+    use ErrorCode::*;
+    match *error {
+        EndpointError::Body(e) => to_wire(&ExchangeError::Body(e), basic_auth_used),
+        // RFC 7662 §2.1 and RFC 7009 §2.1: the caller authenticates as a client would at
+        // the token endpoint, and is refused as it would be there.
+        EndpointError::Client(e) => to_wire(&ExchangeError::Client(e), basic_auth_used),
+        EndpointError::MissingToken => wire(BAD, InvalidRequest, "token is required"),
+        EndpointError::RepeatedParameter => {
+            wire(BAD, InvalidRequest, "a parameter appears more than once")
+        }
+        // RFC 7662 §4: only protected resources allowed to introspect may.
+        EndpointError::NotAllowed => wire(
+            StatusCode::FORBIDDEN,
+            UnauthorizedClient,
+            "client may not introspect tokens",
+        ),
+        // RFC 7009 §2.1: a client revokes only tokens issued to it.
+        EndpointError::NotIssuedToClient => wire(
+            BAD,
+            UnauthorizedClient,
+            "token was not issued to this client",
+        ),
+        EndpointError::Unavailable => store_unavailable(),
+        EndpointError::UpstreamUnavailable => WireError {
+            retry_after: Some(5),
+            ..wire(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TemporarilyUnavailable,
+                "issuer introspection unavailable, retry later",
+            )
+        },
+        EndpointError::RateLimited(seconds) => rate_limited(seconds),
+        EndpointError::AdminUnauthorized => wire(
+            StatusCode::UNAUTHORIZED,
+            InvalidClient,
+            "admin authentication failed",
+        ),
+        EndpointError::AdminTarget => wire(
+            BAD,
+            InvalidRequest,
+            "name exactly one of: iss and sub, iss and jti, iss and token_sha256, chain_root",
+        ),
+        EndpointError::UnknownIssuer => wire(BAD, InvalidRequest, "iss is not a configured issuer"),
     }
 }
 
@@ -352,7 +454,9 @@ pub fn to_forward_auth(error: &ExchangeError) -> WireError {
         | ExchangeError::Client(_)
         | ExchangeError::Actor(_)
         | ExchangeError::Policy(_)
-        | ExchangeError::Mint(_) => false,
+        | ExchangeError::Mint(_)
+        | ExchangeError::Lifecycle(_)
+        | ExchangeError::RateLimited(_) => false,
     };
     let status = if wire.status.is_server_error() {
         wire.status

@@ -1,12 +1,20 @@
-//! The one place where the stages meet, in order: client authentication → request
-//! parameters → policy admission → subject (and actor) token validation → policy decision
-//! → minting. Each step's output type proves the step before it.
+//! The one place where the stages meet, in order: client authentication → the client's
+//! rate limit → request parameters → policy admission → subject (and actor) token
+//! validation → policy decision → the re-exchanged token's lineage → minting → the new
+//! token's lineage. Each step's output type proves the step before it.
 //!
 //! Between admission and token validation, a real exchange asks the re-issue cache
 //! ([`crate::egress::cache`]) for an earlier grant of the same inputs under the same policy
-//! and signing key; a hit skips validation, decision and minting, nothing before them.
-//! The request comes from `POST /token`'s form, or from a gateway's forward-auth request
+//! and signing key; a hit skips validation, decision and minting, nothing before them, and
+//! is handed out only while the lineage of its token is clean. The request comes from
+//! `POST /token`'s form, or from a gateway's forward-auth request
 //! ([`crate::egress::forward_auth`]); either way the same steps decide it.
+//!
+//! The lineage steps (`lifecycle`) run for a real exchange only: a re-exchanged gleipnir
+//! token must have a clean lineage (nothing it derives from revoked, its root upstream
+//! token still active where that issuer introspects), and an issued token is handed out
+//! only once its lineage is recorded, so that revoking anything it derives from reaches
+//! it. A dry run touches neither the store nor the rate limit.
 
 pub mod dry_run;
 
@@ -19,10 +27,12 @@ use crate::clock::Clock;
 use crate::config::IssuerId;
 use crate::egress::cache::{CacheKey, Entry, Inputs, ReissueCache};
 use crate::error::ExchangeError;
+use crate::lifecycle::{Lifecycle, LifecycleError, Lineage, Provenance};
 use crate::metrics::Metrics;
 use crate::mint::{IssuedToken, Minter};
 use crate::oauth::form::FormBody;
 use crate::policy::{Admission, Decided, PolicyEngine, PolicyStore, Proofs, Targets, Verified};
+use crate::ratelimit::RateLimiter;
 use crate::request::{PresentedToken, TokenExchangeRequest};
 use crate::token::{Actor, Role, Subject, TokenError, TokenValidator, VerifiedToken};
 
@@ -36,6 +46,19 @@ pub struct Exchanger {
     clock: Clock,
     refusals: Arc<RefusalLog>,
     reissue: Option<ReissueCache>,
+    lifecycle: Arc<Lifecycle>,
+    limiter: RateLimiter,
+}
+
+/// What the pipeline uses beside its stages: the audit's refusal log, lineage and
+/// revocation, and the rate limiter.
+pub struct Support {
+    /// How the audit stream aggregates repeated refusals.
+    pub refusals: Arc<RefusalLog>,
+    /// Lineage records and revocation markers.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Per-client rate limits.
+    pub limiter: RateLimiter,
 }
 
 impl Exchanger {
@@ -47,7 +70,7 @@ impl Exchanger {
         minter: Minter,
         clock: Clock,
         metrics: Arc<Metrics>,
-        refusals: Arc<RefusalLog>,
+        support: Support,
     ) -> Self {
         Self {
             metrics,
@@ -56,14 +79,61 @@ impl Exchanger {
             policy,
             minter,
             clock,
-            refusals,
             reissue: None,
+            refusals: support.refusals,
+            lifecycle: support.lifecycle,
+            limiter: support.limiter,
         }
+    }
+
+    /// Lineage and revocation.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// The policy in force (rate limits of the lifecycle endpoints).
+    pub fn policy(&self) -> &PolicyStore {
+        &self.policy
+    }
+
+    /// Admits one request of `client` under its policy's rate limit, if it has one.
+    pub async fn rate_limit(&self, client: &str) -> Result<(), crate::ratelimit::RateLimited> {
+        let limit = self.policy.current().rate_limit(client);
+        match limit {
+            Some((client, limit)) => self.limiter.check(&client, limit).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether our token `jti` and everything it derives from is still good: its lineage
+    /// ([`Lifecycle::check`]) and, when its root upstream token came from an issuer that
+    /// introspects, that issuer's current answer about it.
+    pub async fn lineage_clean(&self, jti: &str) -> Result<Option<Lineage>, LifecycleError> {
+        let lineage = self.lifecycle.check(jti).await?;
+        if let Some((issuer, token)) = lineage
+            .as_ref()
+            .and_then(|l| self.lifecycle.unseal_upstream(l))
+        {
+            use crate::token::TokenError;
+            match self.validator.still_active(&issuer, &token).await {
+                Ok(()) => {}
+                Err(TokenError::IntrospectionUnavailable) => {
+                    return Err(LifecycleError::UpstreamUnavailable);
+                }
+                Err(_) => return Err(LifecycleError::UpstreamInactive),
+            }
+        }
+        Ok(lineage)
     }
 
     /// How the audit stream aggregates repeated refusals.
     pub fn refusals(&self) -> &RefusalLog {
         &self.refusals
+    }
+
+    /// Now, on the service's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// The token validator (readiness, warm-up).
@@ -155,9 +225,10 @@ impl Exchanger {
         }
     }
 
-    /// A real exchange: the client authenticated, the request read, the policy's
-    /// admission, then an earlier grant for the same inputs (the re-issue cache), or the
-    /// tokens validated, the decision and a new token.
+    /// A real exchange: the client authenticated and within its rate limit, the request
+    /// read, the policy's admission, then an earlier grant for the same inputs (the
+    /// re-issue cache), or the tokens validated, the decision and a new token with its
+    /// lineage recorded.
     async fn grant(
         &self,
         mode: &Exchange<'_>,
@@ -166,42 +237,26 @@ impl Exchanger {
         audit: &mut AuditRecord,
     ) -> Result<Granted, ExchangeError> {
         let client = mode.client(&self.clients, form, audit).await?;
+        // Then its rate limit, before any token costs a signature check: a cache hit
+        // counts like any other exchange.
+        self.rate_limit(client.id())
+            .await
+            .map_err(|limited| ExchangeError::RateLimited(limited.retry_after))?;
         let request = read(form)?;
         let policy = self.policy.current();
         let admission = admit::<Verified>(&policy, &client, &request, audit)?;
-        let cache_key = match &self.reissue {
-            Some(cache) if admission.reissue_cache() => {
-                let now = self.clock.now();
-                let ring = self.minter.keys().current();
-                match ring.signer(now) {
-                    Some(signer) => {
-                        let key = cache.key(&Inputs {
-                            client: &client,
-                            request: &request,
-                            policy_generation: policy.generation(),
-                            signing_kid: signer.key().kid(),
-                        });
-                        // A hit also needs the keys that vouched for its tokens to be
-                        // usable still: past an issuer's staleness bound its tokens
-                        // fail closed, reused or not.
-                        if let Some(entry) = cache.get(&key, now).await
-                            && entry
-                                .keys()
-                                .iter()
-                                .flatten()
-                                .all(|i| self.validator.keys_usable(*i))
-                        {
-                            return Ok(Granted::Cached(entry));
-                        }
-                        Some(key)
-                    }
-                    None => None,
-                }
-            }
+        let cache_key = match (&self.reissue, admission.reissue_cache()) {
+            (Some(cache), true) => match self.cached(cache, &client, &request, &policy).await? {
+                Lookup::Hit(entry) => return Ok(Granted::Cached(entry)),
+                Lookup::Miss(key) => key,
+            },
             _ => None,
         };
-        let (grant, proven) = self.decide(mode, &admission, &request, audit).await?;
-        let issued = self.minter.mint(&grant)?;
+        let mut provenance = Provenance::default();
+        let (grant, proven) = self
+            .decide(mode, &admission, &request, audit, &mut provenance)
+            .await?;
+        let issued = self.issue(&grant, &provenance).await?;
         let record = audit.grant_record(&grant, &issued);
         Ok(Granted::Minted {
             reuse: cache_key.map(|key| (key, grant.iat(), proven)),
@@ -210,8 +265,88 @@ impl Exchanger {
         })
     }
 
+    /// The re-issue cache's earlier grant for these inputs, if it may be handed out now:
+    /// the keys that vouched for its tokens still usable (past an issuer's staleness
+    /// bound its tokens fail closed, reused or not) and nothing in its token's lineage
+    /// revoked (the revocation hook of `egress::cache`). Otherwise the key to keep the new
+    /// grant under (`None`: no signing key now, nothing to key on).
+    async fn cached(
+        &self,
+        cache: &ReissueCache,
+        client: &AuthenticatedClient,
+        request: &TokenExchangeRequest,
+        policy: &PolicyEngine,
+    ) -> Result<Lookup, ExchangeError> {
+        let now = self.clock.now();
+        let ring = self.minter.keys().current();
+        let Some(signer) = ring.signer(now) else {
+            return Ok(Lookup::Miss(None));
+        };
+        let key = cache.key(&Inputs {
+            client,
+            request,
+            policy_generation: policy.generation(),
+            signing_kid: signer.key().kid(),
+        });
+        let Some(entry) = cache.get(&key, now).await else {
+            return Ok(Lookup::Miss(Some(key)));
+        };
+        let usable = entry
+            .keys()
+            .iter()
+            .flatten()
+            .all(|i| self.validator.keys_usable(*i));
+        if !usable {
+            return Ok(Lookup::Miss(Some(key)));
+        }
+        match self.lineage_clean(&entry.record().jti).await {
+            Ok(Some(_)) => Ok(Lookup::Hit(entry)),
+            // Revoked (or its lineage gone): never handed out again; the exchange runs
+            // anew and meets the revocation itself.
+            Ok(None)
+            | Err(
+                LifecycleError::Unknown
+                | LifecycleError::Revoked
+                | LifecycleError::UpstreamInactive,
+            ) => {
+                cache.revoked(&key).await;
+                Ok(Lookup::Miss(Some(key)))
+            }
+            Err(e @ (LifecycleError::UpstreamUnavailable | LifecycleError::Unavailable(_))) => {
+                Err(ExchangeError::Lifecycle(e))
+            }
+        }
+    }
+
+    /// After the decision: the re-exchanged token's lineage checked, the token minted, its
+    /// own lineage recorded (only then is it handed out).
+    async fn issue(
+        &self,
+        grant: &crate::policy::Grant,
+        provenance: &Provenance,
+    ) -> Result<IssuedToken, ExchangeError> {
+        let parent = match &provenance.parent {
+            Some(jti) => self
+                .lineage_clean(jti)
+                .await
+                .map_err(ExchangeError::Lifecycle)?,
+            None => None,
+        };
+        let issued = self.minter.mint(grant).map_err(ExchangeError::Mint)?;
+        self.lifecycle
+            .record(
+                &issued.jti,
+                (grant.iat(), grant.exp()),
+                parent.as_ref(),
+                provenance,
+            )
+            .await
+            .map_err(ExchangeError::Lifecycle)?;
+        Ok(issued)
+    }
+
     /// The pipeline up to the decision (for an operator's dry run): the client, the
-    /// request, admission, the tokens, the decision.
+    /// request, admission, the tokens, the decision. No rate limit, no store.
     async fn run<M: Mode>(
         &self,
         mode: &M,
@@ -224,7 +359,10 @@ impl Exchanger {
         let request = TokenExchangeRequest::from_form(form)?;
         let policy = self.policy.current();
         let admission = admit::<M::Proofs>(&policy, &client, &request, audit)?;
-        let (decided, _) = self.decide(mode, &admission, &request, audit).await?;
+        let mut provenance = Provenance::default();
+        let (decided, _) = self
+            .decide(mode, &admission, &request, audit, &mut provenance)
+            .await?;
         Ok(decided)
     }
 
@@ -238,6 +376,7 @@ impl Exchanger {
         admission: &Admission<'_, M::Proofs>,
         request: &TokenExchangeRequest,
         audit: &mut AuditRecord,
+        provenance: &mut Provenance,
     ) -> Result<(Decided<M::Proofs>, Proven), ExchangeError> {
         let subject = mode
             .token::<Subject>(
@@ -252,6 +391,12 @@ impl Exchanger {
             until: subject.borrow().proven_until(),
             by_keys: [subject.borrow().keys_of(), None],
         };
+        note_subject(
+            provenance,
+            subject.borrow(),
+            &request.subject.token,
+            &self.validator,
+        );
         let actor = match &request.actor {
             Some(presented) => {
                 let accepted = admission.actor_issuers(subject.borrow().issuer());
@@ -262,6 +407,13 @@ impl Exchanger {
                 audit.actor_token(actor.borrow());
                 proven.until = proven.until.min(actor.borrow().proven_until());
                 proven.by_keys[1] = actor.borrow().keys_of();
+                let checked: &crate::token::Checked<Actor> = actor.borrow();
+                provenance.upstream(
+                    checked.iss(),
+                    checked.jti(),
+                    &presented.token,
+                    checked.sub(),
+                );
                 Some(actor)
             }
             None => None,
@@ -288,6 +440,14 @@ pub struct Proven {
     /// The issuers whose keys vouched for the subject and actor tokens (`None`: no actor
     /// token, or one vouched for by introspection).
     pub by_keys: [Option<crate::config::IssuerId>; 2],
+}
+
+/// What the re-issue cache has for a request.
+enum Lookup {
+    /// An earlier grant that may be handed out now.
+    Hit(Arc<Entry>),
+    /// None: the key to keep the new grant under, if there is one.
+    Miss(Option<CacheKey>),
 }
 
 /// What a real exchange granted. Made once per request and moved once: the size of the
@@ -318,6 +478,25 @@ fn admit<'p, P: Proofs>(
     policy
         .admit::<P>(client, request.subject.token_type, actor_type)
         .map_err(|r| audit.refused_by(r))
+}
+
+/// Notes where the subject token comes from: our own token (its lineage is the parent's),
+/// or an upstream one (named by its identifiers, kept sealed when its issuer introspects).
+fn note_subject(
+    provenance: &mut Provenance,
+    subject: &crate::token::Checked<Subject>,
+    token: &str,
+    validator: &TokenValidator,
+) {
+    if subject.issuer() == IssuerId::SELF {
+        // Our tokens always carry a jti; one without is unknown to the lineage check.
+        provenance.parent = Some(subject.jti().unwrap_or_default().to_owned());
+        return;
+    }
+    provenance.upstream(subject.iss(), subject.jti(), token, subject.sub());
+    if let Some(name) = validator.introspects(subject.issuer()) {
+        provenance.recheck = Some((name.to_owned(), zeroize::Zeroizing::new(token.to_owned())));
+    }
 }
 
 /// How the pipeline obtains its proofs. [`Exchange`] authenticates the client and

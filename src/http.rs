@@ -3,6 +3,7 @@
 //! they never fail (every error has its response).
 
 pub mod body;
+pub mod lifecycle;
 pub mod response;
 
 use http::header::AUTHORIZATION;
@@ -42,6 +43,9 @@ pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
             forward_auth(app, &request_id, request).await
         }
         (_, "/token") => response::method_not_allowed("POST"),
+        (&Method::POST, "/introspect") => lifecycle::introspect(app, request).await,
+        (&Method::POST, "/revoke") => lifecycle::revoke(app, request).await,
+        (_, "/introspect" | "/revoke") => response::method_not_allowed("POST"),
         (&Method::GET | &Method::HEAD, "/.well-known/jwks.json") => {
             response::document(app.jwks_document(), app.documents_max_age())
         }
@@ -213,7 +217,7 @@ fn refused_at_edge(
     Err(error)
 }
 
-/// The admin listener: liveness, readiness and metrics (rules §1).
+/// The admin listener: liveness, readiness, metrics and the admin revocation (rules §1).
 pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/livez") => {
@@ -237,6 +241,7 @@ pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
             r
         }
         (_, "/livez" | "/readyz" | "/metrics") => response::method_not_allowed("GET, HEAD"),
+        (&Method::POST, "/admin/revoke") => lifecycle::admin_revoke(app, request).await,
         _ => response::not_found(),
     }
 }

@@ -8,12 +8,15 @@
 //! hyper Request
 //!  └─ http::body::read_form               -> FormBody               POST, form type, size cap
 //!     └─ ClientAuthenticator::authenticate -> AuthenticatedClient   before any parameter
+//!        └─ RateLimiter::check                                       policy rate_limit (429)
 //!        └─ TokenExchangeRequest::from_form -> TokenExchangeRequest  RFC 8693 §2.1, strict
 //!           └─ PolicyEngine::admit -> Admission           client enabled for this mode
 //!              ├─ TokenValidator::validate(subject) -> VerifiedToken<Subject>  JWKS or RFC 7662
 //!              └─ TokenValidator::validate(actor)   -> VerifiedToken<Actor>    (when sent)
 //!                 └─ Admission::decide -> Grant           delegation chain, targets, scope, lifetime
+//!                    └─ Lifecycle::check(parent jti)      a re-exchanged token's lineage clean
 //!                    └─ Minter::mint(&Grant) -> IssuedToken
+//!                    └─ Lifecycle::record                 lineage stored before the token leaves
 //!                       └─ http::response::token          RFC 8693 §2.2.1 JSON
 //!  any stage Err ─► error::to_wire ─► RFC 6749 §5.2 error JSON
 //! ```
@@ -45,7 +48,10 @@
 //! [`config`], [`clock`] (the only reader of wall time), [`jose`], [`keys`], [`oauth`]
 //! (wire vocabulary and form decoding), [`upstream`] (the HTTP client with its limits, the
 //! JWKS cache, discovery), [`store`] (state shared across replicas), [`metrics`],
-//! [`telemetry`], [`reload`], [`x509`] (the names and dates of certificates). Assembly: [`app`]. The embedded default for trying it out:
+//! [`telemetry`], [`reload`], [`x509`] (the names and dates of certificates). The lifecycle
+//! of our tokens (lineage, RFC 7662 introspection, RFC 7009 and admin revocation) is
+//! [`lifecycle`], per-client rate limits [`ratelimit`], both on the [`store`]. Assembly:
+//! [`app`]. The embedded default for trying it out:
 //! [`dev`].
 //!
 //! ## Where to add
@@ -83,10 +89,12 @@ pub mod exchange;
 pub mod http;
 pub mod jose;
 pub mod keys;
+pub mod lifecycle;
 pub mod metrics;
 pub mod mint;
 pub mod oauth;
 pub mod policy;
+pub mod ratelimit;
 pub mod reload;
 pub mod request;
 pub mod server;

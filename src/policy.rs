@@ -400,6 +400,8 @@ impl TargetSet {
 #[derive(Debug)]
 pub(crate) struct ClientPolicy {
     id: Arc<str>,
+    /// The client's id.
+    client: Arc<str>,
     header: ClientHeader,
     base: Arc<Rule>,
     by_issuer: HashMap<IssuerId, Arc<Rule>>,
@@ -426,6 +428,8 @@ pub(crate) struct ClientHeader {
     reissue_cache: bool,
     /// Issued tokens are bound to the client's certificate (`cnf` `x5t#S256`, RFC 8705 §3).
     certificate_bound: bool,
+    /// Policy `rate_limit`: requests per window, across replicas.
+    rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 /// How the subjects of a client's several subject issuers are kept apart in the tokens it
@@ -600,6 +604,14 @@ impl PolicyEngine {
     /// applied reload).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The rate limit of `client`'s policy, with the client's id (for the metric), if
+    /// its policy sets one.
+    pub fn rate_limit(&self, client: &str) -> Option<(Arc<str>, crate::ratelimit::RateLimit)> {
+        let policy = self.clients.get(client)?;
+        let limit = policy.header.rate_limit?;
+        Some((Arc::clone(&policy.client), limit))
     }
 
     /// The checks that need no token, made before any token is validated: the client has
@@ -807,6 +819,7 @@ mod tests {
         let audiences = strings(&["bff"]);
         let policy = ClientPolicy {
             id: "test.toml#clients.bff".into(),
+            client: "bff".into(),
             header: ClientHeader {
                 enabled: true,
                 impersonate: true,
@@ -817,6 +830,7 @@ mod tests {
                 subject_namespace: None,
                 reissue_cache: true,
                 certificate_bound: false,
+                rate_limit: None,
             },
             base: Arc::new(rule),
             by_issuer: HashMap::new(),

@@ -187,6 +187,53 @@ impl Store {
         }
     }
 
+    /// The store `[store]` configures, its calls counted in `metrics`. Resolves the
+    /// secrets and reads the CA file now (start-up); connects to Redis on first use.
+    pub fn from_config(
+        config: &crate::config::StoreConfig,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        origin: &str,
+    ) -> Result<Self, crate::config::ConfigError> {
+        use crate::config::{ConfigError, StoreBackend};
+        match &config.backend {
+            StoreBackend::Memory { max_entries } => Ok(Store::Memory(
+                MemoryStore::new(*max_entries, clock).with_metrics(metrics),
+            )),
+            StoreBackend::Redis {
+                url,
+                password,
+                ca_file,
+                key_prefix,
+            } => {
+                let bad = |field: &str, reason: String| ConfigError::new(origin, field, reason);
+                let url = url.resolve().map_err(|r| bad("store.url", r))?;
+                let password = match password {
+                    Some(p) => Some(p.resolve().map_err(|r| bad("store.password", r))?),
+                    None => None,
+                };
+                let ca_pem = match ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        bad(
+                            "store.ca_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?),
+                    None => None,
+                };
+                let settings = RedisSettings {
+                    url,
+                    password,
+                    ca_pem,
+                    key_prefix: key_prefix.clone(),
+                    timeout: config.timeout,
+                };
+                let store = RedisStore::new(settings, clock).map_err(|r| bad("store.url", r))?;
+                Ok(Store::Redis(store.with_metrics(metrics)))
+            }
+        }
+    }
+
     /// The backend's name, for metric labels.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use claims::ActorId;
 pub use error::TokenError;
-pub use proof::{Actor, Checked, Role, Subject, VerifiedToken};
+pub use proof::{Actor, Checked, Introspected, Role, Subject, VerifiedToken};
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, IssuerId, IssuerProfile};
@@ -274,6 +274,38 @@ impl TokenValidator {
         }
         let rules = issuer.claim_rules(self.leeway);
         Checked::check(issuer.id, claims, declared, &rules, self.clock.now())
+    }
+
+    /// Whether `issuer`'s introspection endpoint still says `token` is active (through its
+    /// cache: asked again at most every `cache_seconds`), for tokens derived from it
+    /// (`lifecycle`). `Inactive` when it says no, `IntrospectionUnavailable` when it
+    /// cannot be asked, `UnknownIssuer` when the issuer has no introspection or the answer
+    /// names another issuer.
+    pub async fn still_active(&self, issuer: &str, token: &str) -> Result<(), TokenError> {
+        let Some(trusted) = self.by_iss.values().find(|i| &*i.label == issuer) else {
+            return Err(TokenError::UnknownIssuer);
+        };
+        let Some(introspector) = &trusted.introspector else {
+            return Err(TokenError::UnknownIssuer);
+        };
+        let answer = introspector.introspect(token).await?;
+        let claims = answer.outcome.as_ref().map_err(|e| *e)?;
+        if self.by_iss.get(&claims.iss).map(|i| i.id) != Some(trusted.id) {
+            return Err(TokenError::UnknownIssuer);
+        }
+        if claims.exp.is_none_or(|exp| exp <= self.clock.now()) {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Whether `issuer` (a configured upstream) has introspection: its subject tokens
+    /// are kept sealed in lineage for re-checking.
+    pub fn introspects(&self, issuer: IssuerId) -> Option<&str> {
+        self.by_iss
+            .values()
+            .find(|i| i.id == issuer && i.introspector.is_some())
+            .map(|i| &*i.label)
     }
 
     /// Introspection counters per issuer, for metrics.

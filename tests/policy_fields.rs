@@ -1678,6 +1678,28 @@ async fn bad_policy_files_are_refused_at_start_up() {
             "clients.bff.by_issuer.partner.subject_namespace",
             "set per client",
         ),
+        accepted(
+            "ok_rate_limit",
+            bff(json!({ "rate_limit": { "requests": 100, "seconds": 60 } })),
+        ),
+        bad(
+            "rate_limit_zero_requests",
+            bff(json!({ "rate_limit": { "requests": 0, "seconds": 60 } })),
+            "clients.bff.rate_limit.requests",
+            "must be between 1 and",
+        ),
+        bad(
+            "rate_limit_window_too_long",
+            bff(json!({ "rate_limit": { "requests": 1, "seconds": 3601 } })),
+            "clients.bff.rate_limit.seconds",
+            "must be between 1 and 3600",
+        ),
+        bad(
+            "rate_limit_in_by_issuer",
+            with_partner(json!({ "rate_limit": { "requests": 1, "seconds": 1 } })),
+            "clients.bff.by_issuer.partner.rate_limit",
+            "set per client",
+        ),
         accepted("ok_by_issuer_of_a_subject_issuer", with_partner(json!({}))),
         bad(
             "by_issuer_not_a_subject_issuer",

@@ -101,6 +101,7 @@ impl ClientRegistry {
                 actor_sub: c.actor_sub.clone(),
                 actor_iss: c.actor_iss.clone(),
                 identity: c.identity.clone(),
+                introspect: c.introspect,
             });
             clients.insert(c.id.clone(), Registered { client, credential });
         }

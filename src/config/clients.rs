@@ -35,6 +35,9 @@ pub struct ClientConfig {
     /// acts without one. `None`: its actor tokens may come from any of its policy's actor
     /// issuers, and it acts without one as a party of ours (our `iss`).
     pub actor_iss: Option<String>,
+    /// May call `POST /introspect` (a resource server). It sees the claims only of
+    /// tokens whose `aud` names it (one of `audiences`) or that were issued to it.
+    pub introspect: bool,
 }
 
 /// How a client proves who it is.
@@ -186,6 +189,7 @@ pub(super) struct RawClient {
     audiences: Option<Vec<String>>,
     actor_sub: Option<String>,
     actor_iss: Option<String>,
+    introspect: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +366,7 @@ impl RawClient {
             audiences: audiences?,
             actor_sub: actor_sub?,
             actor_iss: self.actor_iss,
+            introspect: self.introspect.unwrap_or(false),
         })
     }
 

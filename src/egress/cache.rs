@@ -46,12 +46,12 @@
 //! input bytes, a token the service already issued to it, which it may still hold and use
 //! until its `exp`: it widens nothing that client already has.
 //!
-//! **Revocation** (the issue "Token lifecycle across replicas") is not built yet. When it
-//! lands, [`ReissueCache::get`] is the hook: a hit must also be refused when the issued
-//! token's `jti` or any ancestor in its lineage (the subject token's `jti`, kept in the
-//! entry's audit record, and that token's own ancestors) has been revoked. Until then the
-//! cache is invalidated by policy reloads and signing-key changes only. Rate limits per
-//! client (not built yet either) must count hits like any other grant.
+//! **Revocation**: before a hit is handed out, the exchange asks the lineage of its token
+//! (`Exchanger::lineage_clean`: its own `jti` and every ancestor, gleipnir tokens and
+//! upstream ones, in one store call, and the root upstream token's issuer where that
+//! issuer introspects). A revoked entry is dropped ([`ReissueCache::revoked`]) and the
+//! exchange runs anew, meeting the revocation itself. Per-client rate limits count hits
+//! like any other exchange (they run before the lookup).
 //!
 //! Bounded in bytes: a `moka` cache whose weigher is each entry's estimated size
 //! (`[reissue_cache] max_bytes`, default 8 MiB), evicting the least recently used, and
@@ -288,7 +288,7 @@ impl ReissueCache {
 
     /// The entry for `key`, if it may be handed out at `now`: at least the configured
     /// share and number of seconds of the token's lifetime remain, and its inputs'
-    /// checks still hold. (Revocation, once built, is checked here: see the module doc.)
+    /// checks still hold. Revocation is the caller's to check (see the module doc).
     pub async fn get(&self, key: &CacheKey, now: u64) -> Option<Arc<Entry>> {
         let found = self.entries.get(key).await.filter(|entry| {
             entry.iat <= now && now <= entry.last_usable && now < entry.proven_until
@@ -300,6 +300,14 @@ impl ReissueCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// Drops the entry under `key`, found revoked after [`get`](Self::get) handed it out:
+    /// that lookup counts as a miss, not a hit.
+    pub async fn revoked(&self, key: &CacheKey) {
+        self.entries.invalidate(key).await;
+        self.hits.fetch_sub(1, Ordering::Relaxed);
+        self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps a grant to be answered again, unless it could never be. It may be handed out

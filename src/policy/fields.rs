@@ -210,6 +210,7 @@ mod tests {
             subject_namespace: None,
             reissue_cache: true,
             certificate_bound: false,
+            rate_limit: None,
         }
     }
 

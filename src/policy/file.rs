@@ -21,6 +21,7 @@ use super::{
 };
 use crate::config::{Config, ConfigError, IssuerId, PolicySource, SELF_ISSUER_NAME};
 use crate::oauth::TokenType;
+use crate::ratelimit::RateLimit;
 
 /// Default issued-token lifetime (rule 8).
 pub const DEFAULT_TTL_SECONDS: u64 = 300;
@@ -77,9 +78,42 @@ struct RawRule {
     prior_actors: Option<Vec<String>>,
     act_includes_iss: Option<bool>,
     claims: Option<Vec<String>>,
+    rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     conditions: Vec<RawCondition>,
     by_issuer: Option<HashMap<String, RawRule>>,
+}
+
+/// `rate_limit = { requests = 100, seconds = 60 }`.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    requests: u64,
+    seconds: u64,
+}
+
+/// Longest rate-limit window, in seconds.
+const MAX_RATE_WINDOW: u64 = 3600;
+
+impl RawRateLimit {
+    fn check(self) -> Result<RateLimit, FieldError> {
+        if self.requests == 0 || self.requests > 1_000_000_000 {
+            return Err(field_err(
+                "rate_limit.requests",
+                "must be between 1 and 1000000000",
+            ));
+        }
+        if self.seconds == 0 || self.seconds > MAX_RATE_WINDOW {
+            return Err(field_err(
+                "rate_limit.seconds",
+                format!("must be between 1 and {MAX_RATE_WINDOW}"),
+            ));
+        }
+        Ok(RateLimit {
+            requests: self.requests,
+            seconds: self.seconds,
+        })
+    }
 }
 
 #[derive(Deserialize, Clone)]
@@ -110,7 +144,7 @@ struct RawPolicyFile {
 }
 
 /// Fields that only make sense for a whole client, refused in `by_issuer` tables.
-const CLIENT_ONLY: [&str; 9] = [
+const CLIENT_ONLY: [&str; 10] = [
     "enabled",
     "impersonate",
     "delegate",
@@ -120,6 +154,7 @@ const CLIENT_ONLY: [&str; 9] = [
     "subject_namespace",
     "reissue_cache",
     "certificate_bound",
+    "rate_limit",
 ];
 
 impl RawRule {
@@ -153,7 +188,8 @@ impl RawRule {
             actors,
             prior_actors,
             act_includes_iss,
-            claims
+            claims,
+            rate_limit
         )
     }
 
@@ -169,6 +205,7 @@ impl RawRule {
             self.subject_namespace.is_some(),
             self.reissue_cache.is_some(),
             self.certificate_bound.is_some(),
+            self.rate_limit.is_some(),
         ];
         CLIENT_ONLY
             .iter()
@@ -324,6 +361,7 @@ fn client_header(config: &Config, raw: &RawRule) -> Result<ClientHeader, FieldEr
         subject_namespace,
         reissue_cache: raw.reissue_cache.unwrap_or(true),
         certificate_bound: raw.certificate_bound.unwrap_or(false),
+        rate_limit: raw.rate_limit.map(RawRateLimit::check).transpose()?,
     })
 }
 
@@ -409,6 +447,7 @@ fn compile_client(
     }
     Ok(ClientPolicy {
         id,
+        client: Arc::from(client_id),
         header,
         base: Arc::new(base),
         by_issuer,

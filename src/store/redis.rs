@@ -298,12 +298,25 @@ impl RedisStore {
         Ok(connection.clone())
     }
 
-    /// Runs `call` on the connection within the deadline.
-    async fn call<T, F>(&self, call: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    /// Runs `call` on the connection within the deadline. A call that fails because the
+    /// connection broke is made once more: the manager reconnects on that failure, so
+    /// the first call after the server came back succeeds instead of failing. (Should
+    /// the command have run before the connection broke, a counter counts twice and a
+    /// `set_if_absent` answers `false`: the safe side for a rate limit and a replay
+    /// cache.)
+    async fn call<T, F>(&self, call: impl Fn(ConnectionManager) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
+            let connection = self.connection().await?;
+            match call(connection).await {
+                Ok(value) => return Ok(value),
+                Err(e) if !(e.is_io_error() || e.is_connection_dropped()) => {
+                    return Err(unavailable(&e));
+                }
+                Err(_) => {}
+            }
             let connection = self.connection().await?;
             call(connection).await.map_err(|e| unavailable(&e))
         };
@@ -340,14 +353,21 @@ impl RedisStore {
         let key = self.key(key);
         let options = redis::SetOptions::default()
             .with_expiration(redis::SetExpiry::PX(ttl_ms(expires_at, now)));
-        self.call(|mut c| async move { c.set_options::<_, _, ()>(key, stored, options).await })
-            .await
+        let (key, stored) = (&key, &stored);
+        self.call(move |mut c| {
+            let options = options.clone();
+            async move { c.set_options::<_, _, ()>(key, stored, options).await }
+        })
+        .await
     }
 
     /// See [`super::Store::get`].
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let key = self.key(key);
-        let raw: Option<Vec<u8>> = self.call(|mut c| async move { c.get(key).await }).await?;
+        let key = &key;
+        let raw: Option<Vec<u8>> = self
+            .call(move |mut c| async move { c.get(key).await })
+            .await?;
         let now = self.inner.clock.now();
         Ok(raw.and_then(|raw| decode(&raw, now).map(|(value, _)| value)))
     }
@@ -358,8 +378,10 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        let raw: Vec<Option<Vec<u8>>> =
-            self.call(|mut c| async move { c.mget(keys).await }).await?;
+        let keys = &keys;
+        let raw: Vec<Option<Vec<u8>>> = self
+            .call(move |mut c| async move { c.mget(keys).await })
+            .await?;
         let now = self.inner.clock.now();
         Ok(raw
             .into_iter()
@@ -369,9 +391,9 @@ impl RedisStore {
 
     /// See [`super::Store::delete`].
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let key = self.key(key);
+        let key = &self.key(key);
         let raw: Option<Vec<u8>> = self
-            .call(|mut c| async move { c.get_del(key).await })
+            .call(move |mut c| async move { c.get_del(key).await })
             .await?;
         let now = self.inner.clock.now();
         Ok(raw.is_some_and(|raw| decode(&raw, now).is_some()))
@@ -391,7 +413,10 @@ impl RedisStore {
             .arg(encode(expires_at, "", &value))
             .arg(ttl_ms(expires_at, now));
         let stored: i64 = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .call(|mut c| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(stored == 1)
     }
@@ -405,7 +430,10 @@ impl RedisStore {
             .arg(expires_at)
             .arg(ttl_ms(expires_at, now));
         let count: i64 = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .call(|mut c| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut c).await }
+            })
             .await?;
         u64::try_from(count).map_err(|_| StoreError::NotACounter)
     }
@@ -422,7 +450,10 @@ impl RedisStore {
             .arg(window.limit)
             .arg(window.previous_weight_milli);
         let answer: Value = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .call(|mut c| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut c).await }
+            })
             .await?;
         let number = |v: Option<&Value>| match v {
             Some(Value::Int(n)) => u64::try_from(*n).ok(),
@@ -452,7 +483,10 @@ impl RedisStore {
         let mut invocation = self.inner.scripts.get_record.key(self.key(key));
         invocation.arg(now);
         let answer: Value = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .call(|mut c| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut c).await }
+            })
             .await?;
         let items = match answer {
             Value::Nil => return Ok(None),

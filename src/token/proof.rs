@@ -39,8 +39,15 @@ pub enum Subject {}
 /// The actor token's role.
 #[derive(Debug)]
 pub enum Actor {}
+/// A token of ours presented for introspection or revocation (RFC 7662, RFC 7009).
+#[derive(Debug)]
+pub enum Introspected {}
 impl sealed::Sealed for Subject {}
 impl sealed::Sealed for Actor {}
+impl sealed::Sealed for Introspected {}
+impl Role for Introspected {
+    const NAME: &'static str = "introspected";
+}
 impl Role for Subject {
     const NAME: &'static str = "subject";
 }

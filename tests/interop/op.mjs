@@ -12,7 +12,8 @@
 // Resources (RFC 8707 resource indicators), each with audience "bff" and scope orders:read:
 //   urn:gleipnir:es256   JWT access tokens (RFC 9068) signed ES256
 //   urn:gleipnir:rs256   JWT access tokens signed RS256
-//   urn:gleipnir:opaque  opaque access tokens (introspection)
+//   urn:gleipnir:opaque  opaque access tokens (introspection; revocable at /token/revocation
+//                        by the client they were issued to, tests/lifecycle_upstream.rs)
 import { createServer } from 'node:http'
 import { exportJWK, generateKeyPair } from 'jose'
 import Provider, { errors } from 'oidc-provider'
@@ -52,6 +53,7 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => 'urn:gleipnir:es256',

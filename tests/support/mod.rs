@@ -592,6 +592,8 @@ pub struct StsBuilder<'a> {
     /// methods), `[[workload_issuers]]`, `[client_certificates]`, `[reissue_cache]`,
     /// `[forward_auth]`.
     extra: String,
+    /// Our `issuer` instead of the public listener's URL (replicas share one).
+    issuer_url: Option<String>,
 }
 
 impl<'a> StsBuilder<'a> {
@@ -652,10 +654,16 @@ impl<'a> StsBuilder<'a> {
     }
     /// Top-level TOML after the registered clients (more `[[clients]]`,
     /// `[[workload_issuers]]`, `[client_certificates]`, `[reissue_cache]`,
-    /// `[forward_auth]`).
+    /// `[forward_auth]`, `[store]`, `[lifecycle]`).
     pub fn extra(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
         self.extra.push('\n');
+        self
+    }
+    /// Our `issuer`, instead of the public listener's URL: replicas of one service share
+    /// it (and a signing key, with [`signing`](Self::signing)).
+    pub fn issuer_url(mut self, url: &str) -> Self {
+        self.issuer_url = Some(url.to_owned());
         self
     }
     pub fn signing_alg(mut self, alg: &'a str) -> Self {
@@ -731,6 +739,7 @@ impl<'a> StsBuilder<'a> {
         if !server.contains("audit_refusal_window_seconds") {
             server = format!("audit_refusal_window_seconds = 0\n{server}");
         }
+        let base = self.issuer_url.as_deref().unwrap_or(base);
         let text = format!(
             "issuer = \"{base}\"\n[server]\n{}\n[signing]\nalgorithm = \"{}\"\n{}\n[tokens]\n{}\n{issuers}{clients}\n{}",
             server,
@@ -876,6 +885,7 @@ impl Sts {
             tls: None,
             client_lines: Vec::new(),
             extra: String::new(),
+            issuer_url: None,
         }
     }
 
