@@ -207,6 +207,8 @@ pub async fn revoke(
         .await
         .map_err(|_| EndpointError::Unavailable)?;
     exchanger.lifecycle().metrics().revocation("token");
+    // Identifiers only: the client and the token's jti, never the token.
+    tracing::info!(client_id = client.id(), jti, "token revoked by its client");
     Ok(Revoked::Token)
 }
 
