@@ -1,12 +1,13 @@
-//! A bench helper, not a benchmark: the HTTP floor of `benches/load/egress`.
+//! A bench helper, not a benchmark: the HTTP floor of `benches/load/egress` and
+//! `benches/load/introspect`.
 //!
 //! A hyper server (the same hyper, tokio runtime and HTTP/1.1 settings gleipnir serves
 //! with) that reads each request's body and answers every request with one fixed response
 //! shaped like a token response: `200`, `content-type: application/json`,
 //! `cache-control: no-store`, `pragma: no-cache`, an `x-request-id`, and a JSON body of
 //! the given size. It does no other work, so its throughput is what HTTP alone allows on
-//! the core it is pinned to: the re-issue cache's hits are measured against it in the
-//! same run. `benches/load/egress` also uses it as the upstream service behind nginx.
+//! the core it is pinned to: the re-issue cache's hits and introspection answers are
+//! measured against it in the same run. `benches/load/egress` also uses it as the upstream service behind nginx.
 //!
 //! usage: http_floor --serve <ip:port> <body bytes>   (prints the bound address)
 //!
@@ -45,11 +46,16 @@ fn main() {
     runtime.block_on(serve(addr.clone(), body(size)));
 }
 
-/// `{"access_token":"xxx…"}` of exactly `size` bytes (at least the braces and name).
+/// `{"active":true,"access_token":"xxx…"}` of exactly `size` bytes (at least the frame):
+/// shaped enough like a token response and an introspection answer for the load scripts'
+/// checks of both.
 fn body(size: usize) -> Bytes {
-    let frame = r#"{"access_token":""}"#;
+    let frame = r#"{"active":true,"access_token":""}"#;
     let fill = size.saturating_sub(frame.len());
-    Bytes::from(format!(r#"{{"access_token":"{}"}}"#, "x".repeat(fill)))
+    Bytes::from(format!(
+        r#"{{"active":true,"access_token":"{}"}}"#,
+        "x".repeat(fill)
+    ))
 }
 
 async fn serve(addr: String, body: Bytes) {
