@@ -427,6 +427,45 @@ scopes = ["orders:read"]
 rate_limit = { requests = 3, seconds = 60 }
 "#;
 
+/// The re-issue cache never hands out a revoked token again: after `POST /revoke` the
+/// identical exchange is a miss and mints a new token; the revoked one stays inactive.
+#[tokio::test]
+async fn a_revoked_token_is_never_answered_again_from_the_reissue_cache() {
+    audit::capture();
+    let issuer = TestIssuer::start().await;
+    let sts = chain(Sts::builder().issuer("corp", &issuer, ""))
+        .start()
+        .await;
+    let alice = issuer.user_token("alice", "bff", "orders:read");
+    let actor = issuer.actor_token("bff");
+    let form = delegation(&alice, &actor);
+    let first = sts.exchange(BFF, &form).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let again = sts.exchange(BFF, &form).await;
+    assert_eq!(
+        again.token(),
+        first.token(),
+        "an identical exchange is a hit"
+    );
+
+    assert_eq!(revoke(&sts, BFF, first.token()).await.status, 200);
+    let after = sts.exchange(BFF, &form).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_ne!(
+        after.claims()["jti"],
+        first.claims()["jti"],
+        "the revoked token is not handed out again"
+    );
+    let record = audit::record(after.request_id().unwrap()).unwrap();
+    assert_eq!(record["cached"], false, "{record}");
+    assert!(!active(&sts, first.token()).await);
+    assert!(active(&sts, after.token()).await);
+    let lookups =
+        |result: &str| format!("gleipnir_reissue_cache_lookups_total{{result=\"{result}\"}}");
+    assert_eq!(metric_value(&sts.admin, &lookups("hit")).await, Some(1.0));
+    assert_eq!(metric_value(&sts.admin, &lookups("miss")).await, Some(2.0));
+}
+
 #[tokio::test]
 async fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
     audit::capture();
