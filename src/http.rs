@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod lifecycle;
+pub mod request_id;
 pub mod response;
 
 use http::header::AUTHORIZATION;
@@ -31,12 +32,13 @@ pub struct ClientCertificates(pub std::sync::Arc<[rustls_pki_types::CertificateD
 /// Envoy's header carrying the client certificate a proxy terminated TLS for.
 pub const FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 
-/// Response header carrying the request id also written to the logs.
+/// Request and response header carrying the request id also written to the logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The public listener: `/token` and the `/.well-known` documents (rules §1).
+/// The public listener: `/token` and the `/.well-known` documents (rules §1). Each
+/// request gets its id ([`request_id`]), echoed in the response.
 pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
-    let request_id = new_request_id();
+    let request_id = request_id::of(request.headers());
     let mut response = match (request.method(), request.uri().path()) {
         (&Method::POST, "/token") => token(app, &request_id, request).await,
         (_, path) if app.forward_auth().is_some_and(|f| f.serves(path)) => {
@@ -244,17 +246,4 @@ pub async fn admin(app: &App, request: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/admin/revoke") => lifecycle::admin_revoke(app, request).await,
         _ => response::not_found(),
     }
-}
-
-/// 128 random bits, hex: unique enough to find a request in the logs.
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        return "unknown".into();
-    }
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{b:02x}"));
-    }
-    id
 }
