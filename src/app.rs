@@ -276,6 +276,7 @@ impl App {
                 let store = self.exchanger.clients().store();
                 store.entries().zip(store.capacity())
             },
+            traces: crate::telemetry::otlp::stats(),
         })
     }
 

@@ -9,7 +9,8 @@
 //!
 //! Each section of the file has its own module, holding its raw struct, its validated
 //! type and the validator between them: `server`, `tls`, `signing`, `tokens`, `policy`,
-//! `issuers`, `clients` (and `secret`, shared by the last two). Each records its problems
+//! `issuers`, `clients` (and `secret`, shared by the last two and `telemetry`), then
+//! `telemetry`. Each records its problems
 //! in a `Checker` and goes on; this module holds the top level and puts the sections
 //! together.
 
@@ -21,6 +22,7 @@ mod secret;
 mod server;
 mod signing;
 mod store;
+mod telemetry;
 mod tls;
 mod tokens;
 mod workload;
@@ -47,6 +49,7 @@ pub use secret::{Secret, SecretSource};
 pub use server::ServerConfig;
 pub use signing::{KeySource, SigningConfig};
 pub use store::{OnUnavailable, StoreBackend, StoreConfig};
+pub use telemetry::{OTLP_HTTP_PROTOBUF, OtlpConfig, TelemetryConfig};
 pub use tls::TlsConfig;
 pub use tokens::TokenConfig;
 pub use workload::{
@@ -61,6 +64,7 @@ use policy::RawPolicy;
 use server::RawServer;
 use signing::RawSigning;
 use store::{RawLifecycle, RawStore};
+use telemetry::RawTelemetry;
 use tls::RawTls;
 use tokens::RawTokens;
 use workload::{RawClientCertificates, RawWorkloadIssuer};
@@ -214,6 +218,8 @@ pub struct Config {
     pub forward_auth: Option<ForwardAuthConfig>,
     /// Where shared state lives (`[store]`, and `[lifecycle]`).
     pub store: StoreConfig,
+    /// Trace export (`[telemetry]`).
+    pub telemetry: TelemetryConfig,
 }
 
 /// Top-level keys and the sections of the file, as written.
@@ -244,6 +250,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     lifecycle: RawLifecycle,
+    #[serde(default)]
+    telemetry: RawTelemetry,
 }
 
 /// Hard ceiling on chain depth: `act` nesting deeper than this is refused at parse time.
@@ -342,8 +350,9 @@ impl Config {
         else {
             return cx.finish(None);
         };
+        let telemetry = raw.telemetry.validate(&mut cx);
         let config = match (
-            issuer, server, signing, tokens, policy, tls, issuers, clients, store,
+            issuer, server, signing, tokens, policy, tls, issuers, clients, store, telemetry,
         ) {
             (
                 Some(issuer),
@@ -355,6 +364,7 @@ impl Config {
                 Some(issuers),
                 Some(clients),
                 Some(store),
+                Some(telemetry),
             ) => Some(Config {
                 origin: file.clone(),
                 issuer,
@@ -369,6 +379,7 @@ impl Config {
                 workload_issuers,
                 client_certificates,
                 store,
+                telemetry,
                 reissue_cache: ReissueCacheConfig::default(),
                 forward_auth: None,
             }),
@@ -1050,6 +1061,57 @@ secret = { env = "BFF_SECRET" }
             ),
         ] {
             assert_eq!(parse(&text).unwrap_err().field, field, "{text}");
+        }
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_otlp_table_is_checked() {
+        assert!(parse(MINIMAL).unwrap().telemetry.otlp.is_none());
+        let with = |lines: &str| format!("{MINIMAL}\n[telemetry.otlp]\n{lines}\n");
+        let c = parse(&with(
+            "endpoint = \"http://127.0.0.1:4318\"\nheaders = { Authorization = { env = \"OTLP_AUTH\" } }",
+        ))
+        .unwrap();
+        let otlp = c.telemetry.otlp.unwrap();
+        assert_eq!(otlp.endpoint.as_str(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(otlp.service_name, "gleipnir");
+        assert_eq!((otlp.sampling_ratio, otlp.timeout_seconds), (1.0, 10));
+        assert_eq!(otlp.max_queue_spans, 2048);
+        assert_eq!(otlp.headers.len(), 1);
+        assert_eq!(otlp.headers[0].0, "authorization");
+        for (lines, field) in [
+            ("endpoint = \"collector:4318\"", "telemetry.otlp.endpoint"),
+            (
+                "endpoint = \"http://c:4318\"\nprotocol = \"grpc\"",
+                "telemetry.otlp.protocol",
+            ),
+            (
+                "endpoint = \"http://c:4318\"\nsampling_ratio = 1.5",
+                "telemetry.otlp.sampling_ratio",
+            ),
+            (
+                "endpoint = \"http://c:4318\"\nservice_name = \"\"",
+                "telemetry.otlp.service_name",
+            ),
+            (
+                "endpoint = \"http://c:4318\"\ntimeout_seconds = 0",
+                "telemetry.otlp.timeout_seconds",
+            ),
+            (
+                "endpoint = \"http://c:4318\"\nmax_queue_spans = 1",
+                "telemetry.otlp.max_queue_spans",
+            ),
+            (
+                "endpoint = \"http://c:4318\"\nheaders = { host = { value = \"x\" } }",
+                "telemetry.otlp.headers.host",
+            ),
+            (
+                "endpoint = \"http://c:4318\"\nheaders = { x-key = {} }",
+                "telemetry.otlp.headers.x-key",
+            ),
+            ("endpoint = \"http://c:4318\"\nbatch = 1", "toml"),
+        ] {
+            assert_eq!(parse(&with(lines)).unwrap_err().field, field, "{lines}");
         }
     }
 

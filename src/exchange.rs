@@ -15,6 +15,12 @@
 //! token still active where that issuer introspects), and an issued token is handed out
 //! only once its lineage is recorded, so that revoking anything it derives from reaches
 //! it. A dry run touches neither the store nor the rate limit.
+//!
+//! Each stage runs in its own span (`client_authentication`, `request_parsing`,
+//! `admission`, `subject_validation`, `actor_validation`, `decision`, `minting`), a child
+//! of the request's span, with `error.type` the refusal reason when it refused; the
+//! request's span gets the client, the decision and the refusal. They are exported as
+//! traces only with `[telemetry.otlp]` (see `telemetry`); otherwise they are disabled.
 
 pub mod dry_run;
 
@@ -35,6 +41,7 @@ use crate::policy::{Admission, Decided, PolicyEngine, PolicyStore, Proofs, Targe
 use crate::ratelimit::RateLimiter;
 use crate::request::{PresentedToken, TokenExchangeRequest};
 use crate::token::{Actor, Role, Subject, TokenError, TokenValidator, VerifiedToken};
+use tracing::Instrument as _;
 
 /// The token-exchange pipeline.
 pub struct Exchanger {
@@ -191,7 +198,9 @@ impl Exchanger {
             ..AuditRecord::default()
         };
         let mode = Exchange { request: *request };
-        let result = match self.grant(&mode, request.form, read, &mut audit).await {
+        let granted = self.grant(&mode, request.form, read, &mut audit).await;
+        note_in_request_span(&audit, granted.as_ref().err());
+        let result = match granted {
             Ok(Granted::Cached(entry)) => {
                 audit.granted(request_id, entry.record(), true).await;
                 self.metrics.grant(&entry.record().rule);
@@ -236,15 +245,21 @@ impl Exchanger {
         read: impl FnOnce(&FormBody) -> Result<TokenExchangeRequest, ExchangeError>,
         audit: &mut AuditRecord,
     ) -> Result<Granted, ExchangeError> {
-        let client = mode.client(&self.clients, form, audit).await?;
+        let client = async_stage(
+            "client_authentication",
+            mode.client(&self.clients, form, audit),
+        )
+        .await?;
         // Then its rate limit, before any token costs a signature check: a cache hit
         // counts like any other exchange.
         self.rate_limit(client.id())
             .await
             .map_err(|limited| ExchangeError::RateLimited(limited.retry_after))?;
-        let request = read(form)?;
+        let request = stage("request_parsing", || read(form))?;
         let policy = self.policy.current();
-        let admission = admit::<Verified>(&policy, &client, &request, audit)?;
+        let admission = stage("admission", || {
+            admit::<Verified>(&policy, &client, &request, audit)
+        })?;
         let cache_key = match (&self.reissue, admission.reissue_cache()) {
             (Some(cache), true) => match self.cached(cache, &client, &request, &policy).await? {
                 Lookup::Hit(entry) => return Ok(Granted::Cached(entry)),
@@ -256,7 +271,9 @@ impl Exchanger {
         let (grant, proven) = self
             .decide(mode, &admission, &request, audit, &mut provenance)
             .await?;
-        let issued = self.issue(&grant, &provenance).await?;
+        // Minting includes what a token needs before it leaves: its parent's lineage
+        // checked, its own recorded.
+        let issued = async_stage("minting", self.issue(&grant, &provenance)).await?;
         let record = audit.grant_record(&grant, &issued);
         Ok(Granted::Minted {
             reuse: cache_key.map(|key| (key, grant.iat(), proven)),
@@ -378,14 +395,16 @@ impl Exchanger {
         audit: &mut AuditRecord,
         provenance: &mut Provenance,
     ) -> Result<(Decided<M::Proofs>, Proven), ExchangeError> {
-        let subject = mode
-            .token::<Subject>(
+        let subject = traced_stage(
+            "subject_validation",
+            mode.token::<Subject>(
                 &self.validator,
                 &request.subject,
                 admission.subject_issuers(),
-            )
-            .await
-            .map_err(ExchangeError::Subject)?;
+            ),
+            ExchangeError::Subject,
+        )
+        .await?;
         audit.subject_token(subject.borrow());
         let mut proven = Proven {
             until: subject.borrow().proven_until(),
@@ -400,10 +419,12 @@ impl Exchanger {
         let actor = match &request.actor {
             Some(presented) => {
                 let accepted = admission.actor_issuers(subject.borrow().issuer());
-                let actor = mode
-                    .token::<Actor>(&self.validator, presented, accepted)
-                    .await
-                    .map_err(ExchangeError::Actor)?;
+                let actor = traced_stage(
+                    "actor_validation",
+                    mode.token::<Actor>(&self.validator, presented, accepted),
+                    ExchangeError::Actor,
+                )
+                .await?;
                 audit.actor_token(actor.borrow());
                 proven.until = proven.until.min(actor.borrow().proven_until());
                 proven.by_keys[1] = actor.borrow().keys_of();
@@ -424,11 +445,82 @@ impl Exchanger {
             scope: request.scope.as_deref(),
             requested_token_type: request.requested_token_type,
         };
-        let decided = admission
-            .decide(&subject, actor.as_ref(), targets, self.clock.now())
-            .map_err(|r| audit.refused_by(r))?;
+        let decided = stage("decision", || {
+            admission
+                .decide(&subject, actor.as_ref(), targets, self.clock.now())
+                .map_err(|r| audit.refused_by(r))
+        })?;
         Ok((decided, proven))
     }
+}
+
+/// The span of one stage, a child of the current (the request's) span.
+fn stage_span(name: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: crate::telemetry::SPAN_TARGET,
+        "stage",
+        otel.name = name,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Runs a synchronous stage in its span, noting there why it refused.
+fn stage<T>(
+    name: &'static str,
+    run: impl FnOnce() -> Result<T, ExchangeError>,
+) -> Result<T, ExchangeError> {
+    let span = stage_span(name);
+    let result = span.in_scope(run);
+    if let Err(e) = &result {
+        span.record("error.type", e.reason());
+    }
+    result
+}
+
+/// Runs an asynchronous stage in its span (its upstream calls are the span's children),
+/// noting there why it refused.
+async fn async_stage<T>(
+    name: &'static str,
+    run: impl Future<Output = Result<T, ExchangeError>>,
+) -> Result<T, ExchangeError> {
+    let span = stage_span(name);
+    let result = run.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("error.type", e.reason());
+    }
+    result
+}
+
+/// Runs a token validation in its span (its upstream calls are the span's children),
+/// noting there why it refused.
+async fn traced_stage<T>(
+    name: &'static str,
+    run: impl Future<Output = Result<T, TokenError>>,
+    role: fn(TokenError) -> ExchangeError,
+) -> Result<T, ExchangeError> {
+    let span = stage_span(name);
+    let result = run.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("error.type", e.as_str());
+    }
+    result.map_err(role)
+}
+
+/// Records the client and the outcome in the request's span (the current one), when
+/// spans are recorded at all.
+fn note_in_request_span(audit: &AuditRecord, error: Option<&ExchangeError>) {
+    if !tracing::enabled!(target: crate::telemetry::SPAN_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let request = tracing::Span::current();
+    request.record("gleipnir.client_id", audit.client_id.as_deref());
+    match error {
+        None => request.record("gleipnir.decision", "granted"),
+        Some(e) => request
+            .record("gleipnir.decision", "refused")
+            .record("gleipnir.refusal.stage", e.stage())
+            .record("gleipnir.refusal.reason", e.reason()),
+    };
 }
 
 /// What a decision's tokens prove beyond it, for reusing it: until when their checks

@@ -10,6 +10,7 @@ pub mod response;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::audit::AuditRecord;
@@ -36,13 +37,73 @@ pub const FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The public listener: `/token` and the `/.well-known` documents (rules §1). Each
-/// request gets its id ([`request_id`]), echoed in the response.
+/// request gets its id ([`request_id`]) and its span, the root of the exchange's trace
+/// or the child of the caller's (`traceparent`).
 pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
     let request_id = request_id::of(request.headers());
-    let mut response = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/token") => token(app, &request_id, request).await,
+    let span = request_span(&request, &request_id);
+    let mut response = route(app, &request_id, request)
+        .instrument(span.clone())
+        .await;
+    // An integer attribute (tracing-opentelemetry exports unsigned values as text).
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// The span of a request on the public listener (OpenTelemetry HTTP server conventions:
+/// named by method and route, never by a path the caller chose). `gleipnir.client_id` and
+/// the `gleipnir.decision`/`refusal.*` fields are recorded by the exchange. Disabled,
+/// and costing nothing, unless traces are exported.
+fn request_span(request: &Request<Incoming>, request_id: &str) -> tracing::Span {
+    let path = request.uri().path();
+    let route = match path {
+        "/token" | "/.well-known/jwks.json" | "/.well-known/oauth-authorization-server" => {
+            Some(path)
+        }
+        _ => None,
+    };
+    let method = match *request.method() {
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE => {
+            request.method().as_str()
+        }
+        Method::OPTIONS | Method::PATCH | Method::TRACE | Method::CONNECT => {
+            request.method().as_str()
+        }
+        _ => "_OTHER",
+    };
+    let span = tracing::info_span!(
+        target: crate::telemetry::SPAN_TARGET,
+        "request",
+        otel.name = %route.map_or_else(|| method.to_owned(), |r| format!("{method} {r}")),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        gleipnir.request_id = request_id,
+        gleipnir.client_id = tracing::field::Empty,
+        gleipnir.decision = tracing::field::Empty,
+        gleipnir.refusal.stage = tracing::field::Empty,
+        gleipnir.refusal.reason = tracing::field::Empty,
+    );
+    crate::telemetry::propagation::set_remote_parent(&span, request.headers());
+    span
+}
+
+async fn route(app: &App, request_id: &str, request: Request<Incoming>) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::POST, "/token") => token(app, request_id, request).await,
         (_, path) if app.forward_auth().is_some_and(|f| f.serves(path)) => {
-            forward_auth(app, &request_id, request).await
+            forward_auth(app, request_id, request).await
         }
         (_, "/token") => response::method_not_allowed("POST"),
         (&Method::POST, "/introspect") => lifecycle::introspect(app, request).await,
@@ -58,11 +119,7 @@ pub async fn public(app: &App, request: Request<Incoming>) -> Response<Body> {
             response::method_not_allowed("GET, HEAD")
         }
         _ => response::not_found(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    response
 }
 
 async fn token(app: &App, request_id: &str, request: Request<Incoming>) -> Response<Body> {

@@ -48,10 +48,11 @@
 //! [`config`], [`clock`] (the only reader of wall time), [`jose`], [`keys`], [`oauth`]
 //! (wire vocabulary and form decoding), [`upstream`] (the HTTP client with its limits, the
 //! JWKS cache, discovery), [`store`] (state shared across replicas), [`metrics`],
-//! [`telemetry`], [`reload`], [`x509`] (the names and dates of certificates). The lifecycle
-//! of our tokens (lineage, RFC 7662 introspection, RFC 7009 and admin revocation) is
-//! [`lifecycle`], per-client rate limits [`ratelimit`], both on the [`store`]. Assembly:
-//! [`app`]. The embedded default for trying it out:
+//! [`telemetry`] (the log streams and, with `[telemetry.otlp]`, traces over OTLP),
+//! [`reload`], [`x509`] (the names and dates of certificates). The lifecycle of our tokens
+//! (lineage, RFC 7662 introspection, RFC 7009 and admin revocation) is [`lifecycle`],
+//! per-client rate limits [`ratelimit`], both on the [`store`]. Assembly: [`app`]. The
+//! embedded default for trying it out:
 //! [`dev`].
 //!
 //! ## Where to add

@@ -149,8 +149,6 @@ struct ExplainArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Held to the end: dropping it writes out the queued log lines.
-    let _logs = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,12 +156,19 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match cli.command {
+    let command = match cli.command {
+        // Its logging needs its configuration.
         Command::Serve {
             config,
             listen,
             admin_listen,
-        } => runtime.block_on(serve(config, listen, admin_listen)),
+        } => return serve_command(cli.log_format, &runtime, &config, listen, admin_listen),
+        other => other,
+    };
+    // Held to the end: dropping it writes out the queued log lines.
+    let _logs = telemetry::init(cli.log_format);
+    match command {
+        Command::Serve { .. } => ExitCode::SUCCESS, // served above
         Command::Check { config } => check(&config),
         Command::Jwks { config } => jwks(&config),
         Command::Keygen { alg, out } => keygen(&alg, &out),
@@ -211,18 +216,49 @@ fn fail_config(errors: &ConfigErrors) -> ExitCode {
 type Loaded = (Config, Built, Option<Arc<Tls>>);
 
 fn load(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    let config = Config::load(path)?;
+    built(Config::load(path)?)
+}
+
+fn built(config: Config) -> Result<Loaded, ConfigErrors> {
     let built = App::build(&config, Clock::System)?;
     let tls = Tls::load(&config)?;
     Ok((config, built, tls))
 }
 
-async fn serve(
-    path: PathBuf,
+/// `serve`: the configuration is read first, since it says where traces go; the
+/// logging (and trace export) is installed before anything else is loaded, and trace
+/// export is flushed while the runtime still runs.
+fn serve_command(
+    format: telemetry::LogFormat,
+    runtime: &tokio::runtime::Runtime,
+    path: &std::path::Path,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> ExitCode {
-    let (config, built, tls) = match load(&path) {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => return fail_config(&e),
+    };
+    let otlp = config
+        .telemetry
+        .otlp
+        .as_ref()
+        .map(|otlp| (otlp, runtime.handle().clone()));
+    let mut logs = match telemetry::init_with_traces(format, otlp, &config.origin) {
+        Ok(logs) => logs,
+        Err(e) => return fail_config(&e.into()),
+    };
+    let code = runtime.block_on(serve(config, listen, admin_listen));
+    logs.shutdown_traces();
+    code
+}
+
+async fn serve(
+    config: Config,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> ExitCode {
+    let (config, built, tls) = match built(config) {
         Ok(loaded) => loaded,
         Err(e) => return fail_config(&e),
     };
@@ -271,7 +307,14 @@ async fn serve(
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match load(path) {
+    // What `serve` resolves before it binds, the collector's header secrets included.
+    let loaded = load(path).and_then(|(config, built, tls)| {
+        if let Some(otlp) = &config.telemetry.otlp {
+            telemetry::otlp::headers(otlp, &config.origin)?;
+        }
+        Ok((config, built, tls))
+    });
+    match loaded {
         Ok((config, _, _)) => {
             let plural = |n: usize| if n == 1 { "" } else { "s" };
             let (issuers, clients) = (config.issuers.len(), config.clients.len());

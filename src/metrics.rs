@@ -430,6 +430,8 @@ pub struct Snapshot {
     /// The in-process store's live entries and capacity (it holds the `private_key_jwt`
     /// replay cache); `None` for a backend that cannot tell cheaply.
     pub store: Option<(usize, usize)>,
+    /// Trace export counters; `None` when traces are off.
+    pub traces: Option<crate::telemetry::otlp::TraceStats>,
 }
 
 impl Collector for Snapshot {
@@ -439,7 +441,8 @@ impl Collector for Snapshot {
         self.encode_introspection(&mut encoder)?;
         self.encode_store(&mut encoder)?;
         self.encode_log_dropped(&mut encoder)?;
-        self.encode_reissue_cache(&mut encoder)
+        self.encode_reissue_cache(&mut encoder)?;
+        self.encode_traces(&mut encoder)
     }
 }
 
@@ -576,6 +579,38 @@ impl Snapshot {
         )?;
         for (stream, dropped) in self.log_dropped {
             ConstCounter::new(dropped).encode(metric.encode_family(&[("stream", stream)])?)?;
+        }
+        Ok(())
+    }
+
+    /// Trace export, when configured: what was exported and what was lost.
+    fn encode_traces(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(traces) = self.traces else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "trace_spans_exported",
+                "Spans the OTLP collector accepted",
+                traces.exported,
+            ),
+            (
+                "trace_spans_dropped",
+                "Spans dropped because the trace export queue was full",
+                traces.dropped,
+            ),
+            (
+                "trace_export_failures",
+                "Trace export requests that failed (their spans are lost)",
+                traces.failed_exports,
+            ),
+        ] {
+            ConstCounter::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
         }
         Ok(())
     }

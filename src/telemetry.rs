@@ -14,8 +14,17 @@
 //! resumes; the record of a granted exchange is never dropped: the exchange waits for
 //! room ([`audit_slot`]) within the request timeout.
 //!
+//! With `[telemetry.otlp]`, a third destination: the spans of [`SPAN_TARGET`] (one per
+//! request on the public listener, one per pipeline stage, one per upstream call) are
+//! exported as OpenTelemetry traces ([`otlp`]); the W3C trace context is read from
+//! requests and sent on upstream calls ([`propagation`]). Without it no layer wants those
+//! spans: each costs the check of a cached "never" at its call site, nothing is
+//! recorded, and the service log never shows them either way.
+//!
 //! Fields never carry a token or secret.
 
+pub mod otlp;
+pub mod propagation;
 mod queue;
 
 use std::sync::OnceLock;
@@ -38,6 +47,9 @@ pub enum LogFormat {
 
 /// The tracing target of audit records.
 pub const AUDIT_TARGET: &str = "audit";
+
+/// The tracing target of the spans exported as traces, and of nothing else.
+pub const SPAN_TARGET: &str = "gleipnir::span";
 
 pub use queue::Slot;
 
@@ -75,10 +87,21 @@ pub fn dropped() -> [(&'static str, u64); 2] {
 /// lines of a command are not lost at exit.
 #[must_use = "dropping it at once would flush nothing at exit"]
 #[derive(Debug)]
-pub struct Flush(());
+pub struct Flush(Option<otlp::Traces>);
+
+impl Flush {
+    /// Exports the spans still queued, within a bound, and stops trace export; call while
+    /// the runtime the exporter runs on is still up (dropping the guard does it too).
+    pub fn shutdown_traces(&mut self) {
+        if let Some(traces) = self.0.take() {
+            traces.shutdown();
+        }
+    }
+}
 
 impl Drop for Flush {
     fn drop(&mut self) {
+        self.shutdown_traces();
         for queue in [AUDIT.get(), SERVICE.get()].into_iter().flatten() {
             queue.flush(EXIT_FLUSH);
         }
@@ -134,9 +157,27 @@ fn report_dropped(stream: &str, dropped: u64) {
 /// Installs the global subscriber and starts the two writer threads. Call once per
 /// process, and keep the returned guard until exit.
 pub fn init(format: LogFormat) -> Flush {
+    let installed = init_with_traces(format, None, "-");
+    installed.unwrap_or(Flush(None))
+}
+
+/// [`init`], and with `otlp` the export of traces to its collector, whose requests run on
+/// the runtime of the handle given with it. Fails (before anything is installed) when a
+/// header secret cannot be resolved or the exporter cannot be built.
+pub fn init_with_traces(
+    format: LogFormat,
+    otlp: Option<(&crate::config::OtlpConfig, tokio::runtime::Handle)>,
+    origin: &str,
+) -> Result<Flush, crate::config::ConfigError> {
+    let traces = match otlp {
+        Some((config, runtime)) => Some(otlp::layer(config, runtime, origin)?),
+        None => None,
+    };
+    let (layer, traces) = traces.unzip();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let not_audit = Targets::new()
         .with_target(AUDIT_TARGET, tracing::level_filters::LevelFilter::OFF)
+        .with_target(SPAN_TARGET, tracing::level_filters::LevelFilter::OFF)
         .with_default(tracing::level_filters::LevelFilter::TRACE);
     let service_filter = filter.and(not_audit);
     // Colour only for a terminal: log files and collectors get plain text.
@@ -167,6 +208,7 @@ pub fn init(format: LogFormat) -> Flush {
     let _ = tracing_subscriber::registry()
         .with(service)
         .with(audit)
+        .with(layer)
         .try_init();
-    Flush(())
+    Ok(Flush(traces))
 }

@@ -4,6 +4,12 @@
 //! failures, and the per-issuer key cache ([`jwks`]). Token validation uses it, and so
 //! can client authentication (keys of clients and of federated assertion issuers): it
 //! imports no pipeline stage. Time is our clock's, in seconds.
+//!
+//! Each call has its span ([`call_span`]) and carries the W3C trace context of that span
+//! ([`trace_headers`]), so that an issuer that traces joins our trace; both only when
+//! traces are exported (`[telemetry.otlp]`). A call a request makes (introspection, the
+//! JWKS refetch an unknown `kid` forces) is part of that request's trace; the keeper's
+//! routine fetches, shared by every request, start traces of their own.
 
 pub mod jwks;
 
@@ -43,6 +49,62 @@ pub fn client_with_ca(ca_file: &std::path::Path) -> Result<reqwest::Client, Stri
         builder = builder.add_root_certificate(certificate);
     }
     builder.build().map_err(describe)
+}
+
+/// The span of one upstream call, a child of the current span (OpenTelemetry HTTP
+/// client conventions: `url.full` without query, fragment or credentials, which may
+/// hold secrets). `name` says what the call is for (`jwks_fetch`, `discovery`,
+/// `introspection`); `issuer` is the configured issuer's name.
+pub fn call_span(
+    name: &'static str,
+    issuer: &str,
+    method: &'static str,
+    url: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        target: crate::telemetry::SPAN_TARGET,
+        "upstream",
+        otel.name = name,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        url.full = %without_secrets(url),
+        gleipnir.issuer = issuer,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Notes in a call's span how it ended: the status it got, or why it failed.
+pub fn note_outcome(span: &tracing::Span, status: Option<u16>, error: Option<&'static str>) {
+    if let Some(status) = status {
+        span.record("http.response.status_code", i64::from(status));
+    }
+    if let Some(error) = error {
+        span.record("error.type", error)
+            .record("otel.status_code", "ERROR");
+    }
+}
+
+/// The trace context of the current span, as request headers (empty when traces are off).
+pub fn trace_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    crate::telemetry::propagation::inject_current(&mut headers);
+    headers
+}
+
+/// `url` as a span may show it: scheme, host, port and path.
+fn without_secrets(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => String::new(),
+    }
 }
 
 /// What went wrong in an upstream call, with every cause under it ("error sending
@@ -145,6 +207,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_span_shows_no_query_fragment_or_credentials_of_a_url() {
+        assert_eq!(
+            without_secrets("https://user:pw@idp.example/realms/x/certs?key=s3cret#f"),
+            "https://idp.example/realms/x/certs"
+        );
+        assert_eq!(without_secrets("not a url"), "");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets_on_success() {

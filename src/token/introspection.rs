@@ -24,6 +24,7 @@ use std::time::Duration;
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use serde::Deserialize;
+use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
 use super::TokenError;
@@ -169,7 +170,12 @@ impl Introspector {
             ));
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.request(token).await;
+        let span =
+            crate::upstream::call_span("introspection", &self.name, "POST", self.endpoint.as_str());
+        let result = self.request(token, &span).instrument(span.clone()).await;
+        if result.is_err() {
+            crate::upstream::note_outcome(&span, None, Some("unavailable"));
+        }
         self.backoff().ended(self.clock.now(), result.is_ok());
         if let Err(reason) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -178,10 +184,13 @@ impl Introspector {
         result
     }
 
-    async fn request(&self, token: &str) -> Result<Answer, String> {
+    /// The call itself, in `span`, carrying its trace context (never the token: it is in
+    /// the body only).
+    async fn request(&self, token: &str, span: &tracing::Span) -> Result<Answer, String> {
         let response = self
             .http
             .post(self.endpoint.clone())
+            .headers(crate::upstream::trace_headers())
             .header(http::header::AUTHORIZATION, self.authorization.clone())
             .header(
                 http::header::CONTENT_TYPE,
@@ -196,6 +205,7 @@ impl Introspector {
             .await
             .map_err(crate::upstream::describe)?;
         let status = response.status();
+        crate::upstream::note_outcome(span, Some(status.as_u16()), None);
         let json = read_capped(response).await.map_err(|e| format!("{e:?}"))?;
         let now = self.clock.now();
         let weight = u32::try_from(json.len())

@@ -50,6 +50,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use super::{Backoff, ReadError, read_capped};
 use crate::clock::Clock;
@@ -135,6 +136,20 @@ pub enum FetchError {
         /// Keys skipped as unsupported or malformed (`oct` keys are not counted).
         skipped: usize,
     },
+}
+
+impl FetchError {
+    /// A stable name of the failure (span attributes).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FetchError::Transport(_) => "transport",
+            FetchError::Status(_) => "status",
+            FetchError::TooLarge => "too_large",
+            FetchError::Malformed(_) => "malformed",
+            FetchError::Metadata(_) => "metadata",
+            FetchError::NoUsableKey { .. } => "no_usable_key",
+        }
+    }
 }
 
 /// A failed fetch and the URL it was for (`None`: the `jwks_uri` could not be found).
@@ -393,13 +408,24 @@ impl JwksCache {
         }
     }
 
+    /// One fetch attempt, in its span: the parent of its discovery and JWKS calls; a child
+    /// of the request that forced it, or (the keeper's) the root of a trace of its own.
     async fn fetch_locked(&self, state: &mut FetchState) -> Option<Arc<FetchedKeys>> {
+        let span = tracing::info_span!(
+            target: crate::telemetry::SPAN_TARGET,
+            "jwks_refresh",
+            gleipnir.issuer = %self.name,
+            error.type = tracing::field::Empty,
+        );
         let now = self.clock.now();
         let attempt = self
             .fetches
             .fetch_add(1, Ordering::SeqCst)
             .saturating_add(1);
-        let fetched = self.fetch_inner(now).await;
+        let fetched = self.fetch_inner(now).instrument(span.clone()).await;
+        if let Err(Failed { error, .. }) = &fetched {
+            span.record("error.type", error.as_str());
+        }
         let streak = state.backoff.failures();
         // Backoff counts from the end of the attempt: a slow failure must not be retried
         // at once.
@@ -496,8 +522,15 @@ impl JwksCache {
             issuer.origin().ascii_serialization(),
             issuer.path().trim_end_matches('/')
         );
-        let body = match self.get_capped(&oidc, "application/json").await {
-            Err(FetchError::Status(404)) => self.get_capped(&rfc8414, "application/json").await?.0,
+        let body = match self
+            .get_capped(&oidc, "application/json", "discovery")
+            .await
+        {
+            Err(FetchError::Status(404)) => {
+                self.get_capped(&rfc8414, "application/json", "discovery")
+                    .await?
+                    .0
+            }
             other => other?.0,
         };
         #[derive(Deserialize)]
@@ -522,7 +555,11 @@ impl JwksCache {
 
     async fn fetch_jwks(&self, uri: reqwest::Url, now: u64) -> Result<FetchedKeys, FetchError> {
         let (body, cache_control) = self
-            .get_capped(uri.as_str(), "application/jwk-set+json, application/json")
+            .get_capped(
+                uri.as_str(),
+                "application/jwk-set+json, application/json",
+                "jwks_fetch",
+            )
             .await?;
         let ttl = cache_control
             .as_deref()
@@ -549,13 +586,36 @@ impl JwksCache {
     }
 
     /// GETs `url` with the shared client's limits (2 s connect, 5 s total, no redirects),
-    /// reading at most [`MAX_JWKS_BYTES`]; returns the body and its Cache-Control.
+    /// reading at most [`MAX_JWKS_BYTES`]; returns the body and its Cache-Control. The call
+    /// is a span named `call` (`discovery`, `jwks_fetch`) and carries its trace context.
     async fn get_capped(
         &self,
         url: &str,
         accept: &'static str,
+        call: &'static str,
     ) -> Result<(Vec<u8>, Option<String>), FetchError> {
-        let mut request = self.http.get(url).header(http::header::ACCEPT, accept);
+        let span = crate::upstream::call_span(call, &self.name, "GET", url);
+        let got = self
+            .get_capped_in(url, accept, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &got {
+            crate::upstream::note_outcome(&span, None, Some(e.as_str()));
+        }
+        got
+    }
+
+    async fn get_capped_in(
+        &self,
+        url: &str,
+        accept: &'static str,
+        span: &tracing::Span,
+    ) -> Result<(Vec<u8>, Option<String>), FetchError> {
+        let mut request = self
+            .http
+            .get(url)
+            .headers(crate::upstream::trace_headers())
+            .header(http::header::ACCEPT, accept);
         if let Some(path) = &self.bearer_token_file {
             let token = tokio::fs::read_to_string(path).await.map_err(|e| {
                 FetchError::Transport(format!("bearer token file {}: {e}", path.display()))
@@ -566,6 +626,7 @@ impl JwksCache {
             .send()
             .await
             .map_err(|e| FetchError::Transport(crate::upstream::describe(e)))?;
+        crate::upstream::note_outcome(span, Some(response.status().as_u16()), None);
         if response.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }

@@ -122,7 +122,8 @@ pub struct TestIssuer {
     keys: Arc<IssuerKeys>,
     jwks: Arc<std::sync::Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
-    urls_requested: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every request's URI and headers, in order.
+    urls_requested: Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>,
     behaviour: Arc<std::sync::Mutex<Behaviour>>,
     /// The `Cache-Control` of `/jwks.json` answers (`None`: no header).
     cache_control: Arc<std::sync::Mutex<Option<String>>>,
@@ -290,7 +291,9 @@ impl TestIssuer {
                         let document = documents.lock().unwrap().get(req.uri().path()).cloned();
                         let introspection = Arc::clone(&introspection);
                         async move {
-                            urls.lock().unwrap().push(req.uri().to_string());
+                            urls.lock()
+                                .unwrap()
+                                .push((req.uri().to_string(), req.headers().clone()));
                             let introspecting = req.uri().path() == "/introspect"
                                 || req
                                     .uri()
@@ -403,6 +406,12 @@ impl TestIssuer {
 
     /// Every path the issuer was asked for.
     pub fn urls_requested(&self) -> Vec<String> {
+        let requests = self.urls_requested.lock().unwrap();
+        requests.iter().map(|(uri, _)| uri.clone()).collect()
+    }
+
+    /// Every request the issuer received: its path and its headers.
+    pub fn requests(&self) -> Vec<(String, http::HeaderMap)> {
         self.urls_requested.lock().unwrap().clone()
     }
 
