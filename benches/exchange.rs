@@ -9,7 +9,12 @@
 //! - `exchange/*`: the whole pipeline in process (form parse, client authentication,
 //!   request parsing, admission, token validation against the cached JWKS, policy,
 //!   minting), without HTTP: (a) an RS256 subject exchanged for an ES256 token,
-//!   (b) a delegation with an ES256 subject and an ES256 actor token.
+//!   (b) a delegation with an ES256 subject and an ES256 actor token. Traces are off, as
+//!   without `[telemetry.otlp]`: their spans are disabled.
+//! - `exchange_traced/*`: the same, with traces on and every trace sampled: the request's
+//!   span (child of a caller's `traceparent`) and its stage spans are recorded and handed
+//!   to the batch exporter, which sends them over OTLP/HTTP to a loopback sink from a
+//!   runtime of its own (its thread's and that runtime's work is not in the time).
 //! - `policy/*`: the decision of (b) with every check but the signatures (the offline dry
 //!   run: parameters, claim checks, policy), i.e. the exchange minus its crypto.
 //! - `floor/*`: the signature operations of (a) and (b) alone.
@@ -49,6 +54,8 @@ use gleipnir::oauth::form::FormBody;
 use gleipnir::store::Store;
 use rustls_pki_types::CertificateDer;
 use support::*;
+use tracing::Instrument as _;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -170,6 +177,61 @@ fn benches(c: &mut Criterion) {
         });
     }
     exchange.finish();
+
+    // Traces on: the same exchanges, in the request span `http` would make.
+    let exporter = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let otlp = gleipnir::config::OtlpConfig {
+        endpoint: exporter.block_on(otlp_sink()),
+        service_name: "gleipnir-bench".into(),
+        sampling_ratio: 1.0,
+        headers: Vec::new(),
+        timeout_seconds: 10,
+        max_queue_spans: 2048,
+    };
+    let (layer, traces) =
+        gleipnir::telemetry::otlp::layer(&otlp, exporter.handle().clone(), "bench").unwrap();
+    let mut caller = http::HeaderMap::new();
+    caller.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        let mut traced = c.benchmark_group("exchange_traced");
+        for (name, body) in [
+            ("a_rs256_subject_to_es256", &body_a),
+            ("b_delegation_es256_actor", &body_b),
+        ] {
+            traced.bench_function(name, |b| {
+                b.iter(|| {
+                    runtime.block_on(async {
+                        let form = FormBody::parse(body.as_bytes()).unwrap();
+                        let request = ClientRequest {
+                            authorization: Some(authorization.as_bytes()),
+                            form: &form,
+                            peer: None,
+                            tls_certificates: None,
+                            forwarded_certificate: None,
+                        };
+                        let span = request_span(&caller);
+                        app.exchanger()
+                            .exchange("bench", &request)
+                            .instrument(span)
+                            .await
+                            .result
+                            .unwrap()
+                    })
+                })
+            });
+        }
+        traced.finish();
+    });
+    traces.shutdown();
+    let exported = gleipnir::telemetry::otlp::stats().unwrap();
+    assert!(exported.exported > 0, "{exported:?}");
 
     // The decision without any signature: the dry run of `gleipnir policy explain
     // --offline` (parameters, claim checks, policy). The exchange minus its crypto.
@@ -539,6 +601,52 @@ fn rss_kib() -> usize {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The span `http` makes for `POST /token` (same fields), child of the caller's span.
+fn request_span(headers: &http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: gleipnir::telemetry::SPAN_TARGET,
+        "request",
+        otel.name = "POST /token",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = "POST",
+        http.route = "/token",
+        http.response.status_code = tracing::field::Empty,
+        gleipnir.request_id = "bench",
+        gleipnir.client_id = tracing::field::Empty,
+        gleipnir.decision = tracing::field::Empty,
+        gleipnir.refusal.stage = tracing::field::Empty,
+        gleipnir.refusal.reason = tracing::field::Empty,
+    );
+    gleipnir::telemetry::propagation::set_remote_parent(&span, headers);
+    span
+}
+
+/// A loopback OTLP/HTTP receiver that accepts every export (200, empty body) and
+/// discards it; returns its traces URL.
+async fn otlp_sink() -> reqwest::Url {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |request: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = request.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::new()),
+                    ))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    reqwest::Url::parse(&url).unwrap()
 }
 
 criterion_group!(exchange, benches, client_auth, replay_cache);
