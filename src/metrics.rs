@@ -116,17 +116,32 @@ struct ValidationLabels {
 /// The service's metrics.
 pub struct Metrics {
     registry: Registry,
+    exchange: ExchangeMetrics,
+    reloads: ReloadMetrics,
+    lifecycle: LifecycleMetrics,
+}
+
+/// The metrics of token requests and of the tokens in them.
+struct ExchangeMetrics {
     exchanges: Family<ResultLabel, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     grants: Family<RuleLabel, Counter>,
     duration: Histogram,
     validations: Family<ValidationLabels, Counter>,
+    forward_auth: Family<ForwardAuthLabel, Counter>,
+}
+
+/// The metrics of what is reloaded while serving: policy, TLS certificate, signing keys.
+struct ReloadMetrics {
     policy_reloads: Family<ReloadLabel, Counter>,
     policy_reload_failing: Gauge,
     tls_reloads: Family<ReloadLabel, Counter>,
     tls_certificate_expiry: CertificateExpiry,
     signing_key_reloads: Family<ReloadLabel, Counter>,
-    forward_auth: Family<ForwardAuthLabel, Counter>,
+}
+
+/// The metrics of the shared store and of the token lifecycle endpoints.
+struct LifecycleMetrics {
     store_calls: Family<StoreCallLabels, Counter>,
     store_durations: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
     rate_limited: Family<ClientLabel, Counter>,
@@ -134,22 +149,8 @@ pub struct Metrics {
     revocations: Family<OutcomeLabel, Counter>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    /// Registers every live metric.
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("gleipnir");
+impl ExchangeMetrics {
+    fn register(registry: &mut Registry) -> Self {
         let exchanges = Family::<ResultLabel, Counter>::default();
         registry.register(
             "exchanges",
@@ -183,6 +184,25 @@ impl Metrics {
             "Subject and actor tokens checked, by issuer (or \"unresolved\"), role and outcome (valid, or the reason)",
             validations.clone(),
         );
+        let forward_auth = Family::<ForwardAuthLabel, Counter>::default();
+        registry.register(
+            "forward_auth_requests",
+            "Requests answered at the forward-auth endpoint, by result: granted, or the OAuth error code",
+            forward_auth.clone(),
+        );
+        Self {
+            exchanges,
+            refusals,
+            grants,
+            duration,
+            validations,
+            forward_auth,
+        }
+    }
+}
+
+impl ReloadMetrics {
+    fn register(registry: &mut Registry) -> Self {
         let policy_reloads = Family::<ReloadLabel, Counter>::default();
         registry.register(
             "policy_reloads",
@@ -209,12 +229,18 @@ impl Metrics {
             "Reloads of the signing key directory (SIGHUP or a change of its files), by outcome: applied or failed (the previous keys stay in force)",
             signing_key_reloads.clone(),
         );
-        let forward_auth = Family::<ForwardAuthLabel, Counter>::default();
-        registry.register(
-            "forward_auth_requests",
-            "Requests answered at the forward-auth endpoint, by result: granted, or the OAuth error code",
-            forward_auth.clone(),
-        );
+        Self {
+            policy_reloads,
+            policy_reload_failing,
+            tls_reloads,
+            tls_certificate_expiry,
+            signing_key_reloads,
+        }
+    }
+}
+
+impl LifecycleMetrics {
+    fn register(registry: &mut Registry) -> Self {
         let store_calls = Family::<StoreCallLabels, Counter>::default();
         registry.register(
             "store_calls",
@@ -249,23 +275,36 @@ impl Metrics {
             revocations.clone(),
         );
         Self {
-            forward_auth,
             store_calls,
             store_durations,
             rate_limited,
             introspections,
             revocations,
-            signing_key_reloads,
+        }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every live metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gleipnir");
+        Self {
+            exchange: ExchangeMetrics::register(&mut registry),
+            reloads: ReloadMetrics::register(&mut registry),
+            lifecycle: LifecycleMetrics::register(&mut registry),
             registry,
-            exchanges,
-            refusals,
-            grants,
-            duration,
-            validations,
-            policy_reloads,
-            policy_reload_failing,
-            tls_reloads,
-            tls_certificate_expiry,
         }
     }
 
@@ -274,29 +313,33 @@ impl Metrics {
     /// authenticated.
     pub fn exchange(&self, result: &'static str, client_id: Option<String>, seconds: f64) {
         let client_id = client_id.unwrap_or_default();
-        self.exchanges
+        self.exchange
+            .exchanges
             .get_or_create(&ResultLabel { result, client_id })
             .inc();
-        self.duration.observe(seconds);
+        self.exchange.duration.observe(seconds);
     }
 
     /// A forward-auth request answered: `result` is `granted` or the OAuth error code.
     pub fn forward_auth(&self, result: &'static str) {
-        self.forward_auth
+        self.exchange
+            .forward_auth
             .get_or_create(&ForwardAuthLabel { result })
             .inc();
     }
 
     /// A refusal, by stage and reason (`ExchangeError::stage`/`reason`).
     pub fn refusal(&self, stage: &'static str, reason: &'static str) {
-        self.refusals
+        self.exchange
+            .refusals
             .get_or_create(&RefusalLabels { stage, reason })
             .inc();
     }
 
     /// A grant, by the policy rule that allowed it.
     pub fn grant(&self, rule: &Arc<str>) {
-        self.grants
+        self.exchange
+            .grants
             .get_or_create(&RuleLabel {
                 rule: Arc::clone(rule),
             })
@@ -306,17 +349,19 @@ impl Metrics {
     /// A policy reload attempt: applied, or failed (the previous policy stays in force).
     pub fn policy_reload(&self, applied: bool) {
         let outcome = if applied { "applied" } else { "failed" };
-        self.policy_reloads
+        self.reloads
+            .policy_reloads
             .get_or_create(&ReloadLabel { outcome })
             .inc();
-        self.policy_reload_failing.set(i64::from(!applied));
+        self.reloads.policy_reload_failing.set(i64::from(!applied));
     }
 
     /// A TLS certificate reload attempt: applied, or failed (the previous certificate
     /// stays in force).
     pub fn tls_reload(&self, applied: bool) {
         let outcome = if applied { "applied" } else { "failed" };
-        self.tls_reloads
+        self.reloads
+            .tls_reloads
             .get_or_create(&ReloadLabel { outcome })
             .inc();
     }
@@ -325,6 +370,7 @@ impl Metrics {
     /// is called (a plain-HTTP listener), the gauge is absent rather than 0.
     pub fn tls_certificate_expiry(&self, not_after: i64) {
         *self
+            .reloads
             .tls_certificate_expiry
             .0
             .lock()
@@ -334,7 +380,8 @@ impl Metrics {
     /// A signing key directory reload: applied, or failed (the previous keys stay).
     pub fn signing_keys_reload(&self, applied: bool) {
         let outcome = if applied { "applied" } else { "failed" };
-        self.signing_key_reloads
+        self.reloads
+            .signing_key_reloads
             .get_or_create(&ReloadLabel { outcome })
             .inc();
     }
@@ -342,7 +389,8 @@ impl Metrics {
     /// A token checked: `issuer` as configured (or `unresolved`), `role` subject/actor,
     /// `outcome` `valid` or the refusal reason.
     pub fn validation(&self, issuer: &Arc<str>, role: &'static str, outcome: &'static str) {
-        self.validations
+        self.exchange
+            .validations
             .get_or_create(&ValidationLabels {
                 issuer: Arc::clone(issuer),
                 role,
@@ -359,21 +407,24 @@ impl Metrics {
         outcome: &'static str,
         seconds: f64,
     ) {
-        self.store_calls
+        self.lifecycle
+            .store_calls
             .get_or_create(&StoreCallLabels {
                 backend,
                 op,
                 outcome,
             })
             .inc();
-        self.store_durations
+        self.lifecycle
+            .store_durations
             .get_or_create(&StoreOpLabels { backend, op })
             .observe(seconds);
     }
 
     /// A request refused with 429 for `client`'s rate limit.
     pub fn rate_limited(&self, client: &Arc<str>) {
-        self.rate_limited
+        self.lifecycle
+            .rate_limited
             .get_or_create(&ClientLabel {
                 client: Arc::clone(client),
             })
@@ -382,14 +433,16 @@ impl Metrics {
 
     /// A `POST /introspect` answered with `outcome`.
     pub fn introspection(&self, outcome: &'static str) {
-        self.introspections
+        self.lifecycle
+            .introspections
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 
     /// A revocation recorded, by how it was asked for.
     pub fn revocation(&self, outcome: &'static str) {
-        self.revocations
+        self.lifecycle
+            .revocations
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
