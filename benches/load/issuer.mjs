@@ -6,7 +6,7 @@
 //
 // Generates an RS256 key (2048 bits) and an ES256 key, serves their JWKS at
 // GET /jwks.json (Cache-Control max-age=3600, so gleipnir fetches it once), writes
-// long-lived (24 h) RFC 9068 access tokens (header typ at+jwt) to <out-dir>:
+// long-lived (just under 24 h) RFC 9068 access tokens (header typ at+jwt) to <out-dir>:
 //   subject_rs256.jwt  alice's token issued to the client bff (aud bff), RS256: scenario a
 //   subject_es256.jwt  the same, ES256: subject of scenario b
 //   actor_es256.jwt    bff's own token (sub bff, client_id bff), ES256: actor of scenario b
@@ -53,7 +53,8 @@ const issuer = `http://127.0.0.1:${server.address().port}`
 
 const now = Math.floor(Date.now() / 1000)
 const sign = (alg, claims) =>
-  new SignJWT({ iss: issuer, iat: now - 60, exp: now + 86400, ...claims })
+  // A lifetime (exp - iat) just under 24 h: an issuer's default maximum token lifetime.
+  new SignJWT({ iss: issuer, iat: now - 60, exp: now + 86400 - 120, ...claims })
     .setProtectedHeader({ alg, kid: keys[alg].kid, typ: 'at+jwt' })
     .sign(keys[alg].privateKey)
 const user = { sub: 'alice', aud: 'bff', scope: 'orders:read orders:write' }
