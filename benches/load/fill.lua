@@ -3,7 +3,8 @@
 -- of the re-issue cache. Environment: AUTHORIZATION, MANY_FILE.
 -- done() prints: RESULT requests=<n> non200=<n>
 local tokens = {}
-for line in io.lines(assert(os.getenv("MANY_FILE"), "MANY_FILE")) do
+-- (The parentheses keep assert's second value, its message, from io.lines: a format.)
+for line in io.lines((assert(os.getenv("MANY_FILE"), "MANY_FILE"))) do
   if line ~= "" then table.insert(tokens, line) end
 end
 local prefix = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange" ..
