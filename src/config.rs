@@ -345,55 +345,29 @@ impl Config {
         if let (Some(clients), Some(workload)) = (&clients, &workload_issuers) {
             clients::check_workload_issuers(clients, workload, &mut cx);
         }
-        let (Some(workload_issuers), Some(client_certificates)) =
-            (workload_issuers, client_certificates)
-        else {
-            return cx.finish(None);
-        };
         let telemetry = raw.telemetry.validate(&mut cx);
-        let config = match (
-            issuer, server, signing, tokens, policy, tls, issuers, clients, store, telemetry,
-        ) {
-            (
-                Some(issuer),
-                Some(server),
-                Some(signing),
-                Some(tokens),
-                Some((policy, policy_watch_seconds)),
-                Some(tls),
-                Some(issuers),
-                Some(clients),
-                Some(store),
-                Some(telemetry),
-            ) => Some(Config {
+        // A configuration only when every section validated.
+        let config = (|| {
+            let (policy, policy_watch_seconds) = policy?;
+            Some(Config {
                 origin: file.clone(),
-                issuer,
-                server,
-                signing,
-                tokens,
+                issuer: issuer?,
+                server: server?,
+                signing: signing?,
+                tokens: tokens?,
                 policy,
                 policy_watch_seconds,
-                issuers,
-                clients,
-                tls,
-                workload_issuers,
-                client_certificates,
-                store,
-                telemetry,
-                reissue_cache: ReissueCacheConfig::default(),
-                forward_auth: None,
-            }),
-            _ => None,
-        };
-        // The egress sections (added after the match above, which they leave alone).
-        let config = match (config, reissue_cache, forward_auth) {
-            (Some(config), Some(reissue_cache), Some(forward_auth)) => Some(Config {
-                reissue_cache,
-                forward_auth,
-                ..config
-            }),
-            _ => None,
-        };
+                issuers: issuers?,
+                clients: clients?,
+                tls: tls?,
+                workload_issuers: workload_issuers?,
+                client_certificates: client_certificates?,
+                store: store?,
+                telemetry: telemetry?,
+                reissue_cache: reissue_cache?,
+                forward_auth: forward_auth?,
+            })
+        })();
         cx.finish(config)
     }
 
