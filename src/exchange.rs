@@ -402,9 +402,9 @@ impl Exchanger {
                 &request.subject,
                 admission.subject_issuers(),
             ),
-            ExchangeError::Subject,
         )
-        .await?;
+        .await
+        .map_err(ExchangeError::Subject)?;
         audit.subject_token(subject.borrow());
         let mut proven = Proven {
             until: subject.borrow().proven_until(),
@@ -422,9 +422,9 @@ impl Exchanger {
                 let actor = traced_stage(
                     "actor_validation",
                     mode.token::<Actor>(&self.validator, presented, accepted),
-                    ExchangeError::Actor,
                 )
-                .await?;
+                .await
+                .map_err(ExchangeError::Actor)?;
                 audit.actor_token(actor.borrow());
                 proven.until = proven.until.min(actor.borrow().proven_until());
                 proven.by_keys[1] = actor.borrow().keys_of();
@@ -479,31 +479,55 @@ fn stage<T>(
 
 /// Runs an asynchronous stage in its span (its upstream calls are the span's children),
 /// noting there why it refused.
-async fn async_stage<T>(
-    name: &'static str,
-    run: impl Future<Output = Result<T, ExchangeError>>,
-) -> Result<T, ExchangeError> {
-    let span = stage_span(name);
-    let result = run.instrument(span.clone()).await;
-    if let Err(e) = &result {
-        span.record("error.type", e.reason());
+fn async_stage<T, F>(name: &'static str, run: F) -> Staged<F, ExchangeError>
+where
+    F: Future<Output = Result<T, ExchangeError>>,
+{
+    Staged {
+        run: run.instrument(stage_span(name)),
+        reason: ExchangeError::reason,
     }
-    result
 }
 
 /// Runs a token validation in its span (its upstream calls are the span's children),
 /// noting there why it refused.
-async fn traced_stage<T>(
-    name: &'static str,
-    run: impl Future<Output = Result<T, TokenError>>,
-    role: fn(TokenError) -> ExchangeError,
-) -> Result<T, ExchangeError> {
-    let span = stage_span(name);
-    let result = run.instrument(span.clone()).await;
-    if let Err(e) = &result {
-        span.record("error.type", e.as_str());
+fn traced_stage<T, F>(name: &'static str, run: F) -> Staged<F, TokenError>
+where
+    F: Future<Output = Result<T, TokenError>>,
+{
+    Staged {
+        run: run.instrument(stage_span(name)),
+        reason: |e| e.as_str(),
     }
-    result.map_err(role)
+}
+
+pin_project_lite::pin_project! {
+    /// An asynchronous stage: its future in the stage's span, and how a refusal is named
+    /// there. A future of its own rather than an `async fn`, whose state would hold the
+    /// stage's future twice (as its argument and as the instrumented future it awaits):
+    /// the request's whole state is moved as a value on its way into the runtime, so
+    /// its size is copied on every request.
+    struct Staged<F, E> {
+        #[pin]
+        run: tracing::instrument::Instrumented<F>,
+        reason: fn(&E) -> &'static str,
+    }
+}
+
+impl<T, E, F: Future<Output = Result<T, E>>> Future for Staged<F, E> {
+    type Output = Result<T, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        let result = std::task::ready!(this.run.as_mut().poll(cx));
+        if let Err(e) = &result {
+            this.run.span().record("error.type", (this.reason)(e));
+        }
+        std::task::Poll::Ready(result)
+    }
 }
 
 /// Records the client and the outcome in the request's span (the current one), when

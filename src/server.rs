@@ -418,12 +418,14 @@ where
         &self,
         req: Request<Incoming>,
     ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send + use<H, F> {
+        // The handler's future (the whole exchange's state, kilobytes) goes to the heap
+        // once: hyper and the runtime then move a pointer, not its bytes.
         let admitted = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map(|permit| {
                 (
                     permit,
-                    tokio::time::timeout(self.timeout, (self.handler)(req)),
+                    tokio::time::timeout(self.timeout, Box::pin((self.handler)(req))),
                 )
             });
         async move {
