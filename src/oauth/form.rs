@@ -131,6 +131,12 @@ impl FormBody {
 /// Percent-decodes one name or value, `+` as space, strictly. Also used for the two
 /// halves of HTTP Basic client credentials (RFC 6749 §2.3.1).
 pub fn decode(input: &[u8]) -> Result<String, FormError> {
+    // A token needs no decoding (base64url and dots): copied whole, not byte by byte.
+    if !input.iter().any(|&b| b == b'%' || b == b'+') {
+        return std::str::from_utf8(input)
+            .map(str::to_owned)
+            .map_err(|_| FormError::NotUtf8);
+    }
     let mut out = Vec::with_capacity(input.len());
     let mut bytes = input.iter();
     while let Some(&b) = bytes.next() {
