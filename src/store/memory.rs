@@ -47,17 +47,20 @@ struct Entry {
 
 /// A counter is kept as a number so counting does not parse and format each time; it
 /// reads as its decimal digits, as it would from a networked backend. A record keeps its
-/// references beside its value.
+/// references beside its value, in two allocations of exactly their size: the value, and
+/// the references joined by newlines (a reference never holds one, `Store::put_record`
+/// checks). A lineage record is held for every live token, so its size is the store's.
 enum Value {
     Bytes(Bytes),
     Count(u64),
-    Record(Bytes, Arc<[String]>),
+    Record(Box<[u8]>, Box<str>),
 }
 
 impl Value {
     fn to_bytes(&self) -> Bytes {
         match self {
-            Value::Bytes(bytes) | Value::Record(bytes, _) => bytes.clone(),
+            Value::Bytes(bytes) => bytes.clone(),
+            Value::Record(bytes, _) => Bytes::copy_from_slice(bytes),
             Value::Count(n) => Bytes::from(n.to_string()),
         }
     }
@@ -126,7 +129,7 @@ impl MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.lock_for(expires_at)?;
         let entry = Entry {
-            value: Value::Record(value, refs.into()),
+            value: Value::Record(value.as_ref().into(), refs.join("\n").into()),
             expires_at,
         };
         match state.held_key(key) {
@@ -143,14 +146,15 @@ impl MemoryStore {
             return Ok(None);
         };
         let (value, refs) = match &entry.value {
-            Value::Record(value, refs) => (value.clone(), Arc::clone(refs)),
-            other => (other.to_bytes(), Arc::from([])),
+            Value::Record(value, refs) => (Bytes::copy_from_slice(value), &**refs),
+            other => (other.to_bytes(), ""),
         };
         let refs = refs
-            .iter()
+            .split('\n')
+            .filter(|r| !r.is_empty())
             .map(|r| {
-                let live = state.entries.get(r.as_str()).map(|e| e.value.to_bytes());
-                (r.clone(), live)
+                let live = state.entries.get(r).map(|e| e.value.to_bytes());
+                (r.to_owned(), live)
             })
             .collect();
         Ok(Some(Record { value, refs }))
