@@ -205,10 +205,16 @@ pub fn init_with_traces(
             || std::io::BufWriter::new(std::io::stdout().lock()),
         ))
         .with_filter(Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO));
+    // An absent layer (`None`) is interested in every callsite, so unfiltered it would
+    // have every span created, the request's and its stages', for nobody to read.
+    let spans = match layer {
+        Some(_) => Targets::new().with_target(SPAN_TARGET, tracing::Level::TRACE),
+        None => Targets::new(),
+    };
     let _ = tracing_subscriber::registry()
         .with(service)
         .with(audit)
-        .with(layer)
+        .with(layer.with_filter(spans))
         .try_init();
     Ok(Flush(traces))
 }
