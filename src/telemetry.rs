@@ -4,7 +4,8 @@
 //!   filtered by `RUST_LOG` (default `info`);
 //! - the audit log: the events of the `audit` target (one per exchange, see `audit`),
 //!   always one flat JSON object per line on stdout, whatever `RUST_LOG` says, so a
-//!   collector can keep them apart from the service log and parse them.
+//!   collector can keep them apart from the service log and parse them (written by
+//!   [`audit_line`], straight from the event's fields).
 //!
 //! Neither stream is written from a tokio worker: each has a bounded queue and a std
 //! thread that does the blocking writes (`queue`), so a stalled reader (a full pipe, a
@@ -23,6 +24,7 @@
 //!
 //! Fields never carry a token or secret.
 
+mod audit_line;
 pub mod otlp;
 pub mod propagation;
 mod queue;
@@ -193,18 +195,12 @@ pub fn init_with_traces(
         LogFormat::Text => service.with_filter(service_filter).boxed(),
         LogFormat::Json => service.json().with_filter(service_filter).boxed(),
     };
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_target(false)
-        .with_writer(queued(
-            &AUDIT,
-            || queue::LineQueue::new("audit", AUDIT_QUEUE_LINES, AUDIT_GRANTED_LINES),
-            || std::io::BufWriter::new(std::io::stdout().lock()),
-        ))
-        .with_filter(Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO));
+    let audit = audit_line::AuditLines::new(queued(
+        &AUDIT,
+        || queue::LineQueue::new("audit", AUDIT_QUEUE_LINES, AUDIT_GRANTED_LINES),
+        || std::io::BufWriter::new(std::io::stdout().lock()),
+    ))
+    .with_filter(Targets::new().with_target(AUDIT_TARGET, tracing::Level::INFO));
     // An absent layer (`None`) is interested in every callsite, so unfiltered it would
     // have every span created, the request's and its stages', for nobody to read.
     let spans = match layer {

@@ -312,13 +312,11 @@ mod tests {
         Box::leak(Box::new(LineQueue::new("audit", capacity, reserved)))
     }
 
-    /// The real JSON layer writing into `queue`, as `telemetry::init` sets it up.
+    /// The real audit layer writing into `queue`, as `telemetry::init` sets it up.
     fn subscriber(queue: &'static LineQueue) -> impl tracing::Subscriber {
-        tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_writer(QueueWriter(queue)),
-        )
+        tracing_subscriber::registry().with(super::super::audit_line::AuditLines::new(QueueWriter(
+            queue,
+        )))
     }
 
     #[tokio::test]
