@@ -2,8 +2,9 @@
 //!
 //! One object per line: `timestamp` (RFC 3339, UTC, microseconds, as the service log
 //! writes it) and `level` first, then the event's fields in the order it records them:
-//! strings as JSON strings, integers and booleans as themselves, anything else (a
-//! `Display` or `Debug` value, the message) as the string of its formatted form. These
+//! strings as JSON strings, 64-bit integers, floats and booleans as themselves, anything
+//! else (a `Display` or `Debug` value, the message) as the string of its formatted form
+//! (the audit events carry nothing else). These
 //! are the lines tracing-subscriber's JSON formatter writes for the audit events (they
 //! are flat: no span, no target), without its generic path: a serde map over an
 //! `io::Write` adaptor that checks UTF-8 again on every write. Every exchange's record
