@@ -389,6 +389,9 @@ impl Store {
     }
 }
 
+// What every backend does is the contract of `tests/lifecycle_store.rs`, run against the
+// in-process store and a real Redis. Here only what the in-process store alone has: its
+// bound on entries, and a race on two threads (the contract runs it in memory on one).
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -405,96 +408,6 @@ mod tests {
 
     fn bytes(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
-    }
-
-    #[tokio::test]
-    async fn a_value_is_returned_until_it_expires() {
-        let (store, clock) = store(10);
-        store.put("k", bytes("v"), T0 + 10).await.unwrap();
-        assert_eq!(store.get("k").await.unwrap(), Some(bytes("v")));
-        clock.set(T0 + 9);
-        assert_eq!(store.get("k").await.unwrap(), Some(bytes("v")));
-        // Expired at its expiry, like a token's `exp`.
-        clock.set(T0 + 10);
-        assert_eq!(store.get("k").await.unwrap(), None);
-        assert_eq!(store.get("never").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn put_replaces_the_value_and_the_expiry() {
-        let (store, clock) = store(10);
-        store.put("k", bytes("old"), T0 + 10).await.unwrap();
-        store.put("k", bytes("new"), T0 + 20).await.unwrap();
-        clock.set(T0 + 15);
-        assert_eq!(store.get("k").await.unwrap(), Some(bytes("new")));
-        // Shortening works too: the earlier expiry is the one in force.
-        store.put("k", bytes("short"), T0 + 16).await.unwrap();
-        clock.set(T0 + 16);
-        assert_eq!(store.get("k").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn an_expiry_not_in_the_future_is_refused() {
-        let (store, _clock) = store(10);
-        for expires_at in [T0, T0 - 1] {
-            let e = store.put("k", bytes("v"), expires_at).await.unwrap_err();
-            assert_eq!(e, StoreError::PastExpiry);
-            let e = store.set_if_absent("k", bytes("v"), expires_at).await;
-            assert_eq!(e, Err(StoreError::PastExpiry));
-            assert_eq!(
-                store.increment("k", expires_at).await,
-                Err(StoreError::PastExpiry)
-            );
-        }
-        assert_eq!(store.get("k").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn delete_removes_a_live_entry_only() {
-        let (store, clock) = store(10);
-        store.put("k", bytes("v"), T0 + 10).await.unwrap();
-        assert!(store.delete("k").await.unwrap());
-        assert_eq!(store.get("k").await.unwrap(), None);
-        assert!(!store.delete("k").await.unwrap());
-        store.put("gone", bytes("v"), T0 + 1).await.unwrap();
-        clock.set(T0 + 1);
-        assert!(!store.delete("gone").await.unwrap());
-        // A deleted key can be claimed again.
-        assert!(store.set_if_absent("k", bytes("v"), T0 + 10).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn set_if_absent_inserts_once_until_expiry() {
-        let (store, clock) = store(10);
-        assert!(
-            store
-                .set_if_absent("jti", bytes("a"), T0 + 60)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .set_if_absent("jti", bytes("b"), T0 + 90)
-                .await
-                .unwrap()
-        );
-        // The loser changed nothing: neither value nor expiry.
-        assert_eq!(store.get("jti").await.unwrap(), Some(bytes("a")));
-        clock.set(T0 + 59);
-        assert!(
-            !store
-                .set_if_absent("jti", bytes("c"), T0 + 90)
-                .await
-                .unwrap()
-        );
-        clock.set(T0 + 60);
-        assert!(
-            store
-                .set_if_absent("jti", bytes("d"), T0 + 90)
-                .await
-                .unwrap()
-        );
-        assert_eq!(store.get("jti").await.unwrap(), Some(bytes("d")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,47 +439,6 @@ mod tests {
             store.get("jti-1").await.unwrap(),
             Some(Bytes::from(vec![winners[0]]))
         );
-    }
-
-    #[tokio::test]
-    async fn a_counter_counts_within_its_window_and_restarts_after() {
-        let (store, clock) = store(10);
-        assert_eq!(store.increment("rate:a", T0 + 60).await.unwrap(), 1);
-        assert_eq!(store.increment("rate:a", T0 + 60).await.unwrap(), 2);
-        // A later expiry does not stretch the window.
-        clock.set(T0 + 59);
-        assert_eq!(store.increment("rate:a", T0 + 120).await.unwrap(), 3);
-        assert_eq!(store.get("rate:a").await.unwrap(), Some(bytes("3")));
-        clock.set(T0 + 60);
-        assert_eq!(store.get("rate:a").await.unwrap(), None);
-        assert_eq!(store.increment("rate:a", T0 + 120).await.unwrap(), 1);
-        // Counters are per key.
-        assert_eq!(store.increment("rate:b", T0 + 120).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn increment_takes_up_a_decimal_value_and_refuses_others() {
-        let (store, _clock) = store(10);
-        store.put("n", bytes("41"), T0 + 60).await.unwrap();
-        assert_eq!(store.increment("n", T0 + 60).await.unwrap(), 42);
-        store
-            .put("s", bytes("not a number"), T0 + 60)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.increment("s", T0 + 60).await,
-            Err(StoreError::NotACounter)
-        );
-        store
-            .put("max", Bytes::from(u64::MAX.to_string()), T0 + 60)
-            .await
-            .unwrap();
-        assert_eq!(
-            store.increment("max", T0 + 60).await,
-            Err(StoreError::NotACounter)
-        );
-        // The refused calls changed nothing.
-        assert_eq!(store.get("s").await.unwrap(), Some(bytes("not a number")));
     }
 
     #[tokio::test]
